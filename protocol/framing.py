@@ -1,0 +1,133 @@
+"""Serial framing on the UART (SPEC.md, "Serial framing").
+
+On the line a frame travels as   0x00 | COBS(frame | CRC16) | 0x00
+COBS removes every zero byte from the body, so 0x00 only ever means "frame boundary":
+after garbage, a lost byte or a power-up mid-frame the receiver is back in step at the
+next zero. CRC-16/CCITT-FALSE (big-endian) catches line errors before the MIC is tried,
+so noise is counted apart from forgery.
+
+`wrap()` builds the bytes to write. `Deframer` is a pure state machine: feed it whatever
+the UART returned, in any pieces, and it returns good frames and reasons for bad ones.
+"""
+from protocol.crc16 import crc16
+
+MAX_FRAME = 192          # frame bytes (header + payload + MIC), before CRC and COBS
+MAX_WIRE = MAX_FRAME + 2 + 2 + 2   # + CRC + COBS overhead (1 per 254) + two delimiters = 198 <= 200
+
+# reasons a run of bytes between two delimiters is not a frame
+BAD_CRC = "crc"
+BAD_COBS = "cobs"
+TOO_LONG = "too_long"
+TOO_SHORT = "too_short"
+
+
+def cobs_encode(data):
+    out = bytearray()
+    code_pos = 0
+    out.append(0)
+    code = 1
+    for b in data:
+        if b == 0:
+            out[code_pos] = code
+            code_pos = len(out)
+            out.append(0)
+            code = 1
+        else:
+            out.append(b)
+            code += 1
+            if code == 0xFF:
+                out[code_pos] = code
+                code_pos = len(out)
+                out.append(0)
+                code = 1
+    out[code_pos] = code
+    return out
+
+
+def cobs_decode(data, end=None):
+    """Decode a COBS block (no delimiters). Returns bytearray or None if malformed."""
+    if end is None:
+        end = len(data)
+    out = bytearray()
+    i = 0
+    while i < end:
+        code = data[i]
+        if code == 0:
+            return None
+        i += 1
+        stop = i + code - 1
+        if stop > end:
+            return None
+        out.extend(data[i:stop])
+        i = stop
+        if code < 0xFF and i < end:
+            out.append(0)
+    return out
+
+
+def wrap(frame):
+    """Bytes to write to the UART for one frame."""
+    n = len(frame)
+    if n > MAX_FRAME:
+        raise ValueError("frame of %d bytes exceeds MAX_FRAME %d" % (n, MAX_FRAME))
+    body = bytearray(frame)
+    c = crc16(body)
+    body.append(c >> 8)
+    body.append(c & 0xFF)
+    out = bytearray(b"\x00")
+    out.extend(cobs_encode(body))
+    out.append(0)
+    return bytes(out)
+
+
+class Deframer:
+    """Splits a byte stream at 0x00 and checks each piece.
+
+    feed(data) -> list of items; an item is `bytes` (a frame whose CRC is good) or a
+    `str` reason (BAD_CRC, BAD_COBS, TOO_LONG, TOO_SHORT). Empty pieces (two zeros in a
+    row, as between back-to-back frames) are not reported. Memory is bounded and
+    preallocated: a piece longer than the largest legal one is skipped while it streams
+    in and reported once as TOO_LONG.
+    """
+
+    def __init__(self, max_frame=MAX_FRAME):
+        self.max_frame = max_frame
+        self._buf = bytearray(max_frame + 2 + 2 + 1)  # frame + CRC + COBS overhead (< 254 B)
+        self._n = 0
+        self._overflow = False
+
+    def feed(self, data):
+        out = []
+        buf = self._buf
+        cap = len(buf)
+        for b in data:
+            if b != 0:
+                if self._overflow:
+                    continue
+                if self._n >= cap:
+                    self._overflow = True
+                    self._n = 0
+                    continue
+                buf[self._n] = b
+                self._n += 1
+                continue
+            if self._overflow:
+                self._overflow = False
+                out.append(TOO_LONG)
+            elif self._n:
+                out.append(self._check(buf, self._n))
+                self._n = 0
+        return out
+
+    def _check(self, piece, n):
+        body = cobs_decode(piece, n)
+        if body is None:
+            return BAD_COBS
+        if len(body) < 3:
+            return TOO_SHORT
+        n = len(body) - 2
+        if n > self.max_frame:
+            return TOO_LONG
+        if crc16(body, 0xFFFF, 0, n) != (body[n] << 8) | body[n + 1]:
+            return BAD_CRC
+        return bytes(body[:n])

@@ -1,0 +1,118 @@
+"""READINGS payload (SPEC.md, "Readings payload").
+
+A payload is a sequence of blocks, each a regular run of samples of one channel:
+
+    block  = chan (1 byte) | head (uvarint: count << 1 | is_fault) | age (uvarint)
+             [| step (uvarint), only when count > 1] | body
+    body   = fault code (uvarint), once for the whole run     when is_fault
+           = v0 (svarint), then count-1 deltas (svarint)       otherwise
+
+`age` is how many seconds before the frame's send time the run's first (oldest)
+sample was taken; sample k was taken `age - k*step` seconds before sending. Times are
+relative to sending so a node with no clock still stamps correctly at the gateway
+(absolute = receive time - age + k*step). Readings are numbered across the payload in
+block order, starting at 0: that number is the `idx` of the dedup key (node, seq, idx).
+"""
+from protocol.varint import VarintError, get_svarint, get_uvarint, put_svarint, put_uvarint
+
+MAX_COUNT = 1 << 15
+
+
+class Block:
+    """A run: `count` samples of `chan`, the first `age` s before sending, `step` s apart.
+    `values` is a list of scaled ints, or None with `fault` set for a fault run."""
+    __slots__ = ("chan", "age", "step", "values", "fault", "count")
+
+    def __init__(self, chan, age, step, values=None, fault=0, count=None):
+        self.chan = chan
+        self.age = age
+        self.step = step
+        self.values = values
+        self.fault = fault
+        self.count = len(values) if values is not None else count
+
+    def times(self, t_send):
+        """Sample times, given the send time in the same base."""
+        t0 = t_send - self.age
+        return [t0 + k * self.step for k in range(self.count)]
+
+    def __eq__(self, other):
+        return (self.chan, self.age, self.step if self.count > 1 else 0, self.values, self.fault, self.count) == (
+            other.chan, other.age, other.step if other.count > 1 else 0, other.values, other.fault, other.count)
+
+    def __repr__(self):
+        if self.values is None:
+            return "Block(chan=0x%02x age=%d step=%d fault=%d x%d)" % (self.chan, self.age, self.step, self.fault, self.count)
+        return "Block(chan=0x%02x age=%d step=%d values=%r)" % (self.chan, self.age, self.step, self.values)
+
+
+def encode_block(out, blk):
+    n = blk.count
+    if not 1 <= n < MAX_COUNT:
+        raise ValueError("block must hold 1..%d samples, got %r" % (MAX_COUNT - 1, n))
+    if not 0 <= blk.chan <= 0xFF:
+        raise ValueError("channel id %r out of range" % (blk.chan,))
+    if n > 1 and blk.step * (n - 1) > blk.age:
+        raise ValueError("samples would lie after the send time (age %d, step %d, count %d)" % (blk.age, blk.step, n))
+    out.append(blk.chan)
+    put_uvarint(out, (n << 1) | (1 if blk.values is None else 0))
+    put_uvarint(out, blk.age)
+    if n > 1:
+        put_uvarint(out, blk.step)
+    if blk.values is None:
+        put_uvarint(out, blk.fault)
+        return out
+    prev = 0
+    for v in blk.values:
+        put_svarint(out, v - prev)
+        prev = v
+    return out
+
+
+def encode(blocks):
+    out = bytearray()
+    for b in blocks:
+        encode_block(out, b)
+    return bytes(out)
+
+
+def decode(data, pos=0, end=None):
+    """Blocks from a payload; ValueError (VarintError) on anything malformed."""
+    if end is None:
+        end = len(data)
+    blocks = []
+    if pos >= end:
+        raise VarintError("empty readings payload")
+    while pos < end:
+        chan = data[pos]
+        pos += 1
+        head, pos = get_uvarint(data, pos, end)
+        n = head >> 1
+        if n == 0 or n >= MAX_COUNT:
+            raise VarintError("block count %d out of range" % n)
+        age, pos = get_uvarint(data, pos, end)
+        step = 0
+        if n > 1:
+            step, pos = get_uvarint(data, pos, end)
+            if step * (n - 1) > age:
+                raise VarintError("samples after the send time")
+        if head & 1:
+            fault, pos = get_uvarint(data, pos, end)
+            blocks.append(Block(chan, age, step, None, fault, n))
+            continue
+        if n > end - pos:
+            raise VarintError("block claims %d samples, payload too short" % n)
+        values = []
+        v = 0
+        for _ in range(n):
+            d, pos = get_svarint(data, pos, end)
+            v += d
+            if v < -0x80000000 or v > 0x7FFFFFFF:
+                raise VarintError("value out of 32-bit range")
+            values.append(v)
+        blocks.append(Block(chan, age, step, values))
+    return blocks
+
+
+def count(blocks):
+    return sum(b.count for b in blocks)
