@@ -16,7 +16,7 @@ A frame is never returned unless its MIC verified with the node's key.
 """
 import struct
 
-from protocol.mic import MIC_LEN, Hmac, ct_equal
+from protocol.mic import MIC_LEN, ct_equal
 from protocol.varint import VarintError, get_uvarint, put_uvarint
 
 try:
