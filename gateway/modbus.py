@@ -1,0 +1,461 @@
+"""Modbus bridge: polls the site's Modbus devices (RTU over RS-485 and TCP) with pymodbus,
+turns register values into readings of "virtual nodes", runs the trip engine on them
+and drives the siren coil.
+
+    bridge = ModbusBridge(cfg, sink, alloc_seq)   # cfg: gateway.config.SiteConfig
+    task = asyncio.create_task(bridge.run())      # until cancelled
+    bridge.stats()                                # per device: online, failures, counts...
+    bridge.set_external_level("radio", level)     # radio-node alarms may drive the siren too
+
+`sink(records)` is an async callable that gets one list per poll: the poll's
+gateway.records.Reading records (node = the device's virtual node, seq from
+`alloc_seq(node)` (sync or async; the store persists it), idx = point position)
+followed by the Alarm records the trip engine raised on them. It should commit the list
+in one transaction. Device state changes (online/offline) go to `on_state(DeviceState)`
+if given, and are always logged once per change.
+
+Scheduling. Each bus has one task and one request queue, so a bus carries one
+transaction at a time, with the RTU inter-frame silence (3.5 characters, 1.75 ms above
+19200 baud) after each. Buses are independent: a dead device on one bus never touches
+another. A device is polled every `poll_s` on a fixed-rate schedule (missed slots are
+skipped, not bunched). A transaction waits at most `timeout_s`; after a timeout, the
+retry (up to `retries`) is queued after `retry_backoff_s * 2**k`, so the other devices
+on the bus go in between. When all retries fail the device goes offline; it is then
+probed once (no retries) after `poll_s`, doubling up to `offline_probe_max_s`, so a dead
+device costs its bus one timeout per probe. The first good answer brings it back online.
+
+Errors are classified: `timeouts` (no reply), `crc_errors` (bytes came back but no
+valid frame: CRC or framing error), `exceptions` (a Modbus exception response; its code
+is kept in `last_exception_code` and the point's reading carries fault
+FAULT_EXCEPTION_BASE + code).
+
+Siren: `modbus.alarm_output` names a device and coil. When the highest level of all
+Modbus channels (and of the external levels) reaches `min_level`, the coil is written
+on; when it falls below, off. A failed write is retried with back-off until it lands.
+"""
+import asyncio
+import heapq
+import inspect
+import itertools
+import logging
+import time
+from collections import namedtuple
+
+from pymodbus.exceptions import ConnectionException, ModbusException
+
+from gateway import modbus_decode as mdec
+from gateway.records import Alarm, Reading
+from protocol import channels
+
+try:
+    from protocol import trip as _trip
+except ImportError:  # pragma: no cover - only while protocol/trip.py does not exist
+    _trip = None
+
+log = logging.getLogger("stationgw.modbus")
+
+DeviceState = namedtuple("DeviceState", "device node online t reason")
+DeviceState.__doc__ = """A device went online (online=True) or offline; t is unix seconds,
+reason a short text (e.g. "timeout", "crc error", "connect failed")."""
+
+_READERS = {"holding": "read_holding_registers", "input": "read_input_registers",
+            "coil": "read_coils", "discrete": "read_discrete_inputs"}
+_PRIO_COIL, _PRIO_POLL = 0, 1
+
+
+class SystemClock:
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
+
+
+class DeviceStats:
+    __slots__ = ("online", "last_ok", "consecutive_failures", "last_exception_code",
+                 "last_error", "polls", "polls_ok", "timeouts", "crc_errors", "exceptions",
+                 "went_offline")
+
+    def __init__(self):
+        self.online = None            # None until the first poll settles it
+        self.last_ok = None           # unix s of the last good poll
+        self.consecutive_failures = 0
+        self.last_exception_code = None
+        self.last_error = ""
+        self.polls = self.polls_ok = self.timeouts = self.crc_errors = 0
+        self.exceptions = self.went_offline = 0
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class _NoReply(Exception):
+    """The device gave no usable answer (timeout, bad frame or no connection)."""
+
+    def __init__(self, kind):
+        super().__init__(kind)
+        self.kind = kind              # "timeout" | "crc error" | "connect failed"
+
+
+def make_client(bus, timeout, trace_packet):
+    """A pymodbus async client for a bus; auto-reconnect is off, the bridge reconnects."""
+    from pymodbus import FramerType
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+    if bus.type == "tcp":
+        return AsyncModbusTcpClient(bus.host, port=bus.port, timeout=timeout, retries=0,
+                                    reconnect_delay=0, trace_packet=trace_packet)
+    return AsyncModbusSerialClient(bus.port, framer=FramerType.RTU, baudrate=bus.baudrate,
+                                   parity=bus.parity, stopbits=bus.stopbits, timeout=timeout,
+                                   retries=0, reconnect_delay=0, trace_packet=trace_packet)
+
+
+class _Device:
+    def __init__(self, cfg, rules):
+        self.cfg = cfg
+        self.stats = DeviceStats()
+        self.plan = mdec.plan_reads(cfg.points)
+        self.engine = _trip.TripEngine(rules) if (_trip is not None and rules) else None
+        self.next_due = 0.0           # fixed-rate schedule of regular polls
+        self.attempt = 0              # retries used by the current poll
+
+
+class _BusWorker:
+    """One task per bus: a due-time queue of jobs, executed one at a time."""
+
+    def __init__(self, bridge, bus, devices, client_factory):
+        self.bridge, self.bus, self.devices = bridge, bus, devices
+        self.gap = bus.inter_frame_gap_s
+        timeout = max([d.cfg.timeout_s for d in devices] or [1.0])
+        self.rx_seen = False
+        self.client = client_factory(bus, timeout, self._trace)
+        self.queue = []
+        self.order = itertools.count()
+        self.wake = asyncio.Event()
+
+    def _trace(self, sending, data):
+        if not sending and data:
+            self.rx_seen = True
+        return data
+
+    def push(self, due, prio, job):
+        heapq.heappush(self.queue, (due, prio, next(self.order), job))
+        self.wake.set()
+
+    async def run(self):
+        try:
+            while True:
+                now = self.bridge.clock.monotonic()
+                if self.queue and self.queue[0][0] <= now:
+                    job = heapq.heappop(self.queue)[3]
+                    try:
+                        await job()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug must not stop the bus; the log shows it
+                        log.exception("event=modbus_job_error bus=%s", self.bus.name)
+                    if self.gap:
+                        await asyncio.sleep(self.gap)
+                    continue
+                self.wake.clear()
+                wait = (self.queue[0][0] - now) if self.queue else None
+                try:
+                    await asyncio.wait_for(self.wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.client.close()
+
+    async def transact(self, dev, method, *args, **kw):
+        """One request, bounded by the device's timeout. Raises _NoReply; returns the
+        reply (which may be an exception response)."""
+        c = self.client
+        if not c.connected:
+            try:
+                ok = await asyncio.wait_for(c.connect(), dev.timeout_s)
+            except (asyncio.TimeoutError, OSError):
+                ok = False
+            if not ok:
+                c.close()
+                raise _NoReply("connect failed")
+        self.rx_seen = False
+        try:
+            return await asyncio.wait_for(getattr(c, method)(*args, device_id=dev.device_id,
+                                                              **kw), dev.timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        except ConnectionException:
+            c.close()
+            raise _NoReply("connect failed") from None
+        except ModbusException:
+            pass                      # pymodbus' own timeout: "No response received"
+        except Exception as e:        # the serial port went away, a USB adapter reset...
+            log.error("event=modbus_io_error bus=%s error=%r", self.bus.name, e)
+            c.close()
+            raise _NoReply("io error") from None
+        raise _NoReply("crc error" if self.rx_seen else "timeout")
+
+
+class ModbusBridge:
+    def __init__(self, config, sink, alloc_seq, clock=None, client_factory=make_client,
+                 on_state=None):
+        self.config = config
+        self.sink, self.alloc_seq = sink, alloc_seq
+        self.clock = clock or SystemClock()
+        self.on_state = on_state
+        self.devices = {}
+        for d in config.modbus.devices:
+            rules = [r.rule() for r in d.rules] if _trip is not None else []
+            if d.rules and _trip is None:
+                log.warning("event=trip_unavailable device=%s rules=%d: protocol/trip.py "
+                            "missing, rules not evaluated", d.name, len(d.rules))
+            self.devices[d.name] = _Device(d, rules)
+        self.workers = {}
+        for b in config.modbus.buses:
+            devs = [x for x in self.devices.values() if x.cfg.bus == b.name]
+            if devs:
+                self.workers[b.name] = _BusWorker(self, b, devs, client_factory)
+        self.alarm_output = config.modbus.alarm_output
+        self.external = {}
+        self.coil_wanted = None       # what the siren coil should be
+        self.coil_state = None        # what we last wrote successfully
+        self.coil_writing = False
+        self.coil_failures = 0
+        self.sink_errors = 0
+
+    # ------------------------------------------------------------ public
+
+    async def run(self):
+        """Poll until cancelled."""
+        now = self.clock.monotonic()
+        for w in self.workers.values():
+            for d in w.devices:
+                d.next_due = now
+                w.push(now, _PRIO_POLL, self._poll_job(w, d))
+        if self.alarm_output is not None:
+            self._update_siren()     # drive the relay to a known state at start
+        tasks = [asyncio.create_task(w.run(), name="modbus-bus-" + n)
+                 for n, w in self.workers.items()]
+        tasks.append(asyncio.create_task(self._ticker(), name="modbus-trip-tick"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stats(self):
+        out = {}
+        for name, d in self.devices.items():
+            s = d.stats.as_dict()
+            s["node"] = d.cfg.node
+            s["level"] = d.engine.level() if d.engine is not None else 0
+            out[name] = s
+        return out
+
+    def siren_stats(self):
+        return {"wanted": self.coil_wanted, "written": self.coil_state,
+                "write_failures": self.coil_failures}
+
+    def level(self):
+        lv = [d.engine.level() for d in self.devices.values() if d.engine is not None]
+        return max(lv + list(self.external.values()) + [0])
+
+    def set_external_level(self, source, level):
+        """Another alarm source (e.g. radio nodes) at `level`; the siren follows the max."""
+        self.external[source] = level
+        self._update_siren()
+
+    # ------------------------------------------------------------ polling
+
+    def _poll_job(self, w, d, probe=False):
+        async def job():
+            await self._poll(w, d, probe)
+        return job
+
+    async def _poll(self, w, d, probe):
+        cfg, st = d.cfg, d.stats
+        st.polls += 1
+        results = []                  # (point index, value, fault)
+        try:
+            for rd in d.plan:
+                reply = await w.transact(cfg, _READERS[rd.table], rd.address, count=rd.count)
+                if reply.isError():
+                    code = getattr(reply, "exception_code", 0)
+                    st.exceptions += 1
+                    st.last_exception_code = code
+                    st.last_error = "exception %d on %s %d+%d" % (code, rd.table, rd.address,
+                                                                  rd.count)
+                    log.warning("event=modbus_exception device=%s table=%s address=%d "
+                                "code=%d", cfg.name, rd.table, rd.address, code)
+                    for i, _off in rd.slices:
+                        results.append((i, None, mdec.FAULT_EXCEPTION_BASE + code))
+                    continue
+                values = reply.bits if rd.table in ("coil", "discrete") else reply.registers
+                if len(values) < rd.count:   # a short reply is as bad as a broken frame
+                    raise _NoReply("crc error")
+                for i, vals in mdec.split_reply(rd, values, cfg.points):
+                    v, fault = mdec.decode_point(cfg.points[i], vals, channels.from_units)
+                    results.append((i, v, fault))
+        except _NoReply as e:
+            self._failed(w, d, e.kind, probe)
+            return
+        d.attempt = 0
+        st.consecutive_failures = 0
+        st.polls_ok += 1
+        st.last_ok = self.clock.time()
+        if st.online is not True:
+            self._set_online(d, True, "answering")
+        self._schedule_next(w, d)
+        await self._emit_poll(d, sorted(results))
+
+    def _failed(self, w, d, kind, probe):
+        st, cfg = d.stats, d.cfg
+        if kind == "crc error":
+            st.crc_errors += 1
+        else:
+            st.timeouts += 1
+        st.last_error = kind
+        now = self.clock.monotonic()
+        if not probe and d.attempt < cfg.retries:
+            d.attempt += 1
+            w.push(now + cfg.retry_backoff_s * (2 ** (d.attempt - 1)), _PRIO_POLL,
+                   self._poll_job(w, d))
+            return
+        d.attempt = 0
+        st.consecutive_failures += 1
+        if st.online is not False:
+            self._set_online(d, False, kind)
+        delay = min(cfg.poll_s * 2 ** (st.consecutive_failures - 1),
+                    max(cfg.poll_s, cfg.offline_probe_max_s))
+        w.push(now + delay, _PRIO_POLL, self._poll_job(w, d, probe=True))
+
+    def _schedule_next(self, w, d):
+        now = self.clock.monotonic()
+        step = d.cfg.poll_s
+        d.next_due += step
+        if d.next_due <= now:      # skip missed slots instead of bunching polls
+            d.next_due += step * (int((now - d.next_due) / step) + 1)
+        w.push(d.next_due, _PRIO_POLL, self._poll_job(w, d))
+
+    def _set_online(self, d, online, reason):
+        st = d.stats
+        st.online = online
+        if not online:
+            st.went_offline += 1
+            log.warning("event=modbus_offline device=%s node=%d reason=%s", d.cfg.name,
+                        d.cfg.node, reason)
+        else:
+            log.info("event=modbus_online device=%s node=%d", d.cfg.name, d.cfg.node)
+            # an offline device resumes its fixed-rate schedule from now
+            d.next_due = self.clock.monotonic()
+        if self.on_state is not None:
+            self.on_state(DeviceState(d.cfg.name, d.cfg.node, online, int(self.clock.time()),
+                                      reason))
+        if self.alarm_output is not None and online and \
+                d.cfg.name == self.alarm_output.device and self.coil_wanted is not None:
+            self.coil_state = None    # relay may have rebooted: write it again
+            self._update_siren()
+
+    async def _alloc(self, node):
+        s = self.alloc_seq(node)
+        if inspect.isawaitable(s):
+            s = await s
+        return s
+
+    async def _emit_poll(self, d, results):
+        cfg = d.cfg
+        t_wall = int(self.clock.time())
+        t_mono = int(self.clock.monotonic())
+        seq = await self._alloc(cfg.node)
+        records = []
+        events = []
+        for i, value, fault in results:
+            p = cfg.points[i]
+            records.append(Reading(cfg.node, seq, i, p.chan, t_wall, value, fault, 0))
+            if d.engine is not None:
+                events.extend(d.engine.update(p.chan, t_mono, value))
+        if d.engine is not None:
+            events.extend(d.engine.tick(t_mono))
+        records.extend(self._alarms(cfg, seq, events, t_wall, t_mono))
+        await self._deliver(records)
+        if events:
+            self._update_siren()
+
+    def _alarms(self, cfg, seq, events, t_wall, t_mono):
+        rx_ms = int(self.clock.time() * 1000)
+        out = []
+        for k, ev in enumerate(events):
+            t = t_wall - (t_mono - ev.t)
+            out.append(Alarm(cfg.node, seq, k, ev.event, ev.level, ev.prev_level, ev.chan,
+                             ev.rule_id, ev.rule_kind, ev.value, ev.threshold, t, rx_ms))
+            log.warning("event=modbus_alarm device=%s node=%d chan=%s level=%d prev=%d rule=%d "
+                        "value=%d", cfg.name, cfg.node, channels.label(ev.chan), ev.level,
+                        ev.prev_level, ev.rule_id, ev.value)
+        return out
+
+    async def _deliver(self, records):
+        if not records:
+            return
+        try:
+            await self.sink(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.sink_errors += 1
+            log.exception("event=modbus_sink_error records=%d", len(records))
+
+    async def _ticker(self):
+        """Hold-time clears come due without new samples; check once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            t_mono = int(self.clock.monotonic())
+            t_wall = int(self.clock.time())
+            changed = False
+            for d in self.devices.values():
+                if d.engine is None:
+                    continue
+                events = d.engine.tick(t_mono)
+                if events:
+                    changed = True
+                    seq = await self._alloc(d.cfg.node)
+                    await self._deliver(self._alarms(d.cfg, seq, events, t_wall, t_mono))
+            if changed:
+                self._update_siren()
+
+    # ------------------------------------------------------------ siren
+
+    def _update_siren(self):
+        out = self.alarm_output
+        if out is None:
+            return
+        self.coil_wanted = self.level() >= out.min_level
+        if self.coil_wanted != self.coil_state and not self.coil_writing:
+            dev = self.devices.get(out.device)
+            w = self.workers.get(dev.cfg.bus) if dev is not None else None
+            if w is not None:
+                self.coil_writing = True
+                w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0))
+
+    def _coil_job(self, w, dev, failures):
+        async def job():
+            want = self.coil_wanted
+            try:
+                reply = await w.transact(dev.cfg, "write_coil", self.alarm_output.address,
+                                         want)
+                ok = not reply.isError()
+                why = "exception %d" % getattr(reply, "exception_code", 0) if not ok else ""
+            except _NoReply as e:
+                ok, why = False, e.kind
+            if ok:
+                self.coil_state = want
+                log.warning("event=siren_coil device=%s address=%d on=%s", dev.cfg.name,
+                            self.alarm_output.address, want)
+                if self.coil_wanted != want:   # the level moved while we wrote
+                    w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0))
+                    return
+                self.coil_writing = False
+                return
+            self.coil_failures += 1
+            log.error("event=siren_coil_failed device=%s address=%d on=%s reason=%s",
+                      dev.cfg.name, self.alarm_output.address, want, why)
+            delay = min(0.1 * 2 ** failures, 5.0)
+            w.push(self.clock.monotonic() + delay, _PRIO_COIL,
+                   self._coil_job(w, dev, failures + 1))
+        return job
