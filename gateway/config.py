@@ -355,7 +355,8 @@ class _Checker:
             return None
         return v
 
-    def file_path(self, tbl, name, key, required=False, secret=False, must_exist=True):
+    def file_path(self, tbl, name, key, required=False, secret=False, must_exist=True,
+                  hint=""):
         """A path value, made absolute. Secrets must have no group/other permission bits."""
         p = self.value(tbl, name, key, str, default=None if not required else _MISSING)
         if not p:
@@ -367,7 +368,7 @@ class _Checker:
         try:
             st = os.stat(p)
         except FileNotFoundError:
-            self.err(full, "file %s does not exist" % p)
+            self.err(full, "file %s does not exist%s" % (p, hint))
             return p
         except OSError as e:
             self.err(full, "cannot read %s: %s" % (p, e.strerror))
@@ -523,7 +524,8 @@ def _radio(c, doc):
                         hi=RADIO_CHANNELS.get(module, 255)),
         air_rate=c.value(t, "air_rate", "radio", int, default=2400, choices=rates),
         address=c.value(t, "address", "radio", int, default=0, lo=0, hi=65535),
-        keys_file=c.file_path(t, "keys_file", "radio", required=True, secret=True),
+        keys_file=c.file_path(t, "keys_file", "radio", required=True, secret=True,
+                              hint=": make it with `stationctl keygen` (mode 0600)"),
     )
     keys = Keys({}, r["keys_file"])
     if r["keys_file"] and not any(i.key == "radio.keys_file" for i in c.issues):

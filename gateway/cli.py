@@ -1,0 +1,135 @@
+"""`stationgw`: the site gateway's command line.
+
+    stationgw check-config site.toml     exit 0 and a summary, or exit 2 and every problem
+    stationgw run -c site.toml           the daemon (gateway/daemon.py: main(cfg) -> exit code)
+    stationgw status [-c site.toml]      the daemon's figures (gateway/daemon.py: status(cfg, as_json))
+
+Exit codes: 0 ok, 2 bad config or usage, 3 the daemon is not part of this build yet.
+"""
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from gateway import config as gconfig
+from protocol import channels, levels
+
+DEFAULT_CONFIG = "/etc/stationgw/site.toml"
+EXIT_OK, EXIT_CONFIG, EXIT_NOT_YET = 0, 2, 3
+
+
+def summary(cfg):
+    """A few lines an operator can check against the site plan."""
+    out = ["%s: valid" % cfg.path,
+           "site %s, gateway %s" % (cfg.site.id, cfg.site.gateway_id)]
+    m = cfg.mqtt
+    out.append("mqtt %s:%d (%s, %s%s), topics %s/%s/%s/..." % (
+        m.host, m.port, "MQTT 5" if m.protocol == "v5" else "MQTT 3.1.1",
+        "TLS" if m.tls else "no TLS", ", mTLS" if m.tls_cert else "",
+        m.topic_prefix, cfg.site.id, cfg.site.gateway_id))
+    out.append("storage %s (quota %d MB)" % (cfg.storage.path, cfg.storage.quota_mb))
+    if cfg.radio is not None:
+        r = cfg.radio
+        out.append("radio %s on %s, channel %d, air rate %d, %d node(s), keys for %d"
+                   % (r.module, r.port, r.channel, r.air_rate, len(cfg.nodes), len(r.keys)))
+        for n in cfg.nodes:
+            out.append("  node %d %s %s" % (n.id, n.name,
+                                            " ".join(channels.label(c) for c in n.channels)))
+    else:
+        out.append("radio: none (Modbus-only site)")
+    mb = cfg.modbus
+    for b in mb.buses:
+        where = "%s:%d" % (b.host, b.port) if b.type == "tcp" else \
+            "%s %d %s%d" % (b.port, b.baudrate, b.parity, b.stopbits)
+        out.append("modbus bus %s: %s %s" % (b.name, b.type, where))
+        for d in mb.devices:
+            if d.bus == b.name:
+                out.append("  device %s: id %d, node %d, every %gs, %d point(s), %d rule(s)"
+                           % (d.name, d.device_id, d.node, d.poll_s, len(d.points),
+                              len(d.rules)))
+    if mb.alarm_output is not None:
+        a = mb.alarm_output
+        out.append("siren: coil %d on %s at %s and above" % (a.address, a.device,
+                                                              levels.name(a.min_level)))
+    for w in cfg.warnings:
+        out.append("warning: %s" % w)
+    return "\n".join(out)
+
+
+def _load(path):
+    try:
+        return gconfig.load(path)
+    except gconfig.ConfigError as e:
+        n = len(e.issues)
+        print("%s: %d problem%s:" % (path, n, "" if n == 1 else "s"), file=sys.stderr)
+        for issue in e.issues:
+            print("  %s" % issue, file=sys.stderr)
+        return None
+
+
+def _daemon():
+    if importlib.util.find_spec("gateway.daemon") is None:
+        return None
+    return importlib.import_module("gateway.daemon")
+
+
+def cmd_check_config(args):
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    print(summary(cfg))
+    return EXIT_OK
+
+
+def cmd_run(args):
+    daemon = _daemon()
+    if daemon is None:
+        print("not yet: the gateway daemon (gateway/daemon.py) is not part of this build; "
+              "`stationgw check-config` works", file=sys.stderr)
+        return EXIT_NOT_YET
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    return daemon.main(cfg)
+
+
+def cmd_status(args):
+    daemon = _daemon()
+    if daemon is None:
+        print("not yet: the gateway daemon (gateway/daemon.py) is not part of this build",
+              file=sys.stderr)
+        return EXIT_NOT_YET
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    return daemon.status(cfg, args.json)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="stationgw",
+                                description="Monitoring-site gateway: radio nodes and Modbus "
+                                            "sensors to a durable store and MQTT.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser("check-config", help="validate a site config; exit 2 listing every "
+                                            "problem")
+    c.add_argument("config", help="path to site.toml")
+    c.set_defaults(func=cmd_check_config)
+    r = sub.add_parser("run", help="run the gateway (as the systemd service does)")
+    r.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                   help="path to site.toml (default %(default)s)")
+    r.set_defaults(func=cmd_run)
+    s = sub.add_parser("status", help="show nodes, devices, queues and the broker link")
+    s.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                   help="path to site.toml (default %(default)s)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
