@@ -1,0 +1,418 @@
+"""MQTT uplink: store -> CBOR batches and alarms -> broker, with paho-mqtt 2.x.
+
+Threads:
+  - paho's network thread (loop_start): reconnects with exponential back-off and
+    jitter (the delay is re-drawn from `Backoff` at every failure), delivers PUBACKs;
+  - the committing thread (radio ingest / Modbus bridge): `Store.commit` calls our
+    listener, which publishes new alarms at once (the alarm fast lane);
+  - the uplink worker: turns acks into store deletions, takes batches from the lanes
+    while the in-flight window has room, checks the quota.
+
+Delivery: QoS 1. A batch is taken from the store (seq persisted with its payload)
+before it is published, and deleted from the store only when its PUBACK arrives, so a
+crash re-sends it after restart with the same seq and bytes. While connected, paho
+itself re-sends what is in flight after a reconnect. A v5 PUBACK with a failure reason
+code is not an ack: the message is published again later.
+
+Alarms jump the queue: they are published by the committing thread the moment they
+are stored, and the batch window is kept below the broker's receive maximum (minus
+ALARM_RESERVE), so an alarm never waits behind queued batches inside paho either.
+"""
+import logging
+import queue
+import random
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import batcher
+from gateway.alarmlane import AlarmLane
+
+log = logging.getLogger("stationgw.uplink")
+
+SW_VERSION = "stationgw 0.1.0"
+CONTENT_TYPE = "application/cbor"
+ALARM_RESERVE = 4          # receive-maximum slots kept free for alarms and status
+RETRY_REFUSED_S = 5.0      # a publish the broker refused (v5 reason >= 0x80) is retried
+
+
+class UplinkSettings:
+    """What the uplink needs; `from_config` adapts gateway.config.SiteConfig."""
+
+    def __init__(self, site, gateway_id, host="127.0.0.1", port=1883, protocol="v5",
+                 client_id=None, topic_prefix="stations", keepalive_s=30, inflight=16,
+                 username="", password_file="", tls_ca="", tls_cert="", tls_key="",
+                 max_readings=5000, max_bytes=65536, max_age_s=5.0, backoff_min_s=1.0,
+                 backoff_max_s=60.0, quota_check_s=5.0, sw_version=SW_VERSION):
+        if protocol not in ("v5", "v311"):
+            raise ValueError("mqtt protocol %r: allowed 'v5' or 'v311'" % (protocol,))
+        self.site = site
+        self.gateway_id = gateway_id
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.client_id = client_id or "stationgw-%s-%s" % (site, gateway_id)
+        self.topic_prefix = topic_prefix
+        self.keepalive_s = keepalive_s
+        self.inflight = inflight
+        self.username = username
+        self.password_file = password_file
+        self.tls_ca = tls_ca
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.max_readings = max_readings
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.quota_check_s = quota_check_s
+        self.sw_version = sw_version
+
+    @classmethod
+    def from_config(cls, cfg, **overrides):
+        m, b = cfg.mqtt, cfg.batch
+        kw = dict(site=cfg.site.id, gateway_id=cfg.site.gateway_id, host=m.host, port=m.port,
+                  protocol=m.protocol, client_id=m.client_id, topic_prefix=m.topic_prefix,
+                  keepalive_s=m.keepalive_s, inflight=m.inflight, username=m.username,
+                  password_file=m.password_file, tls_ca=m.tls_ca, tls_cert=m.tls_cert,
+                  tls_key=m.tls_key, max_readings=b.max_readings, max_bytes=b.max_bytes,
+                  max_age_s=b.max_age_s)
+        kw.update(overrides)
+        return cls(**kw)
+
+
+class Topics:
+    def __init__(self, prefix, site, gw):
+        base = "%s/%s/%s" % (prefix, site, gw)
+        self.data = base + "/data"
+        self.alarm = base + "/alarm"
+        self.status = base + "/status"
+        self.cmd = base + "/cmd/"
+        self.cmd_result = base + "/cmd-result"
+
+
+class Backoff:
+    """Exponential back-off with jitter: the n-th delay is drawn from
+    [cap/2, cap] with cap = min(max_s, min_s * 2**n), so a site full of gateways does
+    not reconnect in lock-step after a broker restart."""
+
+    def __init__(self, min_s, max_s, rand=random.random):
+        self.min_s = min_s
+        self.max_s = max_s
+        self._rand = rand
+        self._n = 0
+
+    def next(self):
+        cap = min(self.max_s, self.min_s * (2 ** self._n))
+        if cap < self.max_s:
+            self._n += 1
+        return cap * (0.5 + 0.5 * self._rand())
+
+    def reset(self):
+        self._n = 0
+
+
+class Uplink:
+    def __init__(self, store, settings, clock=time.time, monotonic=time.monotonic,
+                 rand=random.random, on_command=None):
+        self.store = store
+        self.s = settings
+        self.topics = Topics(settings.topic_prefix, settings.site, settings.gateway_id)
+        self._clock = clock
+        self._mono = monotonic
+        self._policy = batcher.LanePolicy(settings.max_readings, settings.max_age_s)
+        self.alarms = AlarmLane(
+            lambda a: batcher.encode_alarm(settings.site, settings.gateway_id, a), monotonic)
+        self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s, rand)
+        self._on_command = on_command
+        self._acks = queue.SimpleQueue()     # (mid, refused) from paho's thread
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()        # _mids and counters; may be held across publish()
+        self._mids = {}                      # mid -> (kind, key, payload, n_readings)
+        self._retry = []                     # (due, kind, key, payload, n_readings)
+        self._inflight = 0                   # batches handed to paho, not yet acked
+        self._window = settings.inflight
+        self._connected = False
+        self._need_birth = False
+        self._thread = None
+        self._next_quota = 0.0
+        self.batches_acked = 0
+        self.readings_acked = 0
+        self.connects = 0
+        self.last_puback = None
+        self._props = None
+        if settings.protocol == "v5":
+            self._props = Properties(PacketTypes.PUBLISH)
+            self._props.ContentType = CONTENT_TYPE
+        self._client = self._make_client()
+
+    # ------------------------------------------------------------------ setup
+    def _make_client(self):
+        s = self.s
+        v5 = s.protocol == "v5"
+        kw = {"client_id": s.client_id, "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311}
+        if not v5:
+            kw["clean_session"] = True
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
+        c.max_queued_messages_set(0)
+        c.max_inflight_messages_set(s.inflight + ALARM_RESERVE)
+        if s.tls_ca:
+            c.tls_set(ca_certs=s.tls_ca, certfile=s.tls_cert or None, keyfile=s.tls_key or None)
+        if s.username:
+            c.username_pw_set(s.username, self._read_password())
+        death = batcher.encode_status(s.site, s.gateway_id, batcher.STATE_OFFLINE, self._clock(),
+                                      s.sw_version)
+        wprops = None
+        if v5:
+            wprops = Properties(PacketTypes.WILLMESSAGE)
+            wprops.ContentType = CONTENT_TYPE
+        c.will_set(self.topics.status, death, qos=1, retain=True, properties=wprops)
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        c.reconnect_delay_set(s.backoff_min_s, s.backoff_min_s)
+        return c
+
+    def _read_password(self):
+        if not self.s.password_file:
+            return None
+        try:
+            with open(self.s.password_file, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as e:
+            # The path is fine to show; the content never is.
+            raise ValueError("mqtt.password_file %s cannot be read (%s): check the path and "
+                             "that the service user may read it" % (self.s.password_file,
+                                                                   e.strerror)) from None
+
+    def start(self):
+        self.store.add_listener(self._on_commit)
+        # Whatever a previous run left unacknowledged goes first: alarms, then batches
+        # in seq order, with the same bytes. paho holds them until the connection is up.
+        for aid, a in self.store.pending_alarms():
+            self._publish_alarm(aid, a)
+        for b in self.store.unacked_batches():
+            self._publish("b", b.seq, b.payload, b.n_readings)
+        kw = {"clean_start": True} if self.s.protocol == "v5" else {}
+        self._client.connect_async(self.s.host, self.s.port, keepalive=self.s.keepalive_s, **kw)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=5.0):
+        """Clean shutdown: stop taking batches, wait (bounded) for PUBACKs of what is in
+        flight, publish the offline status, disconnect. Unacked data stays in the store."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout)
+        self.store.remove_listener(self._on_commit)
+        deadline = self._mono() + timeout
+        while self._connected and self._mono() < deadline:
+            self._process_acks()
+            with self._lock:
+                if not self._mids:
+                    break
+            time.sleep(0.01)
+        self._process_acks()
+        if self._connected:
+            s = self.s
+            info = self._client.publish(
+                self.topics.status,
+                batcher.encode_status(s.site, s.gateway_id, batcher.STATE_OFFLINE, self._clock(),
+                                      s.sw_version, self.store.last_seen()),
+                qos=1, retain=True, properties=self._props)
+            try:
+                info.wait_for_publish(max(0.1, deadline - self._mono()))
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # ------------------------------------------------------------------ paho callbacks
+    # They run in paho's thread, some with paho's locks held: never take self._lock here.
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("broker %s:%d refused the connection: %s", self.s.host, self.s.port,
+                        reason_code)
+            self._client.reconnect_delay_set(*([self._backoff.next()] * 2))
+            return
+        recv_max = getattr(properties, "ReceiveMaximum", None) if properties else None
+        if recv_max:
+            client.max_inflight_messages_set(recv_max)
+            self._window = max(1, min(self.s.inflight, recv_max - ALARM_RESERVE))
+        self._backoff.reset()
+        self._client.reconnect_delay_set(self.s.backoff_min_s, self.s.backoff_min_s)
+        self._connected = True
+        self._need_birth = True
+        self.connects += 1
+        if self._on_command:
+            client.subscribe(self.topics.cmd + "#", qos=1)
+        log.info("connected to %s:%d (%s), window %d", self.s.host, self.s.port, self.s.protocol,
+                 self._window)
+        self._wake.set()
+
+    def _on_connect_fail(self, client, userdata):
+        delay = self._backoff.next()
+        client.reconnect_delay_set(delay, delay)
+        log.info("broker %s:%d unreachable; next try in %.1f s", self.s.host, self.s.port, delay)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        was = self._connected
+        self._connected = False
+        if self._stopping.is_set():
+            return
+        delay = self._backoff.next()
+        client.reconnect_delay_set(delay, delay)
+        if was:
+            log.warning("broker connection lost (%s); reconnecting in %.1f s", reason_code, delay)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        self._acks.put((mid, bool(reason_code is not None and reason_code.is_failure)))
+        self._wake.set()
+
+    def _on_message(self, client, userdata, msg):
+        verb = msg.topic[len(self.topics.cmd):]
+        try:
+            self._on_command(verb, msg.payload)
+        except Exception:  # a bad command must never stop the uplink
+            log.exception("command %r failed", verb)
+
+    def publish_cmd_result(self, payload):
+        self._publish("r", None, payload, 0)
+
+    # ------------------------------------------------------------------ publishing
+    def _publish(self, kind, key, payload, n_readings):
+        topic = {"a": self.topics.alarm, "b": self.topics.data, "s": self.topics.status,
+                 "r": self.topics.cmd_result}[kind]
+        with self._lock:
+            info = self._client.publish(topic, payload, qos=1, retain=(kind == "s"),
+                                        properties=self._props)
+            self._mids[info.mid] = (kind, key, payload, n_readings)
+            if kind == "b":
+                self._inflight += 1
+
+    def _publish_alarm(self, alarm_id, alarm):
+        if self.alarms.claim(alarm_id):
+            self._publish("a", alarm_id, self.alarms.payload(alarm), 0)
+
+    def _on_commit(self, new_alarms, n_live, n_backlog, n_status):
+        for aid, a in new_alarms:
+            self._publish_alarm(aid, a)
+        if n_live or n_backlog or n_status:
+            self._wake.set()
+
+    def _process_acks(self):
+        alarms, batches, refused = [], [], []
+        n_readings = 0
+        while True:
+            try:
+                mid, failed = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                entry = self._mids.pop(mid, None)
+                if entry and entry[0] == "b":
+                    self._inflight -= 1
+            if entry is None:
+                continue
+            kind, key, payload, n = entry
+            if failed:
+                refused.append((self._mono() + RETRY_REFUSED_S, kind, key, payload, n))
+            elif kind == "a":
+                alarms.append(key)
+            elif kind == "b":
+                batches.append(key)
+                n_readings += n
+        if alarms:
+            self.store.ack_alarms(alarms)
+            self.alarms.acked_ids(alarms)
+        if batches:
+            self.store.ack_batches(batches)
+            self.batches_acked += len(batches)
+            self.readings_acked += n_readings
+        if alarms or batches:
+            self.last_puback = self._clock()
+        if refused:
+            log.warning("broker refused %d publish(es); retrying in %.0f s", len(refused),
+                        RETRY_REFUSED_S)
+            self._retry.extend(refused)
+
+    def _run(self):
+        timeout = 0.5
+        while not self._stopping.is_set():
+            self._wake.wait(timeout)
+            self._wake.clear()
+            timeout = 0.5
+            try:
+                self._process_acks()
+                if not self._connected:
+                    continue
+                now = self._mono()
+                if self._need_birth:
+                    self._need_birth = False
+                    s = self.s
+                    self._publish("s", None, batcher.encode_status(
+                        s.site, s.gateway_id, batcher.STATE_ONLINE, self._clock(), s.sw_version,
+                        self.store.last_seen()), 0)
+                    self.store.set_meta("broker_state", "connected")
+                if self._retry:
+                    due = [r for r in self._retry if r[0] <= now]
+                    self._retry = [r for r in self._retry if r[0] > now]
+                    for _, kind, key, payload, n in due:
+                        self._publish(kind, key, payload, n)
+                if now >= self._next_quota:
+                    self._next_quota = now + self.s.quota_check_s
+                    thinned, dropped = self.store.enforce_quota()
+                    if thinned or dropped:
+                        log.warning("store over quota: thinned %d, dropped %d readings",
+                                    thinned, dropped)
+                wake_at = self._fill_window()
+                if wake_at is not None:
+                    timeout = max(0.001, min(timeout, wake_at - self._mono()))
+            except Exception:
+                # Never let the uplink die: log, back off a little, carry on.
+                log.exception("uplink worker error")
+                timeout = 1.0
+
+    def _fill_window(self):
+        encode = self._encoder()
+        while not self._stopping.is_set() and self._connected:
+            room = self._window - self._inflight
+            live_n, live_since, backlog = self.store.lane_hint()
+            lane, wake_at = self._policy.choose(self._mono(), live_n, live_since, backlog, room)
+            if lane is None:
+                return wake_at
+            b = self.store.take_batch(lane, self.s.max_readings, encode, self.s.max_bytes)
+            if b is not None:
+                self._publish("b", b.seq, b.payload, b.n_readings)
+        return None
+
+    def _encoder(self):
+        site, gw = self.s.site, self.s.gateway_id
+
+        def encode(seq, created, rows, statuses, counters):
+            return batcher.encode_batch(site, gw, seq, created, rows, statuses, counters)
+        return encode
+
+    # ------------------------------------------------------------------ status
+    @property
+    def connected(self):
+        return self._connected
+
+    def stats(self):
+        with self._lock:
+            pending = len(self._mids)
+            inflight = self._inflight
+        return {"connected": self._connected, "broker": "%s:%d" % (self.s.host, self.s.port),
+                "protocol": self.s.protocol, "connects": self.connects, "window": self._window,
+                "inflight_batches": inflight, "unacked_messages": pending,
+                "batches_acked": self.batches_acked, "readings_acked": self.readings_acked,
+                "last_puback": self.last_puback, "alarms": self.alarms.stats()}

@@ -1,0 +1,108 @@
+"""Uplink against a real Mosquitto: what the subscriber decodes is what was committed."""
+import time
+
+import cbor2
+
+from gateway.records import NodeStatus
+from gateway.uplink import Backoff
+
+
+def test_batches_decode_to_committed_values_times_and_keys(broker, make_store, make_uplink,
+                                                           subscriber, mk):
+    sub = subscriber()
+    store = make_store()
+    up = make_uplink(store)
+    now = int(time.time())
+    sent = []
+    for seq in range(1, 21):
+        recs = mk.frame(101, seq, now - 60, [1000 + seq * 10 + k for k in range(5)], step=12)
+        recs += mk.frame(101, seq, now - 60, [k % 3 for k in range(5)], chan=mk.RAIN, idx0=5)[1:]
+        sent += [r for r in recs if type(r).__name__ == "Reading"]
+        store.commit(recs)
+    store.commit([NodeStatus(101, now, battery_mv=3711, fw="1.2.0", seq_gaps=0)])
+    want = {(r.node, r.seq, r.idx): (r.chan, r.t, r.value) for r in sent}
+    assert sub.wait_for(lambda s: s.keys() >= set(want), 10), "not all readings arrived"
+    got = {r[:3]: (r[3], r[4], r[5]) for r in sub.readings()}
+    assert got == want
+    batches = sub.batches()
+    assert [b[3] for b in batches] == list(range(1, len(batches) + 1))
+    assert all(b[1] == mk.SITE and b[2] == mk.GW and b[0] == 1 for b in batches)
+    assert all(set(b[7]) == {1, 2, 3, 4, 5} for b in batches)
+    assert sub.wait_for(lambda s: any(6 in b for b in s.batches()), 5)
+    st = [m for b in sub.batches() for m in b.get(6, [])]
+    assert st == [{1: 101, 2: now, 3: 3711, 9: "1.2.0", 12: 0}]
+    # v5: every message says it is CBOR
+    assert {ct for _, _, _, ct in sub.snapshot()} == {"application/cbor"}
+    assert sub.wait_for(lambda s: up.stats()["readings_acked"] == len(sent), 5)
+    lanes = store.stats()["lanes"]
+    assert lanes["live"]["depth"] == lanes["backlog"]["depth"] == 0
+    assert lanes["unacked_batches"]["depth"] == 0
+
+
+def test_runs_compress_a_regular_frame(broker, make_store, make_uplink, subscriber, mk):
+    sub = subscriber()
+    store = make_store()
+    make_uplink(store)
+    now = int(time.time())
+    store.commit(mk.frame(7, 3, now - 100, list(range(50, 60)), step=10))
+    assert sub.wait_for(lambda s: len(s.batches()) == 1, 5)
+    (b,) = sub.batches()
+    assert b[5] == [[7, [[mk.LEVEL, [[3, 0, now - 100, 10, list(range(50, 60))]]]]]]
+
+
+def test_birth_is_retained_and_alarm_published_alone(broker, make_store, make_uplink, subscriber,
+                                                     mk):
+    store = make_store()
+    up = make_uplink(store)
+    t = int(time.time())
+    store.commit(mk.frame(5, 9, t, [1]) + [mk.alarm(5, 9, t, level=3)])
+    assert up.alarms is not None
+    late = subscriber(client_id="late")   # joins after the birth: gets it as retained
+    assert late.wait_for(lambda s: any(m[0].endswith("/status") for m in s.snapshot()), 5)
+    status = [cbor2.loads(p) for tp, p, _, _ in late.snapshot() if tp.endswith("/status")][-1]
+    assert status[3] == 1 and status[1] == mk.SITE and status[2] == mk.GW and status[6] == {5: t}
+    sub = subscriber(client_id="sub2")
+    store.commit(mk.frame(5, 10, t, [2]) + [mk.alarm(5, 10, t, level=4)])
+    assert sub.wait_for(lambda s: len(s.alarms()) == 1, 5)
+    a = sub.alarms()[0]
+    assert (a[3], a[4], a[15], a[5], a[6], a[8], a[11], a[12], a[13]) == \
+        (5, 10, 0, 1, 4, mk.LEVEL, 4200, 4000, t)
+    assert sub.wait_for(lambda s: store.stats()["lanes"]["alarm"]["depth"] == 0, 5)
+
+
+def test_mqtt_311_option(broker, make_store, make_uplink, subscriber, mk):
+    sub = subscriber()
+    store = make_store()
+    make_uplink(store, protocol="v311")
+    now = int(time.time())
+    store.commit(mk.frame(8, 1, now, [5, 6, 7]))
+    assert sub.wait_for(lambda s: len(s.keys()) == 3, 5)
+    assert {ct for _, _, _, ct in sub.snapshot()} == {None}
+
+
+def test_clean_stop_publishes_offline_status(broker, make_store, make_uplink, subscriber):
+    store = make_store()
+    up = make_uplink(store)
+    assert _wait(lambda: up.connected, 5)
+    up.stop(timeout=2)
+    sub = subscriber()
+    assert sub.wait_for(lambda s: any(m[0].endswith("/status") for m in s.snapshot()), 5)
+    status = [cbor2.loads(p) for tp, p, _, _ in sub.snapshot() if tp.endswith("/status")][-1]
+    assert status[3] == 0
+
+
+def test_backoff_grows_with_jitter_and_resets():
+    draws = iter([0.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.0])
+    b = Backoff(1.0, 8.0, rand=lambda: next(draws))
+    assert [b.next() for _ in range(6)] == [0.5, 2.0, 3.0, 8.0, 8.0, 8.0]
+    b.reset()
+    assert b.next() == 0.5
+
+
+def _wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
