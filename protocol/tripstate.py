@@ -1,0 +1,510 @@
+"""Per-rule evaluation state for the trip engine (TRIP.md, "Evaluation").
+
+One object per rule: it takes samples and keeps `metric`, the number the rule compares
+with its threshold (the value, a rate per hour, a rolling sum, or predicted seconds to
+failure), or None while the metric is unknown (not enough data yet). The engine in
+trip.py owns latching, hold times and events; these classes only measure.
+
+Windows are fixed arrays of time buckets allocated once, so a 24 h window costs the
+same memory at 1 s as at 10 min sampling, and feeding a sample allocates nothing
+except where a least-squares fit needs floats (RATE, INVVEL)."""
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+ABOVE = const(1)
+BELOW = const(2)
+
+VMAX = const(0x1FFFFFFF)       # |value| and |threshold| limit: sums stay small ints on a 32-bit MCU
+NO_FAILURE = const(0x3FFFFFFF)  # INVVEL metric when no accelerating trend is seen
+
+SUM_BUCKETS = const(60)    # a SUM window is cut into at most this many buckets
+RATE_BUCKETS = const(16)   # a RATE window: 16 sub-windows of samples
+INV_BUCKETS = const(16)    # an INVVEL window: 16 sub-windows -> up to 16 velocity points
+INV_MIN_POINTS = const(8)  # fewer velocity points than this: the forecast is unknown
+BUCKET_CAP = const(1024)   # samples per bucket before its sums are halved (keeps sums small)
+REL_MAX = const(0x7FFFF)   # |value - reference| above this restarts a sample ring
+SUM_CLAMP = const(0xFFFFFF)  # per-bucket saturation of a rolling sum
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+class SampleRing:
+    """Samples of one channel in `nb + extra` time buckets of `bucket_s` seconds.
+
+    Per bucket: count, sum of (t - bucket start) and sum of (value - ref). The centroid
+    (mean time, mean value) of a bucket is an average of its samples, so noise shrinks
+    with the sampling rate and irregular spacing is taken at its real times."""
+
+    def __init__(self, nb, bucket_s, extra):
+        size = nb + extra
+        self.size = size
+        self.bucket_s = bucket_s
+        self.n = array("l", [0] * size)
+        self.sdt = array("l", [0] * size)
+        self.sv = array("l", [0] * size)
+        self.cur = -1       # bucket index of the newest bucket, -1 while empty
+        self.ref = 0        # values are stored relative to this (the first value seen)
+
+    def reset(self, ref):
+        n = self.n
+        for i in range(self.size):
+            n[i] = 0
+        self.cur = -1
+        self.ref = ref
+
+    def advance(self, b):
+        """Make bucket b the newest one, emptying the buckets that fall out."""
+        cur = self.cur
+        if cur < 0:
+            self.cur = b
+            return
+        steps = b - cur
+        if steps <= 0:
+            return
+        if steps > self.size:
+            steps = self.size
+        n = self.n
+        size = self.size
+        for i in range(1, steps + 1):
+            n[(cur + i) % size] = 0
+        self.cur = b
+
+    def add(self, t, v):
+        if self.cur < 0:
+            self.ref = v
+        rel = v - self.ref
+        if rel > REL_MAX or rel < -REL_MAX:
+            # A jump this large (metres of displacement) means a re-installed or broken
+            # sensor: the old history says nothing about the new one.
+            self.reset(v)
+            rel = 0
+        self.put(t // self.bucket_s, 1, t % self.bucket_s, rel)
+
+    def put(self, b, count, sdt, srel):
+        """Merge `count` samples into bucket b (used by add() and by history transfer)."""
+        if self.cur >= 0 and b <= self.cur - self.size:
+            return  # older than the whole ring: outside every window
+        self.advance(b)
+        i = b % self.size
+        n = self.n
+        if n[i] == 0:
+            self.sdt[i] = 0
+            self.sv[i] = 0
+        while n[i] and n[i] + count > BUCKET_CAP:
+            # Halving keeps the mean and stops the sums from growing past a small int.
+            n[i] = n[i] >> 1
+            self.sdt[i] = self.sdt[i] >> 1
+            self.sv[i] = self.sv[i] >> 1
+        n[i] += count
+        self.sdt[i] += sdt
+        self.sv[i] += srel
+
+    def transfer_from(self, old):
+        """Re-bucket another ring's history into this one (window or bucket size changed)."""
+        self.reset(old.ref)
+        if old.cur < 0:
+            return
+        bs = self.bucket_s
+        for b in range(old.cur - old.size + 1, old.cur + 1):
+            if b < 0:
+                continue
+            i = b % old.size
+            cnt = old.n[i]
+            if cnt == 0:
+                continue
+            tc = b * old.bucket_s + old.sdt[i] // cnt
+            nb = tc // bs
+            self.put(nb, cnt, cnt * (tc - nb * bs), old.sv[i])
+
+
+class State:
+    """Common part: the engine reads `metric` and calls trips()/clears()/near()."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.metric = None
+        self.latched = False
+        self.t_trip = 0
+        self.clear_ok = False
+        self.changed = 0   # +1 latched / -1 unlatched in the current engine call
+
+    def take_history(self, old):
+        pass
+
+
+class ThresholdState(State):
+    def __init__(self, rule):
+        State.__init__(self, rule)
+        self.count = 0   # consecutive samples beyond the threshold
+
+    def feed(self, t, v):
+        self.metric = v
+        if self.beyond(v):
+            if self.count < 255:
+                self.count += 1
+        else:
+            self.count = 0
+
+    def beyond(self, v):
+        if self.rule.op == ABOVE:
+            return v >= self.rule.threshold
+        return v <= self.rule.threshold
+
+    def trips(self):
+        return self.count >= self.rule.debounce_n
+
+    def clears(self):
+        r = self.rule
+        if r.op == ABOVE:
+            return self.metric < r.threshold - r.hysteresis
+        return self.metric > r.threshold + r.hysteresis
+
+    def near(self):
+        r = self.rule
+        m = r.near_margin()
+        if r.op == ABOVE:
+            return self.metric >= r.threshold - m
+        return self.metric <= r.threshold + m
+
+
+class SumState(State):
+    """Rolling sum over window_s with `nb` buckets plus the current one, so the sum
+    covers at least window_s and at most window_s + bucket_s (errs towards warning)."""
+
+    def __init__(self, rule):
+        State.__init__(self, rule)
+        bs = ceil_div(rule.window_s, SUM_BUCKETS)
+        self.bucket_s = bs
+        self.size = ceil_div(rule.window_s, bs) + 1
+        self.buf = array("l", [0] * self.size)
+        self.total = 0
+        self.cur = -1
+
+    def advance(self, b):
+        cur = self.cur
+        if cur < 0:
+            self.cur = b
+            return
+        steps = b - cur
+        if steps <= 0:
+            return
+        buf = self.buf
+        size = self.size
+        if steps >= size:
+            for i in range(size):
+                buf[i] = 0
+            self.total = 0
+        else:
+            for i in range(1, steps + 1):
+                j = (cur + i) % size
+                self.total -= buf[j]
+                buf[j] = 0
+        self.cur = b
+
+    def put(self, b, v):
+        if self.cur >= 0 and b <= self.cur - self.size:
+            return
+        self.advance(b)
+        i = b % self.size
+        old = self.buf[i]
+        new = old + v
+        if new > SUM_CLAMP:
+            new = SUM_CLAMP
+        elif new < -SUM_CLAMP:
+            new = -SUM_CLAMP
+        self.buf[i] = new
+        self.total += new - old
+
+    def feed(self, t, v):
+        self.put(t // self.bucket_s, v)
+        self.metric = self.total
+
+    def trips(self):
+        return self.metric >= self.rule.threshold
+
+    def clears(self):
+        return self.metric < self.rule.threshold - self.rule.hysteresis
+
+    def near(self):
+        return self.metric * 5 >= self.rule.threshold * 4
+
+    def first_time(self):
+        """Start time of the oldest bucket still counted (for tests and status)."""
+        return (self.cur - self.size + 1) * self.bucket_s
+
+    def take_history(self, old):
+        if old.cur < 0:
+            return
+        for b in range(old.cur - old.size + 1, old.cur + 1):
+            if b < 0:
+                continue
+            v = old.buf[b % old.size]
+            if v:
+                # An old bucket goes to the new bucket holding its start: conservative
+                # by at most one old bucket width at the window's far edge.
+                self.put(b * old.bucket_s // self.bucket_s, v)
+        self.advance(((old.cur + 1) * old.bucket_s - 1) // self.bucket_s)
+        self.metric = self.total
+
+
+def fit_line(xs, ys, ws, m):
+    """Weighted least squares y = ybar + slope * (x - xbar) over the first m points.
+
+    Two passes with centred sums, so nothing cancels catastrophically in float32 (the
+    ESP32's float). Returns (xbar, ybar, slope, r2); slope None if x or y is flat."""
+    sw = 0.0
+    sx = 0.0
+    sy = 0.0
+    for i in range(m):
+        w = ws[i]
+        sw += w
+        sx += w * xs[i]
+        sy += w * ys[i]
+    xbar = sx / sw
+    ybar = sy / sw
+    sxx = 0.0
+    sxy = 0.0
+    syy = 0.0
+    for i in range(m):
+        w = ws[i]
+        dx = xs[i] - xbar
+        dy = ys[i] - ybar
+        sxx += w * dx * dx
+        sxy += w * dx * dy
+        syy += w * dy * dy
+    if sxx <= 0.0 or syy <= 0.0:
+        return xbar, ybar, None, 0.0
+    return xbar, ybar, sxy / sxx, (sxy / sxx) * (sxy / syy)
+
+
+class RateState(State):
+    """Rate of change per hour: least-squares slope through the bucket centroids,
+    each weighted by its sample count (close to a fit through every raw sample)."""
+
+    def __init__(self, rule):
+        State.__init__(self, rule)
+        self.ring = SampleRing(RATE_BUCKETS, ceil_div(rule.window_s, RATE_BUCKETS), 1)
+
+    def take_history(self, old):
+        ring = getattr(old, "ring", None)
+        if ring is not None:
+            self.ring.transfer_from(ring)
+
+    def feed(self, t, v):
+        ring = self.ring
+        ring.add(t, v)
+        self.metric = self.rate(ring, t)
+
+    def rate(self, ring, t):
+        size = ring.size
+        bs = ring.bucket_s
+        n = ring.n
+        cur = ring.cur
+        w = 0
+        sx = 0
+        sy = 0
+        first = -1
+        for k in range(cur - size + 1, cur + 1):
+            i = k % size
+            if k >= 0 and n[i]:
+                if first < 0:
+                    first = k
+                w += n[i]
+                sx += n[i] * (k - cur) * bs + ring.sdt[i]
+                sy += ring.sv[i]
+        if w < 3:
+            return None
+        xbar = sx / w
+        ybar = sy / w
+        fi = first % size
+        if t - first * bs - ring.sdt[fi] // n[fi] < self.rule.window_s // 2:
+            return None  # too short a stretch of data for a trustworthy slope
+        sxx = 0.0
+        sxy = 0.0
+        for k in range(first, cur + 1):
+            i = k % size
+            c = n[i]
+            if c:
+                dx = (k - cur) * bs + ring.sdt[i] / c - xbar
+                sxx += c * dx * dx
+                sxy += c * dx * (ring.sv[i] / c - ybar)
+        if sxx <= 0.0:
+            return None
+        r = sxy / sxx * 3600.0
+        if r >= VMAX:
+            return VMAX
+        if r <= -VMAX:
+            return -VMAX
+        return int(r + 0.5) if r >= 0 else -int(-r + 0.5)
+
+    def trips(self):
+        thr = self.rule.threshold
+        if thr > 0:
+            return self.metric >= thr
+        return self.metric <= thr
+
+    def clears(self):
+        thr = self.rule.threshold
+        if thr > 0:
+            return self.metric < thr - self.rule.hysteresis
+        return self.metric > thr + self.rule.hysteresis
+
+    def near(self):
+        thr = self.rule.threshold
+        if thr > 0:
+            return self.metric * 5 >= thr * 4
+        return self.metric * 5 <= thr * 4
+
+
+UNKNOWN = const(0)
+NO_TREND = const(1)
+FORECAST = const(2)
+
+
+class InvVelState(State):
+    """Inverse-velocity (Fukuzono) forecast of the time of failure.
+
+    The window is cut into 16 sub-windows; the centroid of each gives a smoothed
+    position, and consecutive centroids a mean velocity. 1/|v| is fitted against time
+    by least squares once per completed sub-window; with a negative slope and
+    R^2 >= min_r2 the line's zero is the forecast t_f. The metric is t_f - t, so it
+    falls with time between fits."""
+
+    def __init__(self, rule):
+        State.__init__(self, rule)
+        # +2: the current partial bucket, and one more so 16 velocity points fit.
+        self.ring = SampleRing(INV_BUCKETS, ceil_div(rule.window_s, INV_BUCKETS), 2)
+        self.xs = array("f", [0.0] * INV_BUCKETS)
+        self.ys = array("f", [0.0] * INV_BUCKETS)
+        self.ws = array("f", [0.0] * INV_BUCKETS)
+        self.mode = UNKNOWN
+        self.t_f = 0
+        self.r2_permille = 0
+
+    def take_history(self, old):
+        ring = getattr(old, "ring", None)
+        if ring is not None:
+            self.ring.transfer_from(ring)
+
+    def feed(self, t, v):
+        ring = self.ring
+        done = ring.cur >= 0 and t // ring.bucket_s > ring.cur
+        ring.add(t, v)
+        if done:
+            self.fit(ring.cur)
+        self.metric = self.at(t)
+
+    def at(self, t):
+        if self.mode == UNKNOWN:
+            return None
+        if self.mode == NO_TREND:
+            return NO_FAILURE
+        d = self.t_f - t
+        if d < -VMAX:
+            return -VMAX
+        return d
+
+    def fit(self, b):
+        """Fit over the completed buckets before bucket b."""
+        ring = self.ring
+        size = ring.size
+        bs = ring.bucket_s
+        n = ring.n
+        first = -1
+        last = -1
+        for k in range(b - size + 1, b):
+            if k >= 0 and n[k % size]:
+                if first < 0:
+                    first = k
+                last = k
+        if first < 0 or first == last:
+            self.mode = UNKNOWN
+            return
+        i0 = first % size
+        i1 = last % size
+        if (last - first) * bs + ring.sdt[i1] // n[i1] - ring.sdt[i0] // n[i0] < self.rule.window_s // 2:
+            self.mode = UNKNOWN   # data covers too little of the window
+            return
+        # The direction of travel over the window: a sensor may count down as the
+        # slope moves, so only the magnitude of the velocity matters.
+        travel = ring.sv[i1] * n[i0] - ring.sv[i0] * n[i1]
+        if travel == 0:
+            self.mode = NO_TREND
+            return
+        d = 1 if travel > 0 else -1
+        xs = self.xs
+        ys = self.ys
+        ws = self.ws
+        m = 0
+        pairs = 0
+        tp = 0.0
+        sp = 0.0
+        for k in range(first, last + 1):
+            i = k % size
+            c = n[i]
+            if c == 0:
+                continue
+            tc = (k - b) * bs + ring.sdt[i] / c   # seconds relative to bucket b's start
+            sc = ring.sv[i] / c
+            if k != first:
+                pairs += 1
+                ds = (sc - sp) * d
+                if ds > 0:
+                    xs[m] = (tc + tp) * 0.5
+                    y = (tc - tp) / ds      # 1/|v|, seconds per unit
+                    ys[m] = y
+                    # 1/v from a noisy v has an error growing like 1/v^2: weight by v^2
+                    # so the slow, noisy start of a window does not drown the trend.
+                    ws[m] = 1.0 / (y * y)
+                    m += 1
+            tp = tc
+            sp = sc
+        if pairs < INV_MIN_POINTS:
+            self.mode = UNKNOWN
+            return
+        if (pairs - m) * 4 > pairs:
+            # Standing still or moving back and forth in more than a quarter of the
+            # sub-windows: noise around a steady position, not sustained acceleration.
+            # (One backwards step, e.g. from a single spike, is tolerated.)
+            self.mode = NO_TREND
+            return
+        xbar, ybar, slope, r2 = fit_line(xs, ys, ws, m)
+        self.r2_permille = int(r2 * 1000.0)
+        if slope is None or slope >= 0.0 or r2 * 1000.0 < self.rule.min_r2:
+            self.mode = NO_TREND
+            return
+        ahead = xbar - ybar / slope    # seconds after bucket b's start
+        if ahead > 1e7:
+            self.mode = NO_TREND       # beyond ~4 months: no forecast worth a warning
+            return
+        if ahead < -1e7:
+            ahead = -1e7
+        self.t_f = b * bs + int(ahead)
+        self.mode = FORECAST
+
+    def trips(self):
+        return self.metric < self.rule.lead_s
+
+    def clears(self):
+        return self.metric >= 2 * self.rule.lead_s
+
+    def near(self):
+        return self.metric < 2 * self.rule.lead_s
+
+
+def new_state(rule):
+    k = rule.kind
+    if k == 1:
+        return ThresholdState(rule)
+    if k == 2:
+        return RateState(rule)
+    if k == 3:
+        return SumState(rule)
+    return InvVelState(rule)
