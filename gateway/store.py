@@ -214,6 +214,11 @@ class Store:
             else:
                 raise TypeError("Store.commit takes gateway.records records (Reading, Alarm, "
                                 "NodeStatus, FrameSeen, Count), got %r" % (r,))
+        for r in readings:
+            if not _good_reading(r):
+                raise ValueError("reading %r: node, seq, idx, chan and t must be ints and the "
+                                 "value an int (or None with a fault code); nothing of this "
+                                 "group was stored" % (r,))
         now = self._clock()
         new_alarms = []
         dups = []
@@ -644,6 +649,15 @@ class Store:
             oldest = row[0] if row[0] is not None else int(self._clock())
             self._db.execute("DELETE FROM alarm_marks WHERE t < ?",
                              (oldest - self.alarm_window_s,))
+
+
+def _good_reading(r):
+    if not (type(r.node) is int and type(r.seq) is int and type(r.idx) is int
+            and type(r.chan) is int and type(r.t) is int and type(r.flags) is int):
+        return False
+    if r.value is None:
+        return type(r.fault) is int
+    return type(r.value) is int and r.fault is None
 
 
 def _age(now, t):

@@ -1,0 +1,82 @@
+"""Pure batching logic: CBOR batch encoding round trip, runs, lane policy."""
+import cbor2
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.batcher import (
+    BACKLOG,
+    LIVE,
+    LanePolicy,
+    decode_batch_readings,
+    encode_alarm,
+    encode_batch,
+    encode_status,
+    status_map,
+)
+from gateway.records import Alarm, NodeStatus
+
+row_st = st.tuples(
+    st.integers(1, 5),                       # node
+    st.integers(1, 6),                       # seq
+    st.integers(0, 12),                      # idx
+    st.sampled_from([8, 9, 24, 25]),         # chan
+    st.integers(1_700_000_000, 1_700_000_600),
+    st.one_of(st.integers(-2**31, 2**31), st.none()),
+    st.integers(0, 3),                       # flags
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(row_st, max_size=120, unique_by=lambda r: r[:3]))
+def test_batch_round_trip_keeps_every_reading_and_key(raw):
+    rows = [(i, n, s, x, c, t, v, (9 if v is None else None), f)
+            for i, (n, s, x, c, t, v, f) in enumerate(raw, 1)]
+    payload = encode_batch("s", "g", 3, 1_700_000_700, rows, (), {1: 0, 2: 0, 3: 0, 4: 0, 5: 0})
+    m, out = decode_batch_readings(payload)
+    assert m[3] == 3 and m[1] == "s" and m[2] == "g"
+    want = sorted((n, s, x, c, t, [9] if v is None else v, f) for n, s, x, c, t, v, f in raw)
+    assert sorted(out) == want
+    # grouped by node then channel, each in ascending order
+    nodes = [nb[0] for nb in m[5]]
+    assert nodes == sorted(set(nodes))
+    for _, chans in m[5]:
+        assert [cb[0] for cb in chans] == sorted({cb[0] for cb in chans})
+
+
+def test_runs_split_on_seq_gap_step_change_and_flags():
+    t = 1000
+    rows = [(1, 1, 1, 0, 8, t, 5, None, 0), (2, 1, 1, 1, 8, t + 10, 6, None, 0),
+            (3, 1, 1, 2, 8, t + 20, 7, None, 0),
+            (4, 1, 1, 3, 8, t + 25, 8, None, 0),           # step changes
+            (5, 1, 2, 0, 8, t + 30, 9, None, 0),           # next frame
+            (6, 1, 2, 1, 8, t + 40, None, 3, 0),           # a fault in the run
+            (7, 1, 2, 2, 8, t + 50, 11, None, 2)]          # thinned flag
+    m = cbor2.loads(encode_batch("s", "g", 1, t, rows))
+    assert m[5] == [[1, [[8, [[1, 0, t, 10, [5, 6, 7]], [1, 3, t + 25, 0, [8]],
+                              [2, 0, t + 30, 10, [9, [3]]], [2, 2, t + 50, 0, [11], 2]]]]]]
+
+
+def test_alarm_and_status_maps():
+    a = Alarm(101, 77, 1, 2, 3, 2, 24, 9, 4, 123, 100, 1_700_000_000, 1_700_000_000_123)
+    assert cbor2.loads(encode_alarm("s", "g", a)) == {
+        0: 1, 1: "s", 2: "g", 3: 101, 4: 77, 15: 1, 5: 2, 6: 3, 7: 2, 8: 24, 9: 9, 10: 4,
+        11: 123, 12: 100, 13: 1_700_000_000, 14: 1_700_000_000_123}
+    assert cbor2.loads(encode_status("s", "g", 1, 5.5, "v", {101: 4})) == \
+        {0: 1, 1: "s", 2: "g", 3: 1, 4: 5, 5: "v", 6: {101: 4}}
+    assert status_map(NodeStatus(3, 10, rssi_dbm=-97)) == {1: 3, 2: 10, 11: -97}
+
+
+def test_live_waits_for_a_full_batch_or_its_age():
+    p = LanePolicy(max_items=100, max_age_s=5.0)
+    assert p.choose(10.0, 10, 8.0, False, room=4) == (None, 13.0)
+    assert p.choose(13.0, 10, 8.0, False, room=4) == (LIVE, None)
+    assert p.choose(10.0, 100, 9.9, False, room=4) == (LIVE, None)
+    assert p.choose(10.0, 0, None, False, room=4) == (None, None)
+
+
+def test_backlog_and_live_alternate_and_window_blocks_both():
+    p = LanePolicy(max_items=100, max_age_s=5.0)
+    picks = [p.choose(100.0, 500, 0.0, True, room=2)[0] for _ in range(6)]
+    assert picks == [LIVE, BACKLOG, LIVE, BACKLOG, LIVE, BACKLOG]
+    assert p.choose(100.0, 500, 0.0, True, room=0) == (None, None)
+    assert p.choose(100.0, 0, None, True, room=1) == (BACKLOG, None)
