@@ -1,0 +1,526 @@
+"""Flash frame log: frames wait here until the gateway acks them (store and forward).
+
+Layout, in directory `log/` of the flash filesystem (littlefs on the board):
+
+    meta.json          {"reserve", "boot", "tail", "thinned", "dropped"}; replaced only by
+                       write meta.tmp, then os.rename (atomic on littlefs and POSIX)
+    00000007.seg ...   segments: append-only files of records, oldest number first
+
+    record = 0xA5 | body length (u16 BE) | CRC-16 of body (u16 BE) | body
+    body   = seq (u32) | mtype (u8) | rflags (u8) | boot (u16) | t_ref (u32) | payload
+
+One record is one frame to (re)send: a READINGS or ALARM payload whose ages are
+relative to `t_ref` (in the time base rflags names: Unix, or seconds since boot
+`boot`; firmware/nodeclock.py). At each (re)transmission the node adds the seconds
+elapsed since t_ref to every age and signs a new frame with the same seq, so the
+gateway's absolute stamps stay right however long a frame waited.
+
+Power cuts. A record is written with one write() and the file closed (littlefs
+commits on close). A cut mid-write leaves at most one torn record at the end of the
+newest segment: its length or CRC does not check, the reader stops there, and the
+next append starts a fresh segment instead of writing after the torn bytes. Nothing
+is ever rewritten in place: thinning writes a whole new segment to a .tmp file and
+renames it over the old one, so a cut leaves either the old or the new segment.
+
+Sequence numbers come from protocol.nodelink.SeqAllocator; its reservation is in
+meta.json before a seq is used, so a seq is never reused after a reboot.
+
+Acks. Acked records are marked in a RAM bitmap per segment; a segment whose records
+are all acked is deleted and the tail (oldest live segment and record) saved in
+meta. After a reboot the bitmaps are gone: records after the saved tail are sent
+again and the gateway acks them as duplicates without storing them (I1 allows
+duplicates, never loss).
+
+Bounded (I4). When the live segments would exceed `capacity` bytes the log makes
+room, oldest segments first: (1) thin routine readings: drop every other sample of
+each block (the block's step doubles; rain increments of a dropped sample are added
+to the next kept one, so no rain is lost), at most 3 times per record (1/8 of the
+original resolution); (2) then drop whole routine reading records, oldest first.
+ALARM records, and readings logged while the node was near or in alarm (R_KEEP),
+are never thinned or dropped; if only they are left the log grows beyond
+`capacity`. Every thinned sample and every dropped reading is counted (STATUS
+S_THINNED/S_DROPPED) and the counts persist in meta.json.
+
+Flash wear, at 1-min sampling and 10-min reports: samples are buffered in RAM and
+one READINGS record is appended per report (144 appends a day, plus hourly STATUS
+frames that take seqs but are never logged). meta.json is rewritten when a block
+of 32 seqs is reserved (~6 times a day), at each boot and when a segment is
+reclaimed (a 4 KB segment holds ~70 reading records: ~2 a day). That is about 160
+small file writes a day. littlefs spreads writes over the whole partition (dynamic
+wear levelling, copy-on-write): on a 1.5 MB partition (~370 4-KB erase blocks) with
+each write costing at most two block programs, each block is erased about once a
+day, ~100x below what would wear out 100k-cycle NOR flash within 10 years. Saving
+the tail at every ack would double the writes for little gain (it saves duplicate
+resends after a reboot only), so it is saved with the other meta writes.
+"""
+import json
+import struct
+
+from protocol import channels, readings
+from protocol.crc16 import crc16
+from protocol.frame import ALARM, READINGS
+from protocol.nodelink import SeqAllocator
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+MAGIC = const(0xA5)
+HEAD = const(5)          # magic, length, CRC
+BODY_FIXED = const(12)   # seq, mtype, rflags, boot, t_ref
+MAX_THIN = const(3)
+
+# rflags
+R_BOOT_BASE = const(0x01)   # t_ref is seconds since boot `boot` (else Unix seconds)
+R_KEEP = const(0x02)        # near or in alarm: never thinned, never dropped
+R_THIN_SHIFT = const(2)     # bits 2-3: how many times this record was thinned
+R_THIN_MASK = const(0x0C)
+
+
+class Record:
+    __slots__ = ("seq", "mtype", "rflags", "boot", "t_ref", "payload", "seg", "index")
+
+    def __init__(self, seq, mtype, rflags, boot, t_ref, payload, seg=None, index=0):
+        self.seq = seq
+        self.mtype = mtype
+        self.rflags = rflags
+        self.boot = boot
+        self.t_ref = t_ref
+        self.payload = payload
+        self.seg = seg
+        self.index = index
+
+    def keep(self):
+        return self.mtype != READINGS or self.rflags & R_KEEP
+
+    def __repr__(self):
+        return "Record(seq=%d type=%d flags=0x%02x %d B)" % (self.seq, self.mtype, self.rflags, len(self.payload))
+
+
+class _Segment:
+    __slots__ = ("no", "first", "last", "n", "size", "acked", "nacked", "sealed")
+
+    def __init__(self, no, bitmap_bytes):
+        self.no = no
+        self.first = 0
+        self.last = 0
+        self.n = 0
+        self.size = 0
+        self.acked = bytearray(bitmap_bytes)
+        self.nacked = 0
+        self.sealed = False
+
+    def is_acked(self, i):
+        return self.acked[i >> 3] & (1 << (i & 7))
+
+    def set_acked(self, i):
+        if not self.is_acked(i):
+            self.acked[i >> 3] |= 1 << (i & 7)
+            self.nacked += 1
+
+
+def encode_record(seq, mtype, rflags, boot, t_ref, payload):
+    body_len = BODY_FIXED + len(payload)
+    out = bytearray(HEAD + body_len)
+    struct.pack_into(">BHHIBBHI", out, 0, MAGIC, body_len, 0, seq, mtype, rflags, boot & 0xFFFF, t_ref)
+    out[HEAD + BODY_FIXED:] = payload
+    c = crc16(out, 0xFFFF, HEAD)
+    out[3] = c >> 8
+    out[4] = c & 0xFF
+    return out
+
+
+def parse_records(buf, n):
+    """(offset, record) for each good record in buf[:n]; stops at the first bad one.
+    Also returns how many bytes were good: less than n means a torn tail."""
+    out = []
+    pos = 0
+    while pos + HEAD + BODY_FIXED <= n:
+        magic, body_len, c = struct.unpack_from(">BHH", buf, pos)
+        end = pos + HEAD + body_len
+        if magic != MAGIC or body_len < BODY_FIXED or end > n:
+            break
+        if crc16(buf, 0xFFFF, pos + HEAD, end) != c:
+            break
+        seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, pos + HEAD)
+        out.append(Record(seq, mtype, rflags, boot, t_ref, bytes(buf[pos + HEAD + BODY_FIXED:end])))
+        pos = end
+    return out, pos
+
+
+def thin_payload(payload):
+    """READINGS payload with every other sample of each block removed, newest kept.
+    Rain increments of a dropped sample go to the next kept sample. -> (payload, removed)."""
+    blocks = readings.decode(payload)
+    removed = 0
+    for b in blocks:
+        n = b.count
+        if n < 2:
+            continue
+        k0 = (n - 1) & 1            # keep indices k with (n-1-k) even: the newest is kept
+        if b.values is not None:
+            acc = channels.KINDS.get(b.chan >> 3, (0, 0, 0, False))[3]
+            kept = []
+            for k in range(k0, n, 2):
+                v = b.values[k]
+                if acc and k > 0:
+                    v += b.values[k - 1]
+                kept.append(v)
+            b.values = kept
+            b.count = len(kept)
+        else:
+            b.count = (n - k0 + 1) // 2
+        b.age -= k0 * b.step
+        b.step *= 2
+        removed += n - b.count
+    return readings.encode(blocks), removed
+
+
+class FrameLog:
+    def __init__(self, fs, directory="log", capacity=131072, segment_bytes=4096, seq_block=32):
+        if segment_bytes > 65535 or segment_bytes < 512:
+            raise ValueError("segment_bytes must be 512..65535")
+        self.fs = fs
+        self.dir = directory
+        self.capacity = capacity
+        self.segment_bytes = segment_bytes
+        self.seq_block = seq_block
+        self._buf = bytearray(segment_bytes)   # one segment, read at once: no per-record allocation
+        self._bitmap = (segment_bytes // (HEAD + BODY_FIXED) + 7) // 8
+        self.segs = []
+        self.alarms = []          # unacked ALARM records' (seq, seg no, index), oldest first
+        self.thinned = 0
+        self.dropped = 0
+        self.boot = 0
+        self.tail = (0, 0)
+        self.alloc = None
+        self.last_no = 0          # highest segment number ever used: numbers only grow
+        self.torn = 0             # torn records found at open (power cut mid-write)
+
+    # --- files ---------------------------------------------------------------------
+    def _path(self, name):
+        return self.dir + "/" + name
+
+    def _seg_name(self, no):
+        return self._path("%08d.seg" % no)
+
+    def _read_seg(self, no):
+        f = self.fs.open(self._seg_name(no), "rb")
+        try:
+            n = f.readinto(self._buf)
+        finally:
+            f.close()
+        return parse_records(self._buf, n or 0)
+
+    def _write_meta(self):
+        data = json.dumps({"reserve": self.alloc.reserved if self.alloc else 1, "boot": self.boot,
+                           "tail": list(self.tail), "thinned": self.thinned, "dropped": self.dropped})
+        tmp = self._path("meta.tmp")
+        f = self.fs.open(tmp, "w")
+        try:
+            f.write(data)
+        finally:
+            f.close()
+        self.fs.rename(tmp, self._path("meta.json"))
+
+    def _read_meta(self):
+        try:
+            f = self.fs.open(self._path("meta.json"), "r")
+        except OSError:
+            return {}
+        try:
+            m = json.loads(f.read())
+        except ValueError:
+            m = {}
+        finally:
+            f.close()
+        return m if isinstance(m, dict) else {}
+
+    # --- open ----------------------------------------------------------------------
+    def open(self, clock=None):
+        """Scan the log after a (re)boot. Returns the boot number (persisted)."""
+        fs = self.fs
+        fs.mkdir(self.dir)
+        names = fs.listdir(self.dir)
+        for name in names:
+            if name.endswith(".tmp"):
+                fs.remove(self._path(name))
+        meta = self._read_meta()
+        self.boot = int(meta.get("boot", 0)) + 1
+        self.thinned = int(meta.get("thinned", 0))
+        self.dropped = int(meta.get("dropped", 0))
+        tail = meta.get("tail", [0, 0])
+        self.tail = (int(tail[0]), int(tail[1]))
+        reserve = int(meta.get("reserve", 1))
+        if clock is not None:
+            clock.boot = self.boot
+        nos = sorted(int(nm[:-4]) for nm in names if nm.endswith(".seg") and nm[:-4].isdigit())
+        self.segs = []
+        self.alarms = []
+        self.last_no = max([self.tail[0]] + nos)
+        max_seq = 0
+        for no in nos:
+            recs, good = self._read_seg(no)
+            size = fs.size(self._seg_name(no))
+            if good < size:
+                self.torn += 1
+            if not recs or no < self.tail[0]:
+                fs.remove(self._seg_name(no))
+                continue
+            seg = _Segment(no, self._bitmap)
+            seg.size = good
+            seg.sealed = good < size
+            seg.n = len(recs)
+            seg.first = recs[0].seq
+            seg.last = recs[-1].seq
+            for i in range(len(recs)):
+                r = recs[i]
+                if r.seq > max_seq:
+                    max_seq = r.seq
+                if no == self.tail[0] and i < self.tail[1]:
+                    seg.set_acked(i)
+                elif r.mtype == ALARM:
+                    self.alarms.append((r.seq, no, i))
+                if clock is not None:
+                    clock.saw_record(2 if r.rflags & R_BOOT_BASE else 1, r.boot, r.t_ref)
+            self.segs.append(seg)
+        # the reservation always covers every seq on flash, even if meta.json was lost
+        self.alloc = SeqAllocator(max(reserve, max_seq + 1), self.seq_block)
+        self._reclaim()
+        self._write_meta()
+        return self.boot
+
+    # --- writing ---------------------------------------------------------------------
+    def take_seq(self):
+        """A fresh seq; its reservation is on flash before this returns."""
+        seq, reserve = self.alloc.take()
+        if reserve is not None:
+            self._write_meta()
+        return seq
+
+    def live_bytes(self):
+        s = 0
+        for g in self.segs:
+            s += g.size
+        return s
+
+    def append(self, seq, mtype, payload, base_boot, boot, t_ref, keep=False):
+        """Write one record durably. Call before the frame with this seq is sent."""
+        rflags = (R_BOOT_BASE if base_boot else 0) | (R_KEEP if keep else 0)
+        rec = encode_record(seq, mtype, rflags, boot, t_ref, payload)
+        if self.live_bytes() + len(rec) > self.capacity:
+            self._make_room(len(rec))
+        head = self.segs[-1] if self.segs else None
+        if head is None or head.sealed or head.size + len(rec) > self.segment_bytes:
+            self.last_no = max(self.last_no + 1, self.tail[0])
+            head = _Segment(self.last_no, self._bitmap)
+            head.first = seq
+            self.segs.append(head)
+        f = self.fs.open(self._seg_name(head.no), "ab")
+        try:
+            f.write(rec)
+        finally:
+            f.close()
+        index = head.n
+        if head.n == 0:
+            head.first = seq
+        head.n += 1
+        head.last = seq
+        head.size += len(rec)
+        if mtype == ALARM:
+            self.alarms.append((seq, head.no, index))
+        return index
+
+    # --- reading ---------------------------------------------------------------------
+    def _seg(self, no):
+        for g in self.segs:
+            if g.no == no:
+                return g
+        return None
+
+    def get(self, seg_no, index):
+        recs, _ = self._read_seg(seg_no)
+        r = recs[index]
+        r.seg = seg_no
+        r.index = index
+        return r
+
+    def next_record(self, exclude=0):
+        """The next record to send: the oldest unacked ALARM, else the oldest unacked
+        record. `exclude` skips one seq (e.g. the routine frame an alarm pre-empted)."""
+        for seq, no, i in self.alarms:
+            if seq != exclude:
+                return self.get(no, i)
+        for g in self.segs:
+            if g.nacked == g.n:
+                continue
+            recs = None
+            for i in range(g.n):
+                if g.is_acked(i):
+                    continue
+                if recs is None:
+                    recs, _ = self._read_seg(g.no)
+                r = recs[i]
+                if r.seq == exclude:
+                    continue
+                r.seg = g.no
+                r.index = i
+                return r
+        return None
+
+    def oldest_unacked(self):
+        """Lowest unacked seq on the log, or None. Records are in seq order on flash."""
+        for g in self.segs:
+            if g.nacked == g.n:
+                continue
+            i = 0
+            while g.is_acked(i):
+                i += 1
+            if i == 0:
+                return g.first
+            recs, _ = self._read_seg(g.no)
+            return recs[i].seq
+        return None
+
+    def depth(self):
+        n = 0
+        for g in self.segs:
+            n += g.n - g.nacked
+        return n
+
+    # --- acks ------------------------------------------------------------------------
+    def ack(self, ranges, hint=None):
+        """Mark every record whose seq lies in one of the (lo, hi) ranges as acked and
+        reclaim whole segments. `hint` = (seq, seg no, index) of the frame just sent,
+        which saves a segment read in the common case. Returns the number newly acked."""
+        newly = 0
+        if hint is not None:
+            seq, no, i = hint
+            g = self._seg(no)
+            for lo, hi in ranges:
+                if g is not None and lo <= seq <= hi and i < g.n and not g.is_acked(i):
+                    g.set_acked(i)
+                    newly += 1
+        for g in self.segs:
+            if g.nacked == g.n:
+                continue
+            hit = False
+            for lo, hi in ranges:
+                if lo <= g.last and hi >= g.first:
+                    hit = True
+                    break
+            if not hit:
+                continue
+            recs, _ = self._read_seg(g.no)
+            for i in range(len(recs)):
+                if g.is_acked(i):
+                    continue
+                s = recs[i].seq
+                for lo, hi in ranges:
+                    if lo <= s <= hi:
+                        g.set_acked(i)
+                        newly += 1
+                        break
+        if newly:
+            self.alarms = [a for a in self.alarms if not self._is_acked(a[1], a[2])]
+            self._reclaim()
+        return newly
+
+    def _is_acked(self, no, i):
+        g = self._seg(no)
+        return g is None or g.is_acked(i)
+
+    def _reclaim(self):
+        """Delete fully acked segments; save the new tail if anything went."""
+        live = []
+        for g in self.segs:
+            if g.n and g.nacked == g.n:
+                self.fs.remove(self._seg_name(g.no))
+            else:
+                live.append(g)
+        if len(live) == len(self.segs):
+            return
+        self.segs = live
+        if live:
+            g = live[0]
+            i = 0
+            while i < g.n and g.is_acked(i):
+                i += 1
+            self.tail = (g.no, i)
+        else:
+            self.tail = (self.last_no + 1, 0)
+        self._write_meta()
+
+    # --- bounding --------------------------------------------------------------------
+    def _make_room(self, need):
+        """Thin, then drop, oldest segments first, until `need` more bytes fit."""
+        for pass_drop in (False, True):
+            for g in list(self.segs[:-1]) if len(self.segs) > 1 else []:
+                if self.live_bytes() + need <= self.capacity:
+                    return
+                self._rewrite(g, pass_drop)
+            if self.live_bytes() + need <= self.capacity:
+                return
+
+    def _rewrite(self, g, drop):
+        """Rewrite segment g without its acked records, thinning (or with `drop`,
+        removing) its routine readings; .tmp then rename, so a cut keeps one version."""
+        recs, _ = self._read_seg(g.no)
+        out = []
+        for i in range(len(recs)):
+            r = recs[i]
+            if g.is_acked(i):
+                continue
+            if not r.keep():
+                if drop:
+                    try:
+                        self.dropped += readings.count(readings.decode(r.payload))
+                    except ValueError:
+                        self.dropped += 1
+                    continue
+                depth = (r.rflags & R_THIN_MASK) >> R_THIN_SHIFT
+                if depth < MAX_THIN:
+                    try:
+                        payload, removed = thin_payload(r.payload)
+                    except ValueError:
+                        payload, removed = r.payload, 0
+                    if removed:
+                        r.payload = payload
+                        r.rflags = (r.rflags & ~R_THIN_MASK) | ((depth + 1) << R_THIN_SHIFT)
+                        self.thinned += removed
+            out.append(r)
+        name = self._seg_name(g.no)
+        if not out:
+            self.fs.remove(name)
+            self.segs.remove(g)
+            self.alarms = [a for a in self.alarms if a[1] != g.no]
+            self._write_meta()
+            return
+        tmp = self._path("seg.tmp")
+        f = self.fs.open(tmp, "wb")
+        size = 0
+        try:
+            for r in out:
+                rec = encode_record(r.seq, r.mtype, r.rflags, r.boot, r.t_ref, r.payload)
+                f.write(rec)
+                size += len(rec)
+        finally:
+            f.close()
+        self.fs.rename(tmp, name)
+        g.n = len(out)
+        g.first = out[0].seq
+        g.last = out[-1].seq
+        g.size = size
+        g.acked = bytearray(len(g.acked))
+        g.nacked = 0
+        g.sealed = True
+        self.alarms = [a for a in self.alarms if a[1] != g.no]
+        for i in range(len(out)):
+            if out[i].mtype == ALARM:
+                self.alarms.append((out[i].seq, g.no, i))
+        self.alarms.sort()
+        if self.tail[0] == g.no:
+            self.tail = (g.no, 0)
+        self._write_meta()
