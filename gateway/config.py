@@ -687,15 +687,18 @@ def _points(c, dev, key):
     return pts
 
 
+_OPTIONAL = object()     # a trailing parameter that is left out when not given
+
 # The engine's parameter order per kind (protocol/TRIP.md); each entry is
 # (config name, wire name, how to convert, default). Conversions:
 #   "value": a value in the channel's unit -> scaled integer
 #   "rate":  units per hour -> scaled integer per hour
 #   "int":   an integer as it is
+#   "permille": a fraction 0..1 -> integer per mille
 RULE_PARAMS = {
     "threshold": (("op", "op", "op", None), ("threshold", "threshold", "value", None),
                   ("hysteresis", "hysteresis", "value", 0.0), ("debounce", "debounce_n", "int", 1),
-                  ("hold_s", "hold_s", "int", 0)),
+                  ("hold_s", "hold_s", "int", 0), ("near", "near", "value", _OPTIONAL)),
     "rate": (("window_s", "window_s", "int", None), ("threshold", "threshold", "value", None),
              ("hysteresis", "hysteresis", "value", 0.0), ("hold_s", "hold_s", "int", 0)),
     "sum": (("window_s", "window_s", "int", None), ("threshold", "threshold", "value", None),
@@ -737,6 +740,10 @@ def _rules(c, dev, key, point_chans):
                                      "(or IV, III, II, I)" % (lv,))
         params, ok = [], None not in (rid, chan, kind, level) and chan in point_chans
         for name, wire, conv, default in spec:
+            if default is _OPTIONAL:
+                if name not in t:
+                    continue
+                default = _MISSING
             if conv == "op":
                 v = c.value(t, name, rk, str, choices=("above", "below"))
                 v = None if v is None else (1 if v == "above" else 2)
@@ -748,7 +755,7 @@ def _rules(c, dev, key, point_chans):
                 v = None if v is None else int(round(v * 1000))
             else:
                 v = c.value(t, name, rk, float, default=default,
-                            lo=0.0 if name == "hysteresis" else None)
+                            lo=0.0 if name in ("hysteresis", "near") else None)
                 if v is not None and chan is not None:
                     v = channels.from_units(chan, v)
             if v is None:

@@ -374,3 +374,46 @@ def test_run_without_the_daemon_says_not_yet(site, capsys):
     assert cli.main(["run", "-c", str(site / "site.toml")]) == 3
     assert "not yet" in capsys.readouterr().err
     assert cli.main(["status"]) == 3
+
+
+def test_rules_are_built_by_the_trip_engine(site):
+    trip = pytest.importorskip("protocol.trip")
+    cfg = load(site, BASE + """
+[[modbus.devices.rules]]
+id = 2
+chan = "water_level.0"
+kind = "threshold"
+level = "red"
+op = "below"
+threshold = 0.2
+near = 0.05
+""")
+    rule = cfg.modbus.devices[0].rules[0].rule()
+    assert rule.kind == trip.THRESHOLD and rule.op == 2 and rule.threshold == 200
+    assert rule.near == 50 and rule.level == levels.RED
+    # the engine's own limits come back under the rule's key
+    msg = one(site, BASE + """
+[[modbus.devices.rules]]
+id = 3
+chan = "water_level.0"
+kind = "invvel"
+level = "red"
+window_s = 60
+lead_s = 3600
+""", "modbus.devices[0].rules[0]")
+    assert "trip engine refuses" in msg and "window_s" in msg
+
+
+def test_systemd_unit_is_hardened_and_runs_commands_the_cli_has():
+    unit = (EXAMPLES.parent / "systemd" / "stationgw.service").read_text()
+    lines = [x.strip() for x in unit.splitlines() if x.strip() and not x.startswith("#")]
+    for want in ("User=stationgw", "StateDirectory=stationgw", "ProtectSystem=strict",
+                 "Restart=always", "NoNewPrivileges=yes", "PrivateTmp=yes"):
+        assert want in lines, want
+    # WatchdogSec would need sd_notify pings the daemon does not send
+    assert not any(x.startswith("WatchdogSec") for x in lines)
+    for x in lines:
+        if x.startswith(("ExecStart=", "ExecStartPre=")):
+            argv = x.split("=", 1)[1].split()
+            assert argv[0].endswith("/stationgw")
+            cli.parser().parse_args(argv[1:])      # exits (SystemExit) if a command is wrong
