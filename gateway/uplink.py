@@ -46,7 +46,8 @@ class UplinkSettings:
                  client_id=None, topic_prefix="stations", keepalive_s=30, inflight=16,
                  username="", password_file="", tls_ca="", tls_cert="", tls_key="",
                  max_readings=5000, max_bytes=65536, max_age_s=5.0, backoff_min_s=1.0,
-                 backoff_max_s=60.0, quota_check_s=5.0, sw_version=SW_VERSION):
+                 backoff_max_s=60.0, quota_check_s=5.0, retry_refused_s=RETRY_REFUSED_S,
+                 sw_version=SW_VERSION):
         if protocol not in ("v5", "v311"):
             raise ValueError("mqtt protocol %r: allowed 'v5' or 'v311'" % (protocol,))
         self.site = site
@@ -69,6 +70,7 @@ class UplinkSettings:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.quota_check_s = quota_check_s
+        self.retry_refused_s = retry_refused_s
         self.sw_version = sw_version
 
     @classmethod
@@ -325,7 +327,7 @@ class Uplink:
                 continue
             kind, key, payload, n = entry
             if failed:
-                refused.append((self._mono() + RETRY_REFUSED_S, kind, key, payload, n))
+                refused.append((self._mono() + self.s.retry_refused_s, kind, key, payload, n))
             elif kind == "a":
                 alarms.append(key)
             elif kind == "b":
@@ -342,7 +344,7 @@ class Uplink:
             self.last_puback = self._clock()
         if refused:
             log.warning("broker refused %d publish(es); retrying in %.0f s", len(refused),
-                        RETRY_REFUSED_S)
+                        self.s.retry_refused_s)
             self._retry.extend(refused)
 
     def _run(self):

@@ -1,0 +1,193 @@
+"""Faults with real parts: the broker stopped and kill -9'd while the gateway publishes,
+the gateway process kill -9'd mid-flow (repeatedly), an alarm during a big backlog."""
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import cbor2
+
+from gateway.records import Reading
+from gateway.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_arrival_order_per_node(readings):
+    seen, order = set(), {}
+    for node, seq, idx, *_ in readings:
+        if (node, seq, idx) not in seen:
+            seen.add((node, seq, idx))
+            order.setdefault(node, []).append((seq, idx))
+    return order
+
+
+def test_broker_stop_and_kill_while_publishing(broker, make_store, make_uplink, subscriber, mk):
+    sub = subscriber()
+    time.sleep(1.2)                  # let Mosquitto autosave the subscriber's session
+    store = make_store()
+    up = make_uplink(store, max_readings=40)
+    committed = set()
+    stop = threading.Event()
+
+    def produce():
+        seq = {n: 0 for n in (11, 12, 13)}
+        while not stop.is_set():
+            for n in seq:
+                seq[n] += 1
+                recs = mk.frame(n, seq[n], int(time.time()) - 30, [seq[n] * 10 + k
+                                                                     for k in range(4)])
+                store.commit(recs)
+                committed.update((r.node, r.seq, r.idx) for r in recs[1:])
+            time.sleep(0.005)
+
+    th = threading.Thread(target=produce)
+    th.start()
+    try:
+        time.sleep(0.4)
+        broker.stop()                                   # orderly stop
+        time.sleep(0.5)
+        broker.start()
+        time.sleep(0.6)
+        broker.stop(kill=True)                          # kill -9
+        time.sleep(0.4)
+        broker.start()
+        time.sleep(0.4)
+    finally:
+        stop.set()
+        th.join(5)
+    assert sub.wait_for(lambda s: s.keys() >= committed, 20), \
+        "lost: %d readings" % len(committed - sub.keys())
+    assert up.stats()["connects"] >= 3
+    got = sub.readings()
+    # duplicates are allowed only as exact copies with the same dedup key
+    by_key = {}
+    for r in got:
+        assert by_key.setdefault(r[:3], r) == r
+    # order per node: first arrivals come in commit (seq, idx) order
+    for node, order in first_arrival_order_per_node(got).items():
+        assert order == sorted(order), "node %d out of order" % node
+    # a batch seen twice is the same batch (same seq, same bytes)
+    seen = {}
+    for t, p, _, _ in sub.snapshot():
+        if t.endswith("/data"):
+            assert seen.setdefault(cbor2.loads(p)[3], p) == p
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, %(root)r)
+    from gateway.records import FrameSeen, Reading
+    from gateway.store import Store
+    from gateway.uplink import Uplink, UplinkSettings
+    path, port, node, seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    store = Store(path)
+    up = Uplink(store, UplinkSettings("lushi", "gw1", port=port, max_readings=25,
+                                      max_age_s=0.01, backoff_min_s=0.05,
+                                      backoff_max_s=0.2)).start()
+    if seq == 0:                          # drain mode: publish what is left, then stay
+        while True:
+            time.sleep(1)
+    while True:
+        t = int(time.time()) - 20
+        store.commit([FrameSeen(node, seq)] + [Reading(node, seq, k, 24, t + k, seq * 100 + k)
+                                               for k in range(6)])
+        sys.stdout.write("%%d\\n" %% seq)
+        sys.stdout.flush()
+        seq += 1
+        time.sleep(0.002)
+""") % {"root": str(ROOT)}
+
+
+def test_gateway_kill_9_repeatedly_loses_nothing(broker, subscriber, tmp_path):
+    sub = subscriber()
+    path = str(tmp_path / "store.db")
+    rnd = random.Random(7)
+    committed = set()
+    seq = 1
+    for _ in range(5):
+        p = subprocess.Popen([sys.executable, "-c", CHILD, path, str(broker.port), "21", str(seq)],
+                             stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        acked = []
+        want = rnd.randint(20, 120)
+        while len(acked) < want and time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            acked.append(int(line))
+        os.kill(p.pid, 9)                               # mid-flow: commits and publishes
+        p.wait(5)
+        p.stdout.close()
+        assert acked, "the child committed nothing"
+        committed.update(acked)
+        seq = acked[-1] + 1     # a frame committed but not yet reported is a harmless dup
+        s = Store(path)                                 # integrity check runs at open
+        assert s.integrity_ok()
+        s.close()
+    p = subprocess.Popen([sys.executable, "-c", CHILD, path, str(broker.port), "21", "0"])
+    try:
+        want = {(21, q, k) for q in committed for k in range(6)}
+        assert sub.wait_for(lambda s: s.keys() >= want, 20), \
+            "lost %d readings of committed frames" % len(want - sub.keys())
+        for r in sub.readings():
+            assert r[5] == r[1] * 100 + r[2]
+        seen = {}
+        for t, pl, _, _ in sub.snapshot():
+            if t.endswith("/data"):
+                assert seen.setdefault(cbor2.loads(pl)[3], pl) == pl, "batch seq reused"
+    finally:
+        p.kill()
+        p.wait(5)
+
+
+def test_alarm_overtakes_a_draining_backlog(broker, make_store, make_uplink, subscriber, mk):
+    sub = subscriber()
+    store = make_store()
+    now = int(time.time())
+    t0 = now - 7 * 86400
+    for f in range(400):                                # 200,000 old readings
+        store.commit([Reading(1 + f % 50, 1 + f // 50, k, mk.LEVEL, t0 + f * 600 + k * 60,
+                              1000 + k) for k in range(500)])
+    up = make_uplink(store, max_readings=2000, inflight=8)
+    assert sub.wait_for(lambda s: len(s.batches()) >= 10, 10), "drain did not start"
+    before = len(sub.snapshot())
+    store.commit([mk.alarm(7, 99_999, now)])
+    assert sub.wait_for(lambda s: len(s.alarms()) == 1, 5)
+    msgs = sub.snapshot()
+    pos = next(i for i, m in enumerate(msgs) if m[0].endswith("/alarm"))
+    n_batches = 200_000 // 2000
+    assert pos - before <= 8 + 1, "alarm waited behind %d batches" % (pos - before)
+    assert sub.wait_for(lambda s: len(s.batches()) >= n_batches, 20)
+    data_after = sum(1 for m in sub.snapshot()[pos:] if m[0].endswith("/data"))
+    assert data_after > 0, "the alarm did not overtake the backlog"
+    assert up.alarms.stats()["acked"] == 1
+
+
+def test_broker_refusal_is_not_an_ack(broker, make_store, make_uplink, subscriber, mk, tmp_path):
+    """A v5 PUBACK with a failure reason (here: not authorised by an ACL) must leave the
+    batch in the store to be published again; once allowed, it goes through."""
+    broker.stop()
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite stations/lushi/gw1/status\ntopic read #\n")   # no data
+    broker.conf.write_text(broker.conf.read_text() + "acl_file %s\n" % acl)
+    broker.start()
+    sub = subscriber()
+    store = make_store()
+    up = make_uplink(store, retry_refused_s=0.3)
+    store.commit(mk.frame(4, 1, int(time.time()), [1, 2]))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(r[1] == "b" for r in up._retry):
+        time.sleep(0.01)
+    assert any(r[1] == "b" for r in up._retry), "the refused batch was not queued for a retry"
+    assert store.stats()["lanes"]["unacked_batches"]["depth"] == 1
+    assert up.stats()["readings_acked"] == 0
+    acl.write_text("topic readwrite #\n")                 # now allowed
+    broker.proc.send_signal(1)                          # SIGHUP: Mosquitto reloads the ACL
+    assert sub.wait_for(lambda s: s.keys() == {(4, 1, 0), (4, 1, 1)}, 10)
+    assert sub.wait_for(lambda s: up.stats()["readings_acked"] == 2, 5)
+    assert store.stats()["lanes"]["unacked_batches"]["depth"] == 0
