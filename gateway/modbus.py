@@ -25,7 +25,8 @@ probed once (no retries) after `poll_s`, doubling up to `offline_probe_max_s`, s
 device costs its bus one timeout per probe. The first good answer brings it back online.
 
 Errors are classified: `timeouts` (no reply), `crc_errors` (bytes came back but no
-valid frame: CRC or framing error), `exceptions` (a Modbus exception response; its code
+valid frame: CRC or framing error), `connect_failures` (serial port missing, TCP
+refused, I/O error), `exceptions` (a Modbus exception response; its code
 is kept in `last_exception_code` and the point's reading carries fault
 FAULT_EXCEPTION_BASE + code).
 
@@ -71,7 +72,7 @@ class SystemClock:
 class DeviceStats:
     __slots__ = ("online", "last_ok", "consecutive_failures", "last_exception_code",
                  "last_error", "polls", "polls_ok", "timeouts", "crc_errors", "exceptions",
-                 "went_offline")
+                 "connect_failures", "went_offline")
 
     def __init__(self):
         self.online = None            # None until the first poll settles it
@@ -80,7 +81,7 @@ class DeviceStats:
         self.last_exception_code = None
         self.last_error = ""
         self.polls = self.polls_ok = self.timeouts = self.crc_errors = 0
-        self.exceptions = self.went_offline = 0
+        self.exceptions = self.connect_failures = self.went_offline = 0
 
     def as_dict(self):
         return {k: getattr(self, k) for k in self.__slots__}
@@ -218,6 +219,7 @@ class ModbusBridge:
         self.coil_writing = False
         self.coil_failures = 0
         self.sink_errors = 0
+        self._inflight = set()
 
     # ------------------------------------------------------------ public
 
@@ -228,8 +230,6 @@ class ModbusBridge:
             for d in w.devices:
                 d.next_due = now
                 w.push(now, _PRIO_POLL, self._poll_job(w, d))
-        if self.alarm_output is not None:
-            self._update_siren()     # drive the relay to a known state at start
         tasks = [asyncio.create_task(w.run(), name="modbus-bus-" + n)
                  for n, w in self.workers.items()]
         tasks.append(asyncio.create_task(self._ticker(), name="modbus-trip-tick"))
@@ -239,6 +239,8 @@ class ModbusBridge:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._inflight:        # deliveries under way finish before we return
+                await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     def stats(self):
         out = {}
@@ -303,14 +305,21 @@ class ModbusBridge:
         if st.online is not True:
             self._set_online(d, True, "answering")
         self._schedule_next(w, d)
-        await self._emit_poll(d, sorted(results))
+        await self._finish(self._emit_poll(d, sorted(results)))
+        out = self.alarm_output
+        if out is not None and cfg.name == out.device and self.coil_wanted:
+            # a relay that lost power comes back with its coil off: assert it every poll
+            self.coil_state = None
+            self._update_siren()
 
     def _failed(self, w, d, kind, probe):
         st, cfg = d.stats, d.cfg
         if kind == "crc error":
             st.crc_errors += 1
-        else:
+        elif kind == "timeout":
             st.timeouts += 1
+        else:
+            st.connect_failures += 1
         st.last_error = kind
         now = self.clock.monotonic()
         if not probe and d.attempt < cfg.retries:
@@ -322,6 +331,7 @@ class ModbusBridge:
         st.consecutive_failures += 1
         if st.online is not False:
             self._set_online(d, False, kind)
+            self._update_siren()
         delay = min(cfg.poll_s * 2 ** (st.consecutive_failures - 1),
                     max(cfg.poll_s, cfg.offline_probe_max_s))
         w.push(now + delay, _PRIO_POLL, self._poll_job(w, d, probe=True))
@@ -353,6 +363,14 @@ class ModbusBridge:
             self.coil_state = None    # relay may have rebooted: write it again
             self._update_siren()
 
+    async def _finish(self, coro):
+        """Run a delivery to the end even if the bridge is cancelled meanwhile: a seq once
+        allocated must reach the store, or consumers would see a gap that is no loss."""
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        await asyncio.shield(task)
+
     async def _alloc(self, node):
         s = self.alloc_seq(node)
         if inspect.isawaitable(s):
@@ -375,7 +393,7 @@ class ModbusBridge:
             events.extend(d.engine.tick(t_mono))
         records.extend(self._alarms(cfg, seq, events, t_wall, t_mono))
         await self._deliver(records)
-        if events:
+        if events or self.coil_wanted is None:
             self._update_siren()
 
     def _alarms(self, cfg, seq, events, t_wall, t_mono):
@@ -401,6 +419,10 @@ class ModbusBridge:
             self.sink_errors += 1
             log.exception("event=modbus_sink_error records=%d", len(records))
 
+    async def _emit_tick(self, cfg, events, t_wall, t_mono):
+        seq = await self._alloc(cfg.node)
+        await self._deliver(self._alarms(cfg, seq, events, t_wall, t_mono))
+
     async def _ticker(self):
         """Hold-time clears come due without new samples; check once a second."""
         while True:
@@ -414,8 +436,7 @@ class ModbusBridge:
                 events = d.engine.tick(t_mono)
                 if events:
                     changed = True
-                    seq = await self._alloc(d.cfg.node)
-                    await self._deliver(self._alarms(d.cfg, seq, events, t_wall, t_mono))
+                    await self._finish(self._emit_tick(d.cfg, events, t_wall, t_mono))
             if changed:
                 self._update_siren()
 
@@ -424,6 +445,11 @@ class ModbusBridge:
     def _update_siren(self):
         out = self.alarm_output
         if out is None:
+            return
+        if self.coil_state is None and self.coil_wanted is None and any(
+                d.engine is not None and d.stats.online is None for d in self.devices.values()):
+            # Before every device with rules has been polled once, "off" may be wrong (a
+            # restart during an alarm): leave the relay as it is until we know.
             return
         self.coil_wanted = self.level() >= out.min_level
         if self.coil_wanted != self.coil_state and not self.coil_writing:

@@ -640,8 +640,71 @@ threshold = 3.5
         con.close()
         seqs = [r[1] for r in rows]
         assert len(rows) >= 6 and len(seqs) == len(set(seqs)), "a seq was reused after restart"
-        assert seqs == sorted(seqs) and all(r[0] == 9001 and r[3] == 4000 for r in rows)
+        # no gaps either: a poll under way when the bridge is cancelled still commits
+        assert seqs == list(range(1, len(rows) + 1))
+        assert all(r[0] == 9001 and r[3] == 4000 for r in rows)
         # each run starts a fresh engine: the red trip is raised once per run
         assert [a[2] for a in alarms] == [4, 4]
         assert alarms[0][1] in seqs
+    run(main())
+
+
+def test_missing_serial_port_and_refused_tcp_are_offline_not_a_crash(tmp_path):
+    async def main():
+        cfg = make_config(tmp_path, f"""
+[[modbus.buses]]
+name = "usb"
+type = "rtu"
+port = "{tmp_path / 'ttyUSB-unplugged'}"
+[[modbus.buses]]
+name = "net"
+type = "tcp"
+host = "127.0.0.1"
+port = {free_port()}
+[[modbus.devices]]
+name = "a"
+bus = "usb"
+node = 9001
+device_id = 1
+poll_s = 0.1
+timeout_s = 0.2
+retries = 1
+retry_backoff_s = 0.01
+[[modbus.devices.points]]
+chan = "water_level.0"
+table = "holding"
+address = 0
+type = "u16"
+[[modbus.devices]]
+name = "b"
+bus = "net"
+node = 9002
+device_id = 1
+poll_s = 0.1
+timeout_s = 0.2
+retries = 0
+[[modbus.devices.points]]
+chan = "water_level.0"
+table = "holding"
+address = 0
+type = "u16"
+""")
+        loop = asyncio.get_running_loop()
+        col = Collector(loop.time)
+        states = []
+        bridge = ModbusBridge(cfg, col.sink, col.alloc_seq, on_state=states.append)
+        task = asyncio.create_task(bridge.run())
+        try:
+            assert await wait_until(lambda: all(s["online"] is False
+                                                for s in bridge.stats().values()), 5)
+            await asyncio.sleep(0.3)
+            assert not task.done(), "the bridge stopped"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert {(s.device, s.reason) for s in states} == {("a", "connect failed"),
+                                                          ("b", "connect failed")}
+        assert col.records == []
+        assert all(s["connect_failures"] >= 2 and s["timeouts"] == 0
+                   for s in bridge.stats().values())
     run(main())
