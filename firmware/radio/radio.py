@@ -17,6 +17,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+from protocol.airtime import airtime_s
+
 _DEFAULT_GAP_MS = const(10)
 
 
@@ -42,21 +44,10 @@ class Radio:
         pass
 
 
-def lora_airtime_ms(n, sf, bw_hz=125000, cr=1, preamble=8, crc=True, explicit_header=True,
-                    low_dr_opt=None):
-    """Time on air of an n-byte LoRa packet in ms (Semtech AN1200.13 / SX127x datasheet).
-
-    cr is 1..4 for coding rate 4/5..4/8. Low data rate optimisation defaults to on when
-    a symbol lasts 16 ms or more (SF11/SF12 at 125 kHz), as the SX127x requires."""
-    t_sym = (1 << sf) * 1000.0 / bw_hz
-    if low_dr_opt is None:
-        low_dr_opt = t_sym >= 16
-    de = 1 if low_dr_opt else 0
-    ih = 0 if explicit_header else 1
-    num = 8 * n - 4 * sf + 28 + (16 if crc else 0) - 20 * ih
-    den = 4 * (sf - 2 * de)
-    payload_syms = 8 + max(-(-num // den) * (cr + 4), 0)
-    return (preamble + 4.25 + payload_syms) * t_sym
+def lora_airtime_ms(n, sf, bw_hz=125000):
+    """Time on air of an n-byte LoRa packet in ms (CR 4/5, 8-symbol preamble, explicit
+    header, CRC on): protocol/airtime.py has the AN1200.13 arithmetic."""
+    return airtime_s(n, sf, bw_hz) * 1000
 
 
 class GapPacketizer:
