@@ -193,9 +193,19 @@ class _BusWorker:
         raise _NoReply("crc error" if self.rx_seen else "timeout")
 
 
+def quiet_pymodbus():
+    """pymodbus logs every timeout and failed connect (at ERROR, once per attempt): a dead
+    device would flood the journal. The bridge logs each state change once, with the
+    reason; an explicitly configured pymodbus log level is left alone for debugging."""
+    lg = logging.getLogger("pymodbus.logging")
+    if lg.level == logging.NOTSET:
+        lg.setLevel(logging.CRITICAL)
+
+
 class ModbusBridge:
     def __init__(self, config, sink, alloc_seq, clock=None, client_factory=make_client,
                  on_state=None):
+        quiet_pymodbus()
         self.config = config
         self.sink, self.alloc_seq = sink, alloc_seq
         self.clock = clock or SystemClock()
