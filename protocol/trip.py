@@ -122,46 +122,6 @@ class Rule:
             raise ValueError("rule %s: needs at least [rule_id, chan, kind, level], got %d items" % (rid, len(arr)))
         return Rule(arr[0], arr[1], arr[2], arr[3], arr[4:])
 
-    @staticmethod
-    def from_dict(d):
-        """Rule from a config table: {"rule_id" or "id", "chan", "kind" (name or number),
-        "level" (name or number), and the kind's parameters by name}."""
-        rid = d.get("rule_id", d.get("id", "?"))
-        kind = d.get("kind")
-        if isinstance(kind, str):
-            k = None
-            for kk in KIND_NAMES:
-                if KIND_NAMES[kk] == kind.lower():
-                    k = kk
-            if k is None:
-                raise ValueError("rule %s: kind %r unknown: allowed threshold, rate, sum, invvel" % (rid, kind))
-            kind = k
-        if kind not in PARAMS:
-            raise ValueError("rule %s: kind %r unknown: allowed threshold, rate, sum, invvel" % (rid, kind))
-        level = d.get("level")
-        if isinstance(level, str):
-            low = level.strip().lower()
-            if low not in LEVEL_NAMES[1:]:
-                raise ValueError("rule %s: level %r unknown: allowed blue, yellow, orange, red" % (rid, level))
-            level = LEVEL_NAMES.index(low)
-        allowed = ["rule_id", "id", "chan", "kind", "level"]
-        for p in PARAMS[kind] + OPTIONAL.get(kind, ()):
-            allowed.append(p[0])
-        for key in d:
-            if key not in allowed:
-                raise ValueError("rule %s: unknown key %r for a %s rule: allowed %s"
-                                 % (rid, key, KIND_NAMES[kind], ", ".join(allowed)))
-        params = []
-        for p in PARAMS[kind]:
-            if p[0] not in d:
-                raise ValueError("rule %s: missing key %r: a %s rule needs %s"
-                                 % (rid, p[0], KIND_NAMES[kind], _layout(kind)))
-            params.append(d[p[0]])
-        for p in OPTIONAL.get(kind, ()):
-            if p[0] in d:
-                params.append(d[p[0]])
-        return Rule(rid, d.get("chan"), kind, level, params)
-
     def to_wire(self):
         return [self.rule_id, self.chan, self.kind, self.level] + list(self.params)
 
@@ -180,9 +140,6 @@ class Rule:
 
     def __eq__(self, other):
         return isinstance(other, Rule) and self.to_wire() == other.to_wire()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
 
     def __hash__(self):
         return hash(tuple(self.to_wire()))
@@ -211,9 +168,6 @@ class AlarmEvent:
 
     def __eq__(self, other):
         return isinstance(other, AlarmEvent) and self.as_tuple() == other.as_tuple()
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
 
     def __repr__(self):
         return "AlarmEvent(%s chan=0x%02x rule=%d %s %s->%s value=%d threshold=%d t=%d)" % (
@@ -287,6 +241,7 @@ class TripEngine:
         t (default: the channel's last sample time). Bad rules raise and change nothing."""
         _check_rules(rules)
         old = self._states
+        old_chans = self._chans
         self._install(rules, old)
         out = []
         for st in old:
@@ -294,7 +249,7 @@ class TripEngine:
         for st in old:
             if st.latched and st not in self._states:
                 st.changed = -1
-        for c in list(self._level):
+        for c in old_chans:
             prev = self._level[c]
             new = self._max_level(c)
             if new != prev:

@@ -7,7 +7,7 @@ trip.py owns latching, hold times and events; these classes only measure.
 
 Windows are fixed arrays of time buckets allocated once, so a 24 h window costs the
 same memory at 1 s as at 10 min sampling, and feeding a sample allocates nothing
-except where a least-squares fit needs floats (RATE, INVVEL)."""
+except INVVEL's least-squares fit, which needs floats once per completed sub-window."""
 from array import array
 
 try:
@@ -254,39 +254,29 @@ class SumState(State):
         self.metric = self.total
 
 
-def fit_line(xs, ys, ws, m):
-    """Weighted least squares y = ybar + slope * (x - xbar) over the first m points.
+def fit_sums(sw, sx, sy, sxx, sxy, syy):
+    """Weighted least squares y = ybar + slope * (x - xbar) from raw weighted sums.
 
-    Two passes with centred sums, so nothing cancels catastrophically in float32 (the
-    ESP32's float). Returns (xbar, ybar, slope, r2); slope None if x or y is flat."""
-    sw = 0.0
-    sx = 0.0
-    sy = 0.0
-    for i in range(m):
-        w = ws[i]
-        sw += w
-        sx += w * xs[i]
-        sy += w * ys[i]
+    The caller centres x on the middle of the window before summing, so the
+    corrections below stay small against the sums and float32 (the ESP32's float)
+    keeps ~6 significant digits of the slope. Returns (xbar, ybar, slope, r2), slope
+    None when x or y does not vary."""
     xbar = sx / sw
     ybar = sy / sw
-    sxx = 0.0
-    sxy = 0.0
-    syy = 0.0
-    for i in range(m):
-        w = ws[i]
-        dx = xs[i] - xbar
-        dy = ys[i] - ybar
-        sxx += w * dx * dx
-        sxy += w * dx * dy
-        syy += w * dy * dy
-    if sxx <= 0.0 or syy <= 0.0:
+    cxx = sxx - sx * xbar
+    cxy = sxy - sx * ybar
+    cyy = syy - sy * ybar
+    if cxx <= 0.0 or cyy <= 0.0:
         return xbar, ybar, None, 0.0
-    return xbar, ybar, sxy / sxx, (sxy / sxx) * (sxy / syy)
+    b = cxy / cxx
+    return xbar, ybar, b, b * (cxy / cyy)
 
 
 class RateState(State):
-    """Rate of change per hour: least-squares slope through the bucket centroids,
-    each weighted by its sample count (close to a fit through every raw sample)."""
+    """Rate of change per hour: the mean of the newer half of the window minus the mean
+    of the older half, over the distance between their mean sample times. Every sample
+    counts (noise averages out, a spike is diluted by the half's sample count) and
+    irregular spacing is taken at its real times. Integer arithmetic only."""
 
     def __init__(self, rule):
         State.__init__(self, rule)
@@ -300,49 +290,50 @@ class RateState(State):
     def feed(self, t, v):
         ring = self.ring
         ring.add(t, v)
-        self.metric = self.rate(ring, t)
+        self.metric = self.rate(ring)
 
-    def rate(self, ring, t):
+    def rate(self, ring):
         size = ring.size
         bs = ring.bucket_s
         n = ring.n
+        sdt = ring.sdt
+        sv = ring.sv
         cur = ring.cur
-        w = 0
-        sx = 0
-        sy = 0
-        first = -1
+        mid = cur - (size >> 1)    # buckets <= mid: older half; > mid: newer half
+        n1 = 0
+        x1 = 0
+        v1 = 0
+        n2 = 0
+        x2 = 0
+        v2 = 0
         for k in range(cur - size + 1, cur + 1):
             i = k % size
-            if k >= 0 and n[i]:
-                if first < 0:
-                    first = k
-                w += n[i]
-                sx += n[i] * (k - cur) * bs + ring.sdt[i]
-                sy += ring.sv[i]
-        if w < 3:
-            return None
-        xbar = sx / w
-        ybar = sy / w
-        fi = first % size
-        if t - first * bs - ring.sdt[fi] // n[fi] < self.rule.window_s // 2:
-            return None  # too short a stretch of data for a trustworthy slope
-        sxx = 0.0
-        sxy = 0.0
-        for k in range(first, cur + 1):
-            i = k % size
             c = n[i]
-            if c:
-                dx = (k - cur) * bs + ring.sdt[i] / c - xbar
-                sxx += c * dx * dx
-                sxy += c * dx * (ring.sv[i] / c - ybar)
-        if sxx <= 0.0:
+            if k < 0 or c == 0:
+                continue
+            x = c * (k - cur) * bs + sdt[i]   # sum of sample times relative to bucket cur
+            if k <= mid:
+                n1 += c
+                x1 += x
+                v1 += sv[i]
+            else:
+                n2 += c
+                x2 += x
+                v2 += sv[i]
+        if n1 == 0 or n2 == 0 or n1 + n2 < 3:
             return None
-        r = sxy / sxx * 3600.0
-        if r >= VMAX:
-            return VMAX
-        if r <= -VMAX:
-            return -VMAX
-        return int(r + 0.5) if r >= 0 else -int(-r + 0.5)
+        den = x2 * n1 - x1 * n2          # (mean time 2 - mean time 1) * n1 * n2
+        if den * 4 < self.rule.window_s * n1 * n2:
+            return None  # the halves' mean times are too close for a trustworthy rate
+        num = v2 * n1 - v1 * n2
+        neg = num < 0
+        if neg:
+            num = -num
+        # Integer division rounded to nearest: small ints only for ordinary windows.
+        r = (num * 7200 + den) // (2 * den)
+        if r > VMAX:
+            r = VMAX
+        return -r if neg else r
 
     def trips(self):
         thr = self.rule.threshold
@@ -381,9 +372,6 @@ class InvVelState(State):
         State.__init__(self, rule)
         # +2: the current partial bucket, and one more so 16 velocity points fit.
         self.ring = SampleRing(INV_BUCKETS, ceil_div(rule.window_s, INV_BUCKETS), 2)
-        self.xs = array("f", [0.0] * INV_BUCKETS)
-        self.ys = array("f", [0.0] * INV_BUCKETS)
-        self.ws = array("f", [0.0] * INV_BUCKETS)
         self.mode = UNKNOWN
         self.t_f = 0
         self.r2_permille = 0
@@ -411,8 +399,9 @@ class InvVelState(State):
             return -VMAX
         return d
 
-    def fit(self, b):
-        """Fit over the completed buckets before bucket b."""
+    def fit(self, b, zero=0.0):
+        """Fit over the completed buckets before bucket b. `zero` starts the sums:
+        tests pass a float32-rounding number to check the ESP32's precision."""
         ring = self.ring
         size = ring.size
         bs = ring.bucket_s
@@ -439,33 +428,50 @@ class InvVelState(State):
             self.mode = NO_TREND
             return
         d = 1 if travel > 0 else -1
-        xs = self.xs
-        ys = self.ys
-        ws = self.ws
+        # Velocity points from consecutive centroids, summed on the fly (no arrays of
+        # floats kept). x: seconds from the window's middle, an int (centroid times are
+        # rounded to the second; sub-windows are >= 60 s). y = 1/|v| from integer
+        # numerator and denominator: one float division per point.
+        mid = (size * bs) >> 1
+        sw = zero
+        sx = zero
+        sy = zero
+        sxx = zero
+        sxy = zero
+        syy = zero
         m = 0
         pairs = 0
-        tp = 0.0
-        sp = 0.0
+        tp = 0
+        vp = 0
+        cp = 1
         for k in range(first, last + 1):
             i = k % size
             c = n[i]
             if c == 0:
                 continue
-            tc = (k - b) * bs + ring.sdt[i] / c   # seconds relative to bucket b's start
-            sc = ring.sv[i] / c
+            tc = (k - b) * bs + (2 * ring.sdt[i] + c) // (2 * c)
+            vc = ring.sv[i]
             if k != first:
                 pairs += 1
-                ds = (sc - sp) * d
-                if ds > 0:
-                    xs[m] = (tc + tp) * 0.5
-                    y = (tc - tp) / ds      # 1/|v|, seconds per unit
-                    ys[m] = y
-                    # 1/v from a noisy v has an error growing like 1/v^2: weight by v^2
-                    # so the slow, noisy start of a window does not drown the trend.
-                    ws[m] = 1.0 / (y * y)
+                num = (vc * cp - vp * c) * d          # displacement * c * cp
+                if num > 0:
+                    y = ((tc - tp) * c * cp) / num     # 1/|v|, seconds per unit
+                    # 1/v from a noisy v errs like 1/v^2: weight by v^2 so the slow,
+                    # noisy start of a window does not drown the trend near its end.
+                    w = 1.0 / (y * y)
+                    x = ((tc + tp) >> 1) + mid
+                    wx = w * x
+                    wy = w * y
+                    sw += w
+                    sx += wx
+                    sy += wy
+                    sxx += wx * x
+                    sxy += wx * y
+                    syy += wy * y
                     m += 1
             tp = tc
-            sp = sc
+            vp = vc
+            cp = c
         if pairs < INV_MIN_POINTS:
             self.mode = UNKNOWN
             return
@@ -475,12 +481,12 @@ class InvVelState(State):
             # (One backwards step, e.g. from a single spike, is tolerated.)
             self.mode = NO_TREND
             return
-        xbar, ybar, slope, r2 = fit_line(xs, ys, ws, m)
+        xbar, ybar, slope, r2 = fit_sums(sw, sx, sy, sxx, sxy, syy)
         self.r2_permille = int(r2 * 1000.0)
         if slope is None or slope >= 0.0 or r2 * 1000.0 < self.rule.min_r2:
             self.mode = NO_TREND
             return
-        ahead = xbar - ybar / slope    # seconds after bucket b's start
+        ahead = xbar - ybar / slope - mid    # seconds after bucket b's start
         if ahead > 1e7:
             self.mode = NO_TREND       # beyond ~4 months: no forecast worth a warning
             return
