@@ -1,0 +1,421 @@
+"""The site gateway daemon: config -> store -> uplink -> radio ingest -> Modbus bridge ->
+status, in one asyncio loop (`stationgw run -c site.toml` calls `main(cfg)`).
+
+Threads: the event loop (serial reads, Modbus, commands, status); one commit thread
+(every store commit of radio groups and Modbus polls, in order); the uplink's worker
+and paho's network thread (gateway/uplink.py).
+
+Logs: one line per event on stdout, `ts=... level=... logger=... event=... key=value`
+(journald adds its own time stamp; the format stays greppable). Secrets (node keys, the
+MQTT password) are never logged: the config objects do not print them.
+
+SIGTERM / SIGINT: stop reading the radio, finish the commit in flight and send its ACKs,
+stop the Modbus polls, let the uplink flush what is in flight (bounded), publish the
+offline status, close the store. Nothing committed is lost: what was not PUBACKed yet
+stays in the store and goes out after the next start.
+
+Status: every STATUS_EVERY_S a JSON snapshot is written atomically (temp file, fsync,
+rename) as `status.json` next to the store; `stationgw status` reads and prints it.
+"""
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+
+import cbor2
+
+from gateway import downlink as dl
+from gateway.radio import RadioIngest, RadioPort
+from gateway.store import Store, StoreError
+from gateway.uplink import Uplink, UplinkSettings
+
+log = logging.getLogger("stationgw.daemon")
+
+STATUS_FILE = "status.json"
+STATUS_EVERY_S = 2.0
+STALE_AFTER_S = 30.0
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def setup_logging(stream=None, level=logging.INFO):
+    h = logging.StreamHandler(stream or sys.stdout)
+    h.setFormatter(logging.Formatter(
+        "ts=%(asctime)s.%(msecs)03dZ level=%(levelname)s logger=%(name)s %(message)s",
+        "%Y-%m-%dT%H:%M:%S"))
+    h.formatter.converter = time.gmtime
+    root = logging.getLogger()
+    root.handlers[:] = [h]
+    root.setLevel(level)
+    for noisy in ("pymodbus",):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def status_path(cfg):
+    return os.path.join(os.path.dirname(os.path.abspath(cfg.storage.path)), STATUS_FILE)
+
+
+def write_atomic(path, data):
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".status.", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Daemon:
+    def __init__(self, cfg, clock=time.time, serial_factory=None):
+        self.cfg = cfg
+        self.clock = clock
+        self.serial_factory = serial_factory or _open_serial
+        self.started = clock()
+        self.loop = None
+        self.stopping = None
+        self.store = None
+        self.uplink = None
+        self.ingest = None
+        self.port = None
+        self.bridge = None
+        self.commit_exec = concurrent.futures.ThreadPoolExecutor(1, "commit")
+        self.queue = dl.DownlinkQueue(self._on_result)
+        self.node_ids = {n.id for n in cfg.nodes}
+        self.node_channels = {n.id: set(n.channels) for n in cfg.nodes if n.channels}
+        self.module_info = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self):
+        cfg = self.cfg
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self._request_stop, sig)
+        log.info("event=starting site=%s gateway=%s config=%s pid=%d", cfg.site.id,
+                 cfg.site.gateway_id, cfg.path, os.getpid())
+        try:
+            self.store = Store(cfg.storage.path, quota_bytes=cfg.storage.quota_mb * 1024 * 1024,
+                               live_horizon_s=cfg.storage.live_horizon_s)
+        except StoreError as e:
+            log.error("event=store_failed error=%r", str(e))
+            return EXIT_FAIL
+        log.info("event=store_open path=%s", cfg.storage.path)
+        tasks = []
+        try:
+            self.uplink = Uplink(self.store, UplinkSettings.from_config(cfg),
+                                 on_command=self._on_command_thread).start()
+            log.info("event=uplink_started broker=%s:%d protocol=%s", cfg.mqtt.host,
+                     cfg.mqtt.port, cfg.mqtt.protocol)
+            if cfg.radio is not None:
+                err = self._start_radio()
+                if err:
+                    log.error("event=radio_failed error=%r", err)
+                    return EXIT_FAIL
+                tasks.append(asyncio.create_task(self.port.run(), name="radio"))
+            if cfg.modbus.devices:
+                tasks.append(asyncio.create_task(self._run_modbus(), name="modbus"))
+            tasks.append(asyncio.create_task(self._housekeeping(), name="status"))
+            log.info("event=running radio=%s modbus_devices=%d nodes=%d",
+                     cfg.radio.port if cfg.radio else "none", len(cfg.modbus.devices),
+                     len(cfg.nodes))
+            stop_wait = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait(tasks + [stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
+                if t.done() and t.exception() is not None:
+                    log.error("event=task_failed task=%s error=%r", t.get_name(), t.exception())
+            stop_wait.cancel()
+            return EXIT_OK
+        finally:
+            await self._shutdown(tasks)
+
+    def _request_stop(self, sig):
+        log.info("event=stop_requested signal=%s", signal.Signals(sig).name)
+        self.stopping.set()
+
+    async def _shutdown(self, tasks):
+        # 1. radio: stop reading, commit what was read, ack it.
+        if self.port is not None:
+            self.port.stop()
+            for t in tasks:
+                if t.get_name() == "radio":
+                    try:
+                        await asyncio.wait_for(t, 10)
+                    except Exception as e:
+                        log.error("event=radio_stop_failed error=%r", e)
+        # 2. everything else (Modbus polls, status task).
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.commit_exec.shutdown(wait=True)
+        # 3. uplink: flush what is in flight, offline status, disconnect.
+        if self.uplink is not None:
+            await self.loop.run_in_executor(None, self.uplink.stop, 5.0)
+        if self.store is not None:
+            try:
+                self._write_status()
+            except Exception as e:
+                log.warning("event=status_write_failed error=%r", e)
+            self.store.close()
+        if self.port is not None:
+            self.port.ser.close()
+        log.info("event=stopped")
+
+    # ------------------------------------------------------------------ radio
+    def _start_radio(self):
+        r = self.cfg.radio
+        try:
+            ser = self.serial_factory(r)
+        except Exception as e:
+            return "cannot open radio port %s: %s" % (r.port, e)
+        rssi = False
+        if r.module != "none":
+            from gateway import lora_module
+            try:
+                self.module_info = lora_module.configure_from_config(ser, r)
+            except lora_module.ModuleError as e:
+                ser.close()
+                return str(e)
+            rssi = bool(self.module_info.get("rssi_byte"))
+            log.info("event=module_ready %s", " ".join(
+                "%s=%s" % kv for kv in sorted(self.module_info.items())))
+        keys = {n: r.keys.get(n) for n in r.keys.nodes()}
+        self.ingest = RadioIngest(keys, downlink=self.queue, rssi_byte=rssi,
+                                  dl_seq_start=int(self.clock()) & 0x7FFFFFFF)
+        self.port = RadioPort(ser, self.ingest, self.store, self.clock, self.commit_exec)
+        nodes = set(keys) | set(self.store.known_nodes())
+        self.port.load_state(sorted(n for n in nodes if n in keys))
+        for node, d in self.store.last_seen().items():
+            if node in keys:
+                self.ingest.node_stats(node).last_seen = d
+        log.info("event=radio_open port=%s module=%s nodes=%d rssi_byte=%s", r.port, r.module,
+                 len(keys), rssi)
+        return None
+
+    # ------------------------------------------------------------------ Modbus
+    async def _run_modbus(self):
+        from gateway.modbus import ModbusBridge
+
+        async def sink(records):
+            await self.loop.run_in_executor(self.commit_exec, self.store.commit, records)
+
+        def on_state(st):
+            log.info("event=modbus_device device=%s online=%s reason=%s", st.device, st.online,
+                     st.reason)
+
+        self.bridge = ModbusBridge(self.cfg, sink, self.store.next_seq, on_state=on_state)
+        await self.bridge.run()
+
+    # ------------------------------------------------------------------ commands
+    def _on_command_thread(self, verb, payload):
+        # paho's thread: hand over to the loop, which owns the downlink queue.
+        self.loop.call_soon_threadsafe(self._on_command, verb, payload)
+
+    def _on_command(self, verb, payload):
+        now = self.clock()
+        try:
+            doc = dl.decode_payload(payload)
+            cmd = dl.parse_command(verb, doc, self.node_ids, self.node_channels)
+        except dl.CommandError as e:
+            log.warning("event=command_invalid verb=%s error=%r", verb, str(e))
+            cid = None
+            try:
+                cid = dl.decode_payload(payload).get("id")
+            except dl.CommandError:
+                pass
+            self._publish_result(verb, cid if isinstance(cid, str) else None, dl.R_INVALID,
+                                 None, str(e), None)
+            return
+        self.queue.put(cmd, now)
+        log.info("event=command_queued verb=%s id=%s nodes=%s", verb, cmd.id,
+                 ",".join(str(n) for n in cmd.nodes))
+        self._publish_result(verb, cmd.id, dl.R_QUEUED, None, "sent after the node's next "
+                             "uplink frame", None, cmd.nodes)
+
+    def _on_result(self, cmd, node, result, detail, version):
+        log.info("event=command_result verb=%s id=%s node=%s result=%s version=%s detail=%r",
+                 cmd.verb, cmd.id, node, result, version, detail)
+        self._publish_result(cmd.verb, cmd.id, result, node, detail, version)
+
+    def _publish_result(self, verb, cid, result, node, detail, version, nodes=None):
+        m = {0: 1, 1: self.cfg.site.id, 2: self.cfg.site.gateway_id, 3: verb, 4: cid, 5: result,
+             7: detail, 9: int(self.clock())}
+        if node is not None:
+            m[6] = node
+        if version is not None:
+            m[8] = version
+        if nodes is not None:
+            m[10] = list(nodes)
+        if self.uplink is not None:
+            self.uplink.publish_cmd_result(cbor2.dumps(m))
+
+    # ------------------------------------------------------------------ status
+    async def _housekeeping(self):
+        while True:
+            self.queue.expire(self.clock())
+            try:
+                await self.loop.run_in_executor(None, self._write_status)
+            except Exception as e:
+                log.warning("event=status_write_failed error=%r", e)
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    def snapshot(self):
+        now = self.clock()
+        st = self.store.stats()
+        nodes = {}
+        names = {n.id: n.name for n in self.cfg.nodes}
+        radio = self.ingest.snapshot() if self.ingest is not None else {"nodes": {}, "rejects": {}}
+        for node in sorted(set(names) | set(radio["nodes"])):
+            d = dict(st["nodes"].get(node, {}))
+            d.update({k: v for k, v in radio["nodes"].get(node, {}).items() if v is not None})
+            d["name"] = names.get(node, "")
+            d["downlink_queue"] = self.queue.depth(node)
+            nodes[str(node)] = d
+        up = self.uplink.stats() if self.uplink is not None else {}
+        out = {
+            "t": now, "pid": os.getpid(), "started": self.started,
+            "site": self.cfg.site.id, "gateway": self.cfg.site.gateway_id,
+            "nodes": nodes, "lanes": st["lanes"], "counters": st["counters"],
+            "broker": {"connected": up.get("connected", False), "broker": up.get("broker"),
+                       "protocol": up.get("protocol"), "last_puback": up.get("last_puback")
+                       or st.get("last_puback"), "inflight_batches": up.get("inflight_batches"),
+                       "batches_acked": up.get("batches_acked"),
+                       "readings_acked": up.get("readings_acked"),
+                       "alarms": up.get("alarms")},
+            "store": {"used_bytes": st["used_bytes"], "quota_bytes": st["quota_bytes"],
+                      "batch_seq": st["batch_seq"]},
+        }
+        if self.port is not None:
+            out["radio"] = {"port": self.cfg.radio.port, "module": self.cfg.radio.module,
+                            "commits": self.port.commits,
+                            "commit_failures": self.port.commit_failures,
+                            "frames_acked": self.port.frames_acked,
+                            "rejects": radio["rejects"], "module_info": self.module_info}
+        if self.bridge is not None:
+            out["modbus"] = self.bridge.stats()
+        return out
+
+    def _write_status(self):
+        data = json.dumps(self.snapshot(), sort_keys=True, default=str).encode()
+        write_atomic(status_path(self.cfg), data)
+
+
+def _open_serial(radio):
+    import serial
+    ser = serial.Serial(radio.port, radio.baudrate, timeout=0, write_timeout=2)
+    return ser
+
+
+# ---------------------------------------------------------------------- entry points
+
+def main(cfg):
+    """`stationgw run`: run until SIGTERM/SIGINT. Returns the exit code."""
+    setup_logging()
+    for w in cfg.warnings:
+        log.warning("event=config_warning %s", w)
+    try:
+        return asyncio.run(Daemon(cfg).run())
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def run(config_path):
+    """Load the config, then `main`. Exit 2 with every problem if the config is bad."""
+    from gateway import config as gconfig
+    try:
+        cfg = gconfig.load(config_path)
+    except gconfig.ConfigError as e:
+        for issue in e.issues:
+            print("config error: %s" % issue, file=sys.stderr)
+        return EXIT_CONFIG
+    return main(cfg)
+
+
+def read_status(cfg):
+    with open(status_path(cfg), "rb") as f:
+        return json.loads(f.read())
+
+
+def status(cfg, as_json=False, out=None, now=None):
+    """`stationgw status`: print the daemon's last snapshot. Exit 1 if there is none."""
+    out = out or sys.stdout
+    path = status_path(cfg)
+    try:
+        snap = read_status(cfg)
+    except FileNotFoundError:
+        print("no status snapshot at %s: is the gateway running (`systemctl status "
+              "stationgw`)? It writes one every %g s." % (path, STATUS_EVERY_S), file=sys.stderr)
+        return EXIT_FAIL
+    except (OSError, ValueError) as e:
+        print("cannot read %s: %s" % (path, e), file=sys.stderr)
+        return EXIT_FAIL
+    now = time.time() if now is None else now
+    if as_json:
+        out.write(json.dumps(snap, indent=1, sort_keys=True) + "\n")
+        return EXIT_OK
+    out.write(format_status(snap, now) + "\n")
+    return EXIT_OK
+
+
+def _ago(now, t):
+    if t is None:
+        return "never"
+    s = max(0, now - t)
+    if s < 120:
+        return "%ds ago" % s
+    if s < 7200:
+        return "%dm ago" % (s // 60)
+    return "%.1fh ago" % (s / 3600)
+
+
+def _age(s):
+    return "-" if s is None else "%ds" % s
+
+
+def format_status(snap, now):
+    lines = []
+    age = now - snap.get("t", 0)
+    lines.append("gateway %s/%s  pid %s  snapshot %s%s" % (
+        snap.get("site"), snap.get("gateway"), snap.get("pid"), _ago(now, snap.get("t")),
+        "  (STALE: daemon not running?)" if age > STALE_AFTER_S else ""))
+    b = snap.get("broker", {})
+    lines.append("broker %s %s (%s), last PUBACK %s, batches acked %s" % (
+        b.get("broker"), "CONNECTED" if b.get("connected") else "DISCONNECTED",
+        b.get("protocol"), _ago(now, b.get("last_puback")), b.get("batches_acked")))
+    lines.append("")
+    lines.append("%-6s %-22s %-10s %6s %8s %5s %5s %6s %4s" % (
+        "node", "name", "last seen", "rssi", "battery", "gaps", "log", "frames", "dl"))
+    for node, d in sorted(snap.get("nodes", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append("%-6s %-22s %-10s %6s %8s %5s %5s %6s %4s" % (
+            node, d.get("name", "")[:22], _ago(now, d.get("last_seen")),
+            "-" if d.get("rssi_dbm") is None else "%d" % d["rssi_dbm"],
+            "-" if d.get("battery_mv") is None else "%dmV" % d["battery_mv"],
+            d.get("seq_gaps", "-"), d.get("log_depth", "-"), d.get("frames", "-"),
+            d.get("downlink_queue", 0)))
+    lines.append("")
+    lines.append("%-16s %8s %10s" % ("lane", "depth", "oldest"))
+    for lane, d in snap.get("lanes", {}).items():
+        lines.append("%-16s %8s %10s" % (lane, d.get("depth"), _age(d.get("oldest_age_s"))))
+    c = snap.get("counters", {})
+    lines.append("")
+    lines.append("counters: " + "  ".join("%s=%s" % kv for kv in sorted(c.items())))
+    r = snap.get("radio")
+    if r:
+        lines.append("radio %s (%s): commits %s, failed %s, frames acked %s, rejects %s" % (
+            r.get("port"), r.get("module"), r.get("commits"), r.get("commit_failures"),
+            r.get("frames_acked"), " ".join("%s=%s" % kv for kv in sorted(
+                r.get("rejects", {}).items())) or "none"))
+    for name, d in sorted((snap.get("modbus") or {}).items()):
+        lines.append("modbus %s (node %s): %s" % (name, d.get("node"), " ".join(
+            "%s=%s" % (k, v) for k, v in sorted(d.items()) if k != "node")))
+    return "\n".join(lines)
