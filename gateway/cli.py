@@ -73,7 +73,7 @@ def _daemon():
     return importlib.import_module("gateway.daemon")
 
 
-def cmd_check_config(args):
+def cmd_check_config(args, load_daemon=None):
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
@@ -81,8 +81,8 @@ def cmd_check_config(args):
     return EXIT_OK
 
 
-def cmd_run(args):
-    daemon = _daemon()
+def cmd_run(args, load_daemon=_daemon):
+    daemon = load_daemon()
     if daemon is None:
         print("not yet: the gateway daemon (gateway/daemon.py) is not part of this build; "
               "`stationgw check-config` works", file=sys.stderr)
@@ -93,8 +93,8 @@ def cmd_run(args):
     return daemon.main(cfg)
 
 
-def cmd_status(args):
-    daemon = _daemon()
+def cmd_status(args, load_daemon=_daemon):
+    daemon = load_daemon()
     if daemon is None:
         print("not yet: the gateway daemon (gateway/daemon.py) is not part of this build",
               file=sys.stderr)
@@ -126,9 +126,10 @@ def parser():
     return p
 
 
-def main(argv=None):
+def main(argv=None, load_daemon=_daemon):
+    """`load_daemon() -> module or None` is a seam for tests (a fake daemon)."""
     args = parser().parse_args(argv)
-    return args.func(args)
+    return args.func(args, load_daemon=load_daemon)
 
 
 if __name__ == "__main__":

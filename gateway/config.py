@@ -864,6 +864,13 @@ def parse(text, path="site.toml"):
         for nid in radio.keys.nodes():
             if nid not in {n.id for n in nodes}:
                 c.warn("radio.keys_file", "key for node %d, which is not in [[nodes]]" % nid)
+    # A missing serial device is only a warning: the config may be checked off-site,
+    # and USB adapters come and go (the daemon retries).
+    if radio is not None and radio.port and not os.path.exists(radio.port):
+        c.warn("radio.port", "%s does not exist on this machine" % radio.port)
+    for i, b in enumerate(modbus.buses):
+        if b.type == "rtu" and isinstance(b.port, str) and not os.path.exists(b.port):
+            c.warn("modbus.buses[%d].port" % i, "%s does not exist on this machine" % b.port)
     if radio is None and not modbus.devices:
         c.err("", "nothing to read: add a [radio] section with [[nodes]], or "
                   "[[modbus.devices]]")

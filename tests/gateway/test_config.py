@@ -366,14 +366,48 @@ def test_check_config_on_a_missing_file(tmp_path, capsys):
     assert "cannot read config file" in capsys.readouterr().err
 
 
-def test_run_without_the_daemon_says_not_yet(site, capsys):
-    import importlib.util
-    if importlib.util.find_spec("gateway.daemon") is not None:
-        pytest.skip("gateway/daemon.py exists: `run` is the daemon's to test")
+def test_run_and_status_without_the_daemon_say_not_yet(site, capsys):
     (site / "site.toml").write_text(BASE)
-    assert cli.main(["run", "-c", str(site / "site.toml")]) == 3
+    assert cli.main(["run", "-c", str(site / "site.toml")], load_daemon=lambda: None) == 3
     assert "not yet" in capsys.readouterr().err
-    assert cli.main(["status"]) == 3
+    assert cli.main(["status"], load_daemon=lambda: None) == 3
+
+
+class FakeDaemon:
+    def __init__(self):
+        self.calls = []
+
+    def main(self, cfg):
+        self.calls.append(("main", cfg))
+        return 0
+
+    def status(self, cfg, as_json):
+        self.calls.append(("status", cfg, as_json))
+        return 0
+
+
+def test_run_hands_the_checked_config_to_the_daemon(site, capsys):
+    (site / "site.toml").write_text(BASE)
+    d = FakeDaemon()
+    assert cli.main(["run", "-c", str(site / "site.toml")], load_daemon=lambda: d) == 0
+    assert cli.main(["status", "-c", str(site / "site.toml"), "--json"],
+                    load_daemon=lambda: d) == 0
+    assert [c[0] for c in d.calls] == ["main", "status"]
+    assert d.calls[0][1].site.id == "lushi" and d.calls[1][2] is True
+    (site / "site.toml").write_text(BASE.replace("channel = 18", "channel = 99"))
+    d.calls.clear()
+    assert cli.main(["run", "-c", str(site / "site.toml")], load_daemon=lambda: d) == 2
+    assert d.calls == [] and "radio.channel" in capsys.readouterr().err
+
+
+def test_missing_serial_devices_are_warnings(site):
+    present = site / "ttyUSB-present"
+    present.write_text("")
+    text = BASE.replace('"/dev/ttyAMA0"', '"%s"' % (site / "ttyAMA-gone")) \
+        .replace('"/dev/ttyUSB0"', '"%s"' % present)
+    cfg = load(site, text)
+    assert {w.key: w.message for w in cfg.warnings} == {
+        "radio.port": "%s does not exist on this machine" % (site / "ttyAMA-gone")}
 
 
 def test_rules_are_built_by_the_trip_engine(site):
