@@ -25,6 +25,7 @@ trip and on a dead link nothing could be sent anyway.
 # how a record's t_ref is to be read
 BASE_UNIX = 1      # Unix seconds
 BASE_BOOT = 2      # seconds since boot number `boot`
+SYNC_TOLERANCE_S = 2
 
 
 class NodeClock:
@@ -38,8 +39,15 @@ class NodeClock:
         return self.offset is not None
 
     def sync(self, mono, gw_time):
-        """Take the gateway's Unix time from a fresh ACK (AckResult.fresh only)."""
-        self.offset = gw_time - int(mono)
+        """Take the gateway's Unix time from a fresh ACK (AckResult.fresh only).
+
+        Both clocks tick in whole seconds and the ack is a moment old, so two syncs
+        differ by a second now and then; following that jitter would shift the ages of
+        Unix-stamped records waiting in the log. The offset only moves when it is off
+        by more than `SYNC_TOLERANCE_S` (real drift, or a gateway clock step)."""
+        new = gw_time - int(mono)
+        if self.offset is None or abs(new - self.offset) > SYNC_TOLERANCE_S:
+            self.offset = new
         self.synced_at = mono
 
     def unix(self, mono):

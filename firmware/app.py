@@ -1,0 +1,451 @@
+"""The field node: sensors -> sampler -> trip engine -> siren, frame log -> radio.
+
+`Node.step(now)` does everything that is due at monotonic time `now` (seconds) and
+returns when it next needs to run; the main loop (firmware/main.py) sleeps until
+then. Tests and the HIL rig call step() with simulated time, so a day of storm runs
+in seconds, on CPython and on the MicroPython unix port alike.
+
+Order inside one step, and why:
+ 1. radio in: ACKs free flash and sync the clock; CONFIG changes rules/intervals.
+ 2. ack timeouts (NodeLink.poll) so a lost frame is retried on time.
+ 3. trip engine hold-time clears, then a due report is packed and logged BEFORE this
+    instant's samples, so every report holds whole intervals.
+ 4. due samples: driver read -> sampler (value or fault run) -> trip engine. Events
+    set the siren/strobe level at once, and an ALARM record goes to flash before it
+    can be sent (I1: nothing leaves that is not on flash).
+ 5. radio out: an unacked ALARM first (urgent: no airtime budget, pre-empts the wait
+    for a routine frame's ack), then HELLO/CONFIG_ACK/STATUS, then the oldest
+    logged READINGS. While an alarm is unacked, readings wait (I3).
+ 6. the watchdog is fed only here, at the end of a step that completed.
+
+Downlinks come only in answer to an uplink (like LoRaWAN class A): the node listens
+from a send until the ack deadline (longer while the gateway sets F_PENDING), and may
+sleep otherwise.
+"""
+from firmware import faults
+from firmware.alarm_out import AlarmOut
+from firmware.framelog import R_BOOT_BASE, FrameLog
+from firmware.nodeclock import BASE_BOOT, NodeClock
+from firmware.sampler import Sampler
+from protocol import frame as fr
+from protocol import framing, messages, readings
+from protocol.mic import Hmac
+from protocol.nodelink import NodeLink
+from protocol.trip import TripEngine
+
+FW_VERSION = "0.1.0"
+MAX_RX_PACKETS = 8          # per step: a babbling radio cannot starve sampling
+STATUS_TRIES = 3
+CONFIG_ACK_TRIES = 5
+PENDING_LISTEN_S = 5.0
+
+MODE_NORMAL = 0
+MODE_INTENSIFIED = 1
+MODE_EMERGENCY = 2
+
+
+def _reset_index(name):
+    name = "deep_sleep" if name == "deepsleep" else name
+    try:
+        return messages.RESET_CAUSES.index(name)
+    except ValueError:
+        return 0
+
+
+class _Control:
+    """A frame that is not logged (HELLO, STATUS, CONFIG_ACK): built when sent,
+    retried with the same seq a few times, never worth flash writes."""
+    __slots__ = ("mtype", "payload", "seq", "tries", "max_tries")
+
+    def __init__(self, mtype, payload=None, max_tries=0):
+        self.mtype = mtype
+        self.payload = payload
+        self.seq = 0
+        self.tries = 0
+        self.max_tries = max_tries
+
+
+class Node:
+    def __init__(self, fs, cfg, sources, radio=None, siren=None, strobe=None, wdt=None,
+                 rand=None, reset_cause="unknown", console=print, log_dir="log",
+                 segment_bytes=4096, link=None, mem_free=None):
+        self.fs = fs
+        self.cfg = cfg
+        self.sources = sources               # chan id -> object with read() -> (value, fault)
+        self.radio = radio
+        self.wdt = wdt
+        self.console = console
+        self.reset_cause = reset_cause
+        self.mem_free = mem_free
+        self.signer = Hmac(cfg.key) if cfg.key else None   # no key: never transmit
+        self.clock = NodeClock(0)
+        self.log = FrameLog(fs, log_dir, cfg.log_bytes, segment_bytes)
+        iv = cfg.intervals
+        self.sampler = Sampler(cfg.chan_ids(), iv["sample_s"], iv["intensified_s"], iv["report_s"])
+        self.engine = TripEngine(cfg.rules)
+        self.alarm = AlarmOut(siren, strobe)
+        self.link = link or NodeLink(rand or _xorshift(cfg.node or 1))
+        self.deframer = framing.Deframer()
+        self.events = []                     # reused list for trip engine events
+        self.control = []                    # _Control frames waiting to go out
+        self.inflight = None                 # (seq, seg no, index) of the logged frame in flight
+        self.emergency_until = 0
+        self.keep_until = 0
+        self.listen_until = 0
+        self.next_status = 0
+        self.started = None
+        self.counts = {}
+        self.sent_log = None                 # tests: list that gets (mtype, seq, wire bytes)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self, now):
+        boot = self.log.open(self.clock)
+        self.started = now
+        self.next_status = now + self.cfg.intervals["status_s"]
+        if self.log.torn:
+            self.console("log: %d torn record(s) from a power cut skipped" % self.log.torn)
+        self.console("node %d boot %d: %r, log depth %d, reset cause %s"
+                     % (self.cfg.node, boot, self.cfg, self.log.depth(), self.reset_cause))
+        if self.signer is None:
+            self.console("radio off: no key in the config")
+        self._queue(fr.HELLO, max_tries=0)
+        return boot
+
+    def count(self, what):
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    # --- the loop ---------------------------------------------------------------------
+    def step(self, now):
+        now_i = int(now)
+        self._receive(now)
+        self.link.poll(now)
+        events = self.events
+        for ev in self.engine.tick(now_i):
+            events.append(ev)
+        if self.sampler.report_due(now_i):
+            self._log_readings(now)
+        for chan in self.sampler.due(now_i):
+            self._sample(chan, now_i)
+        if events:
+            self._log_alarms(now, events)
+            del events[:]
+        self.sampler.set_intensified(self.engine.near() or now < self.emergency_until, now_i)
+        self.alarm.update(int(now * 1000))
+        if now >= self.next_status:
+            self.next_status = now + self.cfg.intervals["status_s"]
+            self._queue(fr.STATUS, max_tries=STATUS_TRIES)
+        self._transmit(now)
+        if self.wdt is not None:
+            self.wdt.feed()
+        return self.next_wake(now)
+
+    def next_wake(self, now):
+        t = self.sampler.next_due()
+        for c in (self.engine.next_due(), self.link.deadline(), self.next_status):
+            if c is not None and (t is None or c < t):
+                t = c
+        a = self.alarm.next_change(int(now * 1000))
+        if a is not None and (t is None or a / 1000 < t):
+            t = a / 1000
+        if self.signer is not None and self.radio is not None and self._has_uplink():
+            urgent = bool(self.log.alarms)
+            if self.link.deadline() is None or urgent:
+                # a send refused now (airtime budget, busy radio) is retried in 1 s
+                s = self.link.next_send_time(urgent)
+                if s <= now:
+                    s = now + 1.0
+                if t is None or s < t:
+                    t = s
+        if now < self.listen_until and (t is None or self.listen_until < t):
+            t = self.listen_until
+        return t
+
+    def must_listen(self, now):
+        """The radio must stay on (and the MCU awake): an ack or downlink may come."""
+        return self.link.deadline() is not None or now < self.listen_until
+
+    def _has_uplink(self):
+        return bool(self.log.alarms or self.control or self.log.depth())
+
+    # --- sampling -----------------------------------------------------------------------
+    def _sample(self, chan, now_i):
+        s = self.sampler
+        t = s.sample_time(chan, now_i)
+        src = self.sources.get(chan)
+        try:
+            if src is None:
+                value, fault = None, faults.NOT_AVAILABLE
+            else:
+                value, fault = src.read()
+        except Exception as e:  # a driver bug must not stop the node sampling the rest
+            self.console("driver error on channel 0x%02x: %r" % (chan, e))
+            self.count("driver_error")
+            value, fault = None, faults.SENSOR_ERROR
+        if fault:
+            value = None
+        s.add(chan, t, value, fault)
+        self.engine.update_into(chan, t, value, self.events)
+
+    def _keep(self, now):
+        return self.engine.near() or self.engine.level() > 0 or now < self.keep_until
+
+    def _stamp(self, now):
+        base, boot, t_ref = self.clock.stamp(now)
+        return base == BASE_BOOT, boot, t_ref
+
+    def _log_readings(self, now):
+        payload = self.sampler.take(int(now))
+        if payload is None:
+            return
+        base_boot, boot, t_ref = self._stamp(now)
+        seq = self.log.take_seq()
+        self.log.append(seq, fr.READINGS, payload, base_boot, boot, t_ref, self._keep(now))
+
+    def _log_alarms(self, now, events):
+        now_i = int(now)
+        self.alarm.set_level(self.engine.level(), int(now * 1000))
+        out = []
+        for ev in events:
+            out.append({messages.A_EVENT: ev.event, messages.A_LEVEL: ev.level,
+                        messages.A_PREV: ev.prev_level, messages.A_CHAN: ev.chan,
+                        messages.A_RULE: ev.rule_id, messages.A_KIND: ev.rule_kind,
+                        messages.A_VALUE: ev.value, messages.A_THRESHOLD: ev.threshold,
+                        messages.A_AGE: max(0, now_i - ev.t)})
+            self.console("alarm: %r" % (ev,))
+        base_boot, boot, t_ref = self._stamp(now)
+        # an ALARM frame is small, but a config with many rules can trip many at once
+        for i in range(0, len(out), 4):
+            seq = self.log.take_seq()
+            self.log.append(seq, fr.ALARM, messages.encode_alarms(out[i:i + 4]), base_boot, boot,
+                            t_ref, True)
+        self.keep_until = now + 2 * self.sampler.report_s
+
+    # --- control frames -------------------------------------------------------------------
+    def _queue(self, mtype, payload=None, max_tries=0):
+        for c in self.control:
+            if c.mtype == mtype and mtype != fr.CONFIG_ACK:
+                return
+        self.control.append(_Control(mtype, payload, max_tries))
+
+    def mode(self, now):
+        if now < self.emergency_until:
+            return MODE_EMERGENCY
+        return MODE_INTENSIFIED if self.sampler.intensified else MODE_NORMAL
+
+    def _control_payload(self, c, now):
+        if c.payload is not None:
+            return c.payload
+        cfg = self.cfg
+        if c.mtype == fr.HELLO:
+            return messages.encode_map({
+                messages.H_FW: FW_VERSION, messages.H_CONFIG_VERSION: cfg.version,
+                messages.H_RESET_CAUSE: _reset_index(self.reset_cause),
+                messages.H_BOOT_COUNT: self.log.boot, messages.H_CHANNELS: cfg.chan_ids(),
+                messages.H_BOARD: cfg.board})
+        m = {messages.S_FW: FW_VERSION, messages.S_CONFIG_VERSION: cfg.version,
+             messages.S_RESET_CAUSE: _reset_index(self.reset_cause),
+             messages.S_LOG_DEPTH: self.log.depth(), messages.S_UPTIME: int(now - self.started),
+             messages.S_THINNED: self.log.thinned, messages.S_DROPPED: self.log.dropped,
+             messages.S_LEVEL: self.engine.level(), messages.S_MODE: self.mode(now)}
+        if self.mem_free is not None:
+            m[messages.S_FREE_HEAP] = self.mem_free()
+        for chan, key in ((0x28, messages.S_BATTERY_MV), (0x30, messages.S_SUPPLY_MV),
+                          (0x38, messages.S_TEMP_DECIC)):
+            v = self._last_value(chan)
+            if v is not None:
+                m[key] = v
+        return messages.encode_map(m)
+
+    def _last_value(self, chan):
+        for c in self.sampler.chans:
+            if c.chan == chan and c.last_t is not None and not c.last_fault:
+                return c.last_v
+        return None
+
+    # --- radio out ------------------------------------------------------------------------
+    def _oldest_unacked(self):
+        best = self.log.oldest_unacked()
+        for c in self.control:
+            if c.seq and (best is None or c.seq < best):
+                best = c.seq
+        return best
+
+    def _transmit(self, now):
+        if self.signer is None or self.radio is None or self.radio.busy():
+            return
+        link = self.link
+        if self.log.alarms:
+            if now < link.next_send_time(True):
+                return
+            if link.deadline() is not None and link.inflight[2]:
+                return    # an alarm is already in flight: wait for its ack
+            seq, no, i = self.log.alarms[0]
+            self._send_record(now, self.log.get(no, i), True)
+            return
+        if link.deadline() is not None or now < link.next_send_time(False):
+            return
+        if self.control:
+            c = self.control[0]
+            if not c.seq:
+                c.seq = self.log.take_seq()
+            wire = self._frame(now, c.mtype, c.seq, self._control_payload(c, now), 0)
+            if self._send(now, wire, c.seq, c.mtype, False):
+                c.tries += 1
+                self.inflight = None
+                if c.max_tries and c.tries >= c.max_tries:
+                    self.control.pop(0)   # informational: not worth a retry storm
+            return
+        rec = self.log.next_record()
+        if rec is not None:
+            self._send_record(now, rec, False)
+
+    def _send_record(self, now, rec, urgent):
+        el = self.clock.elapsed(2 if rec.rflags & R_BOOT_BASE else 1, rec.boot, rec.t_ref, now)
+        if el is None:
+            # Unix-stamped record but no clock yet (after a reboot): a HELLO brings one
+            self._queue(fr.HELLO)
+            if self.control and not urgent:
+                return
+            el = (int(now - self.started), True)
+        delta, approx = el
+        try:
+            if rec.mtype == fr.READINGS:
+                blocks = readings.decode(rec.payload)
+                for b in blocks:
+                    b.age += delta
+                payload = readings.encode(blocks)
+            else:
+                alarms = messages.decode_alarms(rec.payload)
+                for a in alarms:
+                    a[messages.A_AGE] = a.get(messages.A_AGE, 0) + delta
+                payload = messages.encode_alarms(alarms)
+            wire = self._frame(now, rec.mtype, rec.seq, payload, fr.F_TIME_APPROX if approx else 0)
+        except ValueError as e:
+            # cannot happen for records this firmware wrote; never let one block the queue
+            self.console("log: record %d unsendable (%s): dropped" % (rec.seq, e))
+            self.count("unsendable")
+            self.log.ack([(rec.seq, rec.seq)])
+            return
+        if self._send(now, wire, rec.seq, rec.mtype, urgent):
+            self.inflight = (rec.seq, rec.seg, rec.index)
+
+    def _frame(self, now, mtype, seq, payload, flags):
+        t, f = self.clock.header_time(now)
+        flags |= f
+        if self.engine.level() > 0:
+            flags |= fr.F_ALARM_ACTIVE
+        if now < self.emergency_until or self.sampler.intensified:
+            flags |= fr.F_EMERGENCY
+        oldest = self._oldest_unacked()
+        back = seq - oldest if oldest is not None and oldest < seq else 0
+        return framing.wrap(fr.encode(self.signer, mtype, self.cfg.node, seq, t, payload, flags, back))
+
+    def _send(self, now, wire, seq, mtype, urgent):
+        air = self.radio.airtime_ms(len(wire)) / 1000.0
+        if not self.link.can_send(now, air, urgent):
+            return False
+        if not self.radio.send(wire):
+            self.count("radio_refused")
+            return False
+        self.link.sent(now, seq, air, urgent)
+        if self.sent_log is not None:
+            self.sent_log.append((mtype, seq, wire))
+        return True
+
+    # --- radio in ---------------------------------------------------------------------------
+    def _signer_for(self, node):
+        return self.signer if node == self.cfg.node else None
+
+    def _receive(self, now):
+        if self.radio is None or self.signer is None:
+            return
+        for _ in range(MAX_RX_PACKETS):
+            pkt = self.radio.poll()
+            if pkt is None:
+                return
+            for item in self.deframer.feed(pkt):
+                if isinstance(item, str):
+                    self.count("rx_" + item)
+                    continue
+                try:
+                    f = fr.decode(item, self._signer_for, fr.DOWNLINK_TYPES)
+                except fr.FrameError as e:
+                    self.count("rx_" + e.reason)
+                    continue
+                if f.flags & fr.F_PENDING:
+                    self.listen_until = now + PENDING_LISTEN_S
+                try:
+                    if f.mtype == fr.ACK:
+                        self._on_ack(now, f)
+                    else:
+                        self._on_config(now, f)
+                except messages.PayloadError as e:
+                    self.count("rx_payload")
+                    self.console("downlink refused: %s" % e)
+
+    def _on_ack(self, now, f):
+        re, gw_time, ranges = messages.decode_ack(f.payload)
+        res = self.link.on_ack(now, re, gw_time, ranges)
+        if res.fresh:
+            self.clock.sync(now, gw_time)
+        hint = self.inflight if self.inflight is not None and self.inflight[0] == re else None
+        if ranges:
+            self.log.ack(ranges, hint)
+        keep = []
+        for c in self.control:
+            done = False
+            if c.seq:
+                for lo, hi in ranges:
+                    if lo <= c.seq <= hi:
+                        done = True
+            if not done:
+                keep.append(c)
+        self.control = keep
+
+    def _on_config(self, now, f):
+        from firmware import nodeconfig
+        re, m = messages.decode_config(f.payload)
+        if not self.link.is_fresh_re(now, re):
+            self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
+            return
+        new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
+        version = m.get(messages.C_VERSION)
+        if new is not None:
+            self._apply_config(new, now)
+            es = m.get(messages.C_EMERGENCY_S)
+            if isinstance(es, int) and es >= 0:
+                self.emergency_until = now + es if es else 0
+            if m.get(messages.C_STATUS_NOW):
+                self._queue(fr.STATUS, max_tries=STATUS_TRIES)
+        ack = {messages.K_VERSION: version, messages.K_RESULT: result, messages.K_RE: re}
+        if reason:
+            ack[messages.K_REASON] = reason
+        self.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
+        self._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
+
+    def _apply_config(self, new, now):
+        iv = new.intervals
+        self.sampler.set_intervals(iv["sample_s"], iv["intensified_s"], iv["report_s"])
+        for ev in self.engine.set_rules(new.rules, int(now)):
+            self.events.append(ev)
+        if self.events:
+            self._log_alarms(now, self.events)
+            del self.events[:]
+        self.next_status = min(self.next_status, now + iv["status_s"])
+        self.cfg = new
+
+
+def _xorshift(seed):
+    """A small PRNG for back-off jitter when the caller gives none (seeded per node so
+    nodes that collided drift apart)."""
+    state = [(seed * 2654435761) & 0xFFFFFFFF or 1]
+
+    def rand():
+        x = state[0]
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        state[0] = x
+        return (x & 0xFFFFFF) / 16777216.0
+    return rand
+
