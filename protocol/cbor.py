@@ -2,8 +2,8 @@
 
 Covers what the wire contract uses: unsigned and negative integers up to 64 bits,
 byte and text strings, arrays, maps, false/true/null and floats (decoded from half,
-single or double; encoded as double). Definite lengths only. Maps keep insertion
-order on encode so output is deterministic. The gateway uses cbor2; tests check that
+single or double; encoded as double). Definite lengths only. Map keys are sorted
+as RFC 8949 core deterministic encoding asks, so output is the same on every runtime. The gateway uses cbor2; tests check that
 cbor2 decodes what this encodes and that this decodes what cbor2 encodes.
 
 Decoding errors raise CborError and never anything else; nesting depth and item
@@ -66,16 +66,27 @@ def encode_into(out, obj, depth=0):
         for x in obj:
             encode_into(out, x, depth + 1)
     elif isinstance(obj, dict):
-        _head(out, 5, len(obj))
+        # Core deterministic encoding (RFC 8949 4.2.1): keys in bytewise order of their
+        # encodings. MicroPython dicts have no stable order, so this is what makes both
+        # runtimes produce the same bytes (and the same MIC over them).
+        pairs = []
         for k in obj:
-            encode_into(out, k, depth + 1)
-            encode_into(out, obj[k], depth + 1)
+            pairs.append((bytes(encode_into(bytearray(), k, depth + 1)), obj[k]))
+        pairs.sort(key=_first)
+        _head(out, 5, len(pairs))
+        for kb, v in pairs:
+            out.extend(kb)
+            encode_into(out, v, depth + 1)
     elif isinstance(obj, float):
         out.append(0xFB)
         out.extend(struct.pack(">d", obj))
     else:
         raise CborError("cannot encode %s in CBOR" % type(obj).__name__)
     return out
+
+
+def _first(p):
+    return p[0]
 
 
 def dumps(obj):

@@ -65,7 +65,7 @@ REASON_PAYLOAD = "payload"
 
 class FrameError(ValueError):
     def __init__(self, reason, detail=""):
-        ValueError.__init__(self, reason if not detail else reason + ": " + detail)
+        super().__init__(reason if not detail else reason + ": " + detail)
         self.reason = reason
 
 

@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "mpy"))
 
 
 def free_port():
@@ -141,6 +143,30 @@ def run_micropython(script, heap="64K", args=(), cwd=None, timeout=120, env_extr
                           capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env=env)
 
 
+def run_micropython_module(name, heap="64K", args=(), timeout=120, extra_path=(), env_extra=None):
+    """Compile tests/mpy/<name>.py with mpy-cross next to the deployed modules and run it
+    as `micropython -m <name>`: no source is compiled on the small heap, as on a board."""
+    dest = mpy_build()
+    src = ROOT / "tests" / "mpy" / f"{name}.py"
+    out = dest / f"{name}.mpy"
+    exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
+    r = subprocess.run([exe, "-o", str(out), str(src)], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError("mpy-cross rejects %s: %s" % (src, r.stderr.strip()))
+    mp = str(MICROPYTHON) if MICROPYTHON.exists() else shutil.which("micropython")
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([".frozen", *[str(p) for p in extra_path], str(dest)])
+    if env_extra:
+        env.update(env_extra)
+    return subprocess.run([mp, "-X", f"heapsize={heap}", "-m", name, *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
 @pytest.fixture
 def micropython():
     return run_micropython
+
+
+@pytest.fixture
+def micropython_module():
+    return run_micropython_module

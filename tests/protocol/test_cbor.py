@@ -1,0 +1,70 @@
+"""Our small CBOR against cbor2, the independent decoder the gateway and consumers use."""
+import math
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import cbor
+
+scalars = (st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=20)
+           | st.booleans() | st.none() | st.floats(allow_nan=False))
+values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=5)
+                      | st.dictionaries(st.integers(0, 2**32) | st.text(max_size=5), kids, max_size=5),
+                      max_leaves=25)
+
+
+def same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b and type(a) is type(b)
+
+
+def depth(v):
+    if isinstance(v, list):
+        return 1 + max([depth(x) for x in v], default=0)
+    if isinstance(v, dict):
+        return 1 + max([depth(x) for x in v.values()], default=0)
+    return 0
+
+
+@given(values)
+def test_cbor2_decodes_what_we_encode(v):
+    if depth(v) > cbor.MAX_DEPTH:
+        return
+    assert same(cbor2.loads(cbor.dumps(v)), v)
+
+
+@given(values)
+def test_we_decode_what_cbor2_encodes(v):
+    if depth(v) > cbor.MAX_DEPTH:
+        return
+    assert same(cbor.loads(cbor2.dumps(v)), v)
+
+
+@given(st.dictionaries(st.integers(0, 2**40), st.integers(-(2**63), 2**64 - 1), max_size=20))
+def test_maps_are_canonical_like_cbor2(m):
+    assert cbor.dumps(m) == cbor2.dumps(m, canonical=True)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_cbor_error(data):
+    try:
+        cbor.loads(data)
+    except cbor.CborError:
+        pass
+
+
+def test_limits():
+    nested = b"\x81" * (cbor.MAX_DEPTH + 2) + b"\x00"
+    with pytest.raises(cbor.CborError, match="nesting"):
+        cbor.loads(nested)
+    with pytest.raises(cbor.CborError, match="longer than the input"):
+        cbor.loads(b"\x9b" + b"\xff" * 8)
+    with pytest.raises(cbor.CborError, match="cannot encode"):
+        cbor.dumps({1: object()})
