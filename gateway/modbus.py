@@ -228,6 +228,7 @@ class ModbusBridge:
         self.coil_state = None        # what we last wrote successfully
         self.coil_writing = False
         self.coil_failures = 0
+        self._coil_gen = 0
         self.sink_errors = 0
         self._inflight = set()
 
@@ -371,7 +372,7 @@ class ModbusBridge:
         if self.alarm_output is not None and online and \
                 d.cfg.name == self.alarm_output.device and self.coil_wanted is not None:
             self.coil_state = None    # relay may have rebooted: write it again
-            self._update_siren()
+            self._update_siren(urgent=True)
 
     async def _finish(self, coro):
         """Run a delivery to the end even if the bridge is cancelled meanwhile: a seq once
@@ -452,7 +453,9 @@ class ModbusBridge:
 
     # ------------------------------------------------------------ siren
 
-    def _update_siren(self):
+    def _update_siren(self, urgent=False):
+        """Bring the coil to what the level asks for. `urgent`: write now even if a retry
+        is waiting out its back-off (the relay just came back)."""
         out = self.alarm_output
         if out is None:
             return
@@ -462,15 +465,19 @@ class ModbusBridge:
             # restart during an alarm): leave the relay as it is until we know.
             return
         self.coil_wanted = self.level() >= out.min_level
-        if self.coil_wanted != self.coil_state and not self.coil_writing:
-            dev = self.devices.get(out.device)
-            w = self.workers.get(dev.cfg.bus) if dev is not None else None
-            if w is not None:
-                self.coil_writing = True
-                w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0))
+        if self.coil_wanted == self.coil_state or (self.coil_writing and not urgent):
+            return
+        dev = self.devices.get(out.device)
+        w = self.workers.get(dev.cfg.bus) if dev is not None else None
+        if w is not None:
+            self._coil_gen += 1       # a waiting retry of an older generation gives way
+            self.coil_writing = True
+            w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0, self._coil_gen))
 
-    def _coil_job(self, w, dev, failures):
+    def _coil_job(self, w, dev, failures, gen):
         async def job():
+            if gen != self._coil_gen:
+                return
             want = self.coil_wanted
             try:
                 reply = await w.transact(dev.cfg, "write_coil", self.alarm_output.address,
@@ -484,7 +491,7 @@ class ModbusBridge:
                 log.warning("event=siren_coil device=%s address=%d on=%s", dev.cfg.name,
                             self.alarm_output.address, want)
                 if self.coil_wanted != want:   # the level moved while we wrote
-                    w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0))
+                    w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0, gen))
                     return
                 self.coil_writing = False
                 return
@@ -493,5 +500,5 @@ class ModbusBridge:
                       dev.cfg.name, self.alarm_output.address, want, why)
             delay = min(0.1 * 2 ** failures, 5.0)
             w.push(self.clock.monotonic() + delay, _PRIO_COIL,
-                   self._coil_job(w, dev, failures + 1))
+                   self._coil_job(w, dev, failures + 1, gen))
         return job
