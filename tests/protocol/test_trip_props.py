@@ -1,0 +1,219 @@
+"""Trip engine properties (hypothesis): what holds for every input, not just the cases
+someone thought of."""
+import math
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol.trip import CLEAR, INVVEL, LEVEL, RATE, SUM, THRESHOLD, TRIP, Rule, TripEngine
+from protocol.tripstate import VMAX
+
+RAIN = 0x08
+DISP = 0x10
+WATER = 0x18
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+values = st.integers(-100000, 100000)
+maybe_values = st.one_of(values, st.none())     # None: a sensor fault
+gaps = st.integers(0, 900)
+
+
+@st.composite
+def threshold_rules(draw, rid=1, chan=WATER):
+    return Rule.from_wire([rid, chan, THRESHOLD, draw(st.integers(1, 4)), draw(st.integers(1, 2)),
+                           draw(st.integers(-50000, 50000)), draw(st.integers(0, 5000)),
+                           draw(st.integers(1, 5)), draw(st.integers(0, 3600))])
+
+
+@st.composite
+def any_rule(draw, rid, chan):
+    kind = draw(st.sampled_from((THRESHOLD, RATE, SUM, INVVEL)))
+    if kind == THRESHOLD:
+        return draw(threshold_rules(rid, chan))
+    level = draw(st.integers(1, 4))
+    hold = draw(st.integers(0, 3600))
+    if kind == RATE:
+        t = draw(st.integers(1, 50000)) * draw(st.sampled_from((1, -1)))
+        return Rule.from_wire([rid, chan, RATE, level, draw(st.integers(60, 86400)), t,
+                               draw(st.integers(0, abs(t) - 1)), hold])
+    if kind == SUM:
+        t = draw(st.integers(1, 50000))
+        return Rule.from_wire([rid, chan, SUM, level, draw(st.integers(60, 172800)), t,
+                               draw(st.integers(0, t - 1)), hold])
+    return Rule.from_wire([rid, chan, INVVEL, level, draw(st.integers(960, 172800)),
+                           draw(st.integers(60, 86400)), draw(st.integers(500, 999)), hold])
+
+
+@st.composite
+def series(draw, vals=maybe_values, max_size=120):
+    out = []
+    t = draw(st.integers(0, 10 ** 6))
+    for v in draw(st.lists(vals, max_size=max_size)):
+        t += draw(gaps)
+        out.append((t, v))
+    return out
+
+
+@FAST
+@given(st.data())
+def test_a_series_that_never_reaches_the_threshold_never_trips(data):
+    rule = data.draw(threshold_rules())
+    if rule.op == 1:
+        vals = st.integers(-VMAX, rule.threshold - 1)
+    else:
+        vals = st.integers(rule.threshold + 1, VMAX)
+    eng = TripEngine([rule])
+    for t, v in data.draw(series(st.one_of(vals, st.none()))):
+        assert eng.update(WATER, t, v) == []
+        assert eng.tick(t + 1) == []
+    assert eng.level() == 0
+
+
+@FAST
+@given(st.data())
+def test_faults_change_nothing(data):
+    rules = [data.draw(any_rule(1, DISP)), data.draw(any_rule(2, DISP))]
+    samples = data.draw(series(values, max_size=60))
+    faults_at = set(data.draw(st.lists(st.integers(0, 60), max_size=20)))
+    a = TripEngine(rules)
+    b = TripEngine(rules)
+    ev_a = []
+    ev_b = []
+    for i, (t, v) in enumerate(samples):
+        ev_a += a.update(DISP, t, v)
+        if i in faults_at:
+            assert b.update(DISP, t, None) == []
+        ev_b += b.update(DISP, t, v)
+    assert [e.as_tuple() for e in ev_a] == [e.as_tuple() for e in ev_b]
+    assert a.metric(1) == b.metric(1) and a.metric(2) == b.metric(2)
+
+
+@FAST
+@given(st.integers(60, 172800), series(st.integers(0, 500), max_size=150))
+def test_sum_is_the_brute_force_sum_over_its_buckets(window, samples):
+    eng = TripEngine([Rule.from_wire([1, RAIN, SUM, 3, window, VMAX, 0, 0])])
+    bs = -(-window // 60)
+    nb = -(-window // bs)
+    seen = []
+    for t, v in samples:
+        eng.update(RAIN, t, v)
+        seen.append((t, v))
+        first = (t // bs - nb) * bs        # start of the oldest bucket still counted
+        assert eng.metric(1) == sum(x for tt, x in seen if tt >= first)
+        # which covers the whole window, and at most one bucket more
+        assert sum(x for tt, x in seen if tt > t - window) <= eng.metric(1)
+        assert eng.metric(1) <= sum(x for tt, x in seen if tt > t - window - bs)
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from((RAIN, DISP, WATER)), gaps, maybe_values),
+                max_size=200),
+       st.data())
+def test_replaying_the_same_inputs_gives_the_same_events(steps, data):
+    rules = []
+    for rid, chan in enumerate((RAIN, RAIN, DISP, DISP, DISP, WATER)):
+        rules.append(data.draw(any_rule(rid, chan)))
+
+    def run():
+        eng = TripEngine(rules)
+        out = []
+        now = {}
+        for chan, gap, v in steps:
+            now[chan] = now.get(chan, 0) + gap
+            out += eng.update(chan, now[chan], v)
+            out += eng.tick(max(now.values()))
+        return [e.as_tuple() for e in out]
+
+    assert run() == run()
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from((DISP, WATER)), gaps, values), max_size=200),
+       st.data())
+def test_events_chain_and_level_is_the_max_of_latched_rules(steps, data):
+    rules = [data.draw(any_rule(rid, chan)) for rid, chan in
+             enumerate((DISP, DISP, DISP, WATER, WATER))]
+    eng = TripEngine(rules)
+    level = {DISP: 0, WATER: 0}
+    t = 0
+    for chan, gap, v in steps:
+        t += gap
+        for e in eng.update(chan, t, v) + eng.tick(t):
+            assert e.prev_level == level[e.chan] and e.level != e.prev_level
+            if e.level > e.prev_level:
+                assert e.event == (TRIP if e.prev_level == 0 else LEVEL)
+            else:
+                assert e.event == (CLEAR if e.level == 0 else LEVEL)
+            cause = [r for r in rules if r.rule_id == e.rule_id][0]
+            assert cause.chan == e.chan and cause.kind == e.rule_kind
+            assert cause.level == max(e.level, e.prev_level)
+            level[e.chan] = e.level
+        for c in (DISP, WATER):
+            latched = [r.level for r in rules if r.chan == c and r.rule_id in eng.latched(c)]
+            assert eng.level(c) == level[c] == max(latched, default=0)
+            if level[c]:
+                assert eng.near(c)
+
+
+@FAST
+@given(st.integers(-3000, 3000), st.integers(0, 10 ** 6), st.integers(0, 2 ** 32))
+def test_rate_of_a_clean_line_is_exact_whatever_the_spacing(per_h, t0, seed):
+    rnd = random.Random(seed)
+    eng = TripEngine([Rule.from_wire([1, DISP, RATE, 2, 3600, VMAX, 0, 0])])
+    t = t0
+    while t < t0 + 2 * 3600:
+        # exact rational values: v = per_h * t / 3600 only at multiples of 3600/gcd
+        eng.update(DISP, t, (per_h * (t - t0)) // 3600)
+        t += rnd.choice((1, 7, 30, 60, 60, 120, 300))
+    assert abs(eng.metric(1) - per_h) <= 2
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0.0, 30.0), st.integers(0, 6), st.integers(0, 2 ** 32))
+def test_steady_creep_never_raises_an_inverse_velocity_alarm(v_mm_h, noise, seed):
+    rnd = random.Random(seed)
+    eng = TripEngine([Rule.from_wire([7, DISP, INVVEL, 4, 7200, 3600, 900, 3600])])
+    for i in range(24 * 60):
+        t = i * 60
+        eng.update(DISP, t, int(round(v_mm_h * t / 36.0 + rnd.gauss(0, noise))))
+        assert eng.level() == 0
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.floats(5.0, 40.0), st.integers(0, 4), st.integers(0, 2 ** 32))
+def test_creep_to_failure_is_forecast_at_least_30_min_ahead(c_mm, noise, seed):
+    # 1/v linear to zero at tf; c_mm >= 5 keeps the last hour above 5 mm/h, i.e. well
+    # above a few 0.01 mm of noise per 1-min sample.
+    rnd = random.Random(seed)
+    tf = 10 ** 6
+    eng = TripEngine([Rule.from_wire([7, DISP, INVVEL, 4, 7200, 3600, 900, 3600])])
+    t = tf - 20 * 3600
+    red = None
+    while t < tf - 30 and red is None:
+        s = -c_mm * math.log((tf - t) / 3600.0)
+        for e in eng.update(DISP, t, int(round(s * 100 + rnd.gauss(0, noise)))):
+            red = e
+        t += 60
+    assert red is not None and red.event == TRIP
+    assert tf - red.t >= 1800
+
+
+@FAST
+@given(st.lists(st.one_of(st.integers(), st.text(max_size=3), st.floats(), st.none(),
+                          st.booleans()), max_size=12))
+def test_from_wire_accepts_or_raises_value_error_only(arr):
+    try:
+        r = Rule.from_wire(arr)
+    except ValueError as e:
+        assert str(e).startswith("rule ")
+        return
+    assert r.to_wire() == arr
+
+
+@FAST
+@given(st.data())
+def test_wire_round_trip_of_any_valid_rule(data):
+    r = data.draw(any_rule(data.draw(st.integers(0, 255)), data.draw(st.sampled_from((RAIN, DISP, WATER)))))
+    assert Rule.from_wire(r.to_wire()) == r
