@@ -62,6 +62,7 @@ reason a short text (e.g. "timeout", "crc error", "connect failed")."""
 _READERS = {"holding": "read_holding_registers", "input": "read_input_registers",
             "coil": "read_coils", "discrete": "read_discrete_inputs"}
 _PRIO_COIL, _PRIO_POLL = 0, 1
+MAX_UNSENT = 10000                    # readings kept in memory while the sink fails
 
 
 class SystemClock:
@@ -230,6 +231,8 @@ class ModbusBridge:
         self.coil_failures = 0
         self._coil_gen = 0
         self.sink_errors = 0
+        self.readings_dropped = 0
+        self._unsent = []             # records the sink refused, sent with the next delivery
         self._inflight = set()
 
     # ------------------------------------------------------------ public
@@ -265,6 +268,10 @@ class ModbusBridge:
     def siren_stats(self):
         return {"wanted": self.coil_wanted, "written": self.coil_state,
                 "write_failures": self.coil_failures}
+
+    def sink_stats(self):
+        return {"errors": self.sink_errors, "unsent": len(self._unsent),
+                "readings_dropped": self.readings_dropped}
 
     def level(self):
         lv = [d.engine.level() for d in self.devices.values() if d.engine is not None]
@@ -309,6 +316,10 @@ class ModbusBridge:
         except _NoReply as e:
             self._failed(w, d, e.kind, probe)
             return
+        except Exception:             # a reply we cannot use; the device stays scheduled
+            log.exception("event=modbus_bad_reply device=%s", cfg.name)
+            self._failed(w, d, "bad reply", probe)
+            return
         d.attempt = 0
         st.consecutive_failures = 0
         st.polls_ok += 1
@@ -325,7 +336,7 @@ class ModbusBridge:
 
     def _failed(self, w, d, kind, probe):
         st, cfg = d.stats, d.cfg
-        if kind == "crc error":
+        if kind in ("crc error", "bad reply"):
             st.crc_errors += 1
         elif kind == "timeout":
             st.timeouts += 1
@@ -398,10 +409,13 @@ class ModbusBridge:
         for i, value, fault in results:
             p = cfg.points[i]
             records.append(Reading(cfg.node, seq, i, p.chan, t_wall, value, fault, 0))
-            if d.engine is not None:
-                events.extend(d.engine.update(p.chan, t_mono, value))
         if d.engine is not None:
-            events.extend(d.engine.tick(t_mono))
+            try:
+                for i, value, _fault in results:
+                    events.extend(d.engine.update(cfg.points[i].chan, t_mono, value))
+                events.extend(d.engine.tick(t_mono))
+            except Exception:         # the readings are still worth storing
+                log.exception("event=trip_engine_error device=%s", cfg.name)
         records.extend(self._alarms(cfg, seq, events, t_wall, t_mono))
         await self._deliver(records)
         if events or self.coil_wanted is None:
@@ -420,15 +434,27 @@ class ModbusBridge:
         return out
 
     async def _deliver(self, records):
-        if not records:
+        """Hand records to the sink. If it fails (store busy, disk trouble), keep them and
+        send them with the next delivery: all alarms, and up to MAX_UNSENT readings (the
+        oldest readings beyond that are dropped and counted in `readings_dropped`)."""
+        batch, self._unsent = self._unsent + records, []
+        if not batch:
             return
         try:
-            await self.sink(records)
-        except asyncio.CancelledError:
-            raise
+            await self.sink(batch)
         except Exception:
             self.sink_errors += 1
-            log.exception("event=modbus_sink_error records=%d", len(records))
+            log.exception("event=modbus_sink_error records=%d", len(batch))
+            kept = batch + self._unsent
+            readings = [r for r in kept if type(r) is Reading]
+            extra = len(readings) - MAX_UNSENT
+            if extra > 0:
+                gone = set(map(id, readings[:extra]))
+                kept = [r for r in kept if id(r) not in gone]
+                self.readings_dropped += extra
+                log.error("event=modbus_readings_dropped n=%d total=%d", extra,
+                          self.readings_dropped)
+            self._unsent = kept
 
     async def _emit_tick(self, cfg, events, t_wall, t_mono):
         seq = await self._alloc(cfg.node)

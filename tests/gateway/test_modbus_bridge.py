@@ -883,3 +883,50 @@ def test_a_clear_due_by_hold_time_comes_from_the_ticker_when_the_gauge_falls_sil
         assert [(a.event, a.level, a.prev_level) for a in col.alarms()] == [(1, 4, 0), (3, 0, 4)]
         assert bridge.stats()["gauge"]["online"] is False
     run(main())
+
+
+def test_readings_the_sink_refused_go_with_the_next_delivery(tmp_path):
+    async def main():
+        server, port = await tcp_server(SimDevice(id=1, simdata=[
+            SimData(0, values=[2500] * 4, datatype=DataType.REGISTERS)]))
+        cfg = make_config(tmp_path, f"""
+[[modbus.buses]]
+name = "net"
+type = "tcp"
+host = "127.0.0.1"
+port = {port}
+[[modbus.devices]]
+name = "gauge"
+bus = "net"
+node = 9001
+device_id = 1
+poll_s = 0.1
+[[modbus.devices.points]]
+chan = "water_level.0"
+table = "holding"
+address = 0
+type = "u16"
+""")
+        loop = asyncio.get_running_loop()
+        col = Collector(loop.time)
+        calls = []
+
+        async def flaky_sink(records):     # the store is busy for the first two commits
+            calls.append(len(records))
+            if len(calls) <= 2:
+                raise OSError("database is locked")
+            await col.sink(records)
+
+        bridge = ModbusBridge(cfg, flaky_sink, col.alloc_seq)
+        task = asyncio.create_task(bridge.run())
+        try:
+            assert await wait_until(lambda: len(col.readings(9001)) >= 5, 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await server.shutdown()
+        assert calls[:3] == [1, 2, 3]
+        seqs = [r.seq for _t, r in col.readings(9001)]
+        assert seqs == list(range(1, len(seqs) + 1)), "readings lost or out of order"
+        assert bridge.sink_stats() == {"errors": 2, "unsent": 0, "readings_dropped": 0}
+    run(main())
