@@ -178,9 +178,12 @@ def check_replay():
 
 
 def measure():
+    gc.collect()
+    r0 = mem()
     rules = node_rules()
     gc.collect()
     m0 = mem()
+    heap_rules = m0 - r0 if r0 >= 0 else -1
     eng = TripEngine(rules)
     gc.collect()
     m1 = mem()
@@ -211,7 +214,7 @@ def measure():
     feed_day(Null(), 2, out)
     t2 = ticks_us()
     us = ((t1 - t0) - (t2 - t1)) / n
-    return heap, alloc_ts, alloc_rate, alloc_fit, us
+    return heap, heap_rules, alloc_ts, alloc_rate, alloc_fit, us
 
 
 def alloc_of(eng, chans, t0, slope):
@@ -241,14 +244,14 @@ def main():
     check_sum()
     lead = check_invvel()
     check_replay()
-    heap, alloc_ts, alloc_rate, alloc_fit, us = measure()
+    heap, heap_rules, alloc_ts, alloc_rate, alloc_fit, us = measure()
     if heap >= 0:
         check(heap < 8192, "engine heap %d B for 3 channels / 8 rules, budget 8192" % heap)
         check(alloc_ts == 0, "THRESHOLD/SUM update allocates %r B" % alloc_ts)
         check(alloc_rate == 0, "RATE update allocates %r B" % alloc_rate)
     print("TRIP_CHECK " + json.dumps({
         "ok": not fails, "fails": fails, "checks": checks[0], "lead_s": lead,
-        "heap_engine_bytes": heap, "alloc_threshold_sum_bytes_per_update": alloc_ts,
+        "heap_engine_bytes": heap, "heap_rules_bytes": heap_rules, "alloc_threshold_sum_bytes_per_update": alloc_ts,
         "alloc_rate_bytes_per_update": alloc_rate, "alloc_invvel_fit_bytes": alloc_fit,
         "us_per_update": us,
     }))
