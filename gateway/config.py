@@ -467,7 +467,7 @@ def _batch(c, doc):
                  c.value(t, "max_age_s", "batch", float, default=5.0, lo=0.01, hi=3600.0))
 
 
-def _mqtt(c, doc):
+def _mqtt(c, doc, site):
     t = c.table(doc, "mqtt", "mqtt")
     if t is None:
         return None
@@ -481,7 +481,9 @@ def _mqtt(c, doc):
         port=c.value(t, "port", "mqtt", int, default=1883, lo=1, hi=65535),
         protocol=c.value(t, "protocol", "mqtt", str, default="v5", choices=("v5", "v311")),
         client_id=c.value(t, "client_id", "mqtt", str, pattern=re.compile(r"^[\x21-\x7e]{1,64}$"),
-                          pattern_text="1 to 64 printable ASCII characters, no spaces"),
+                          pattern_text="1 to 64 printable ASCII characters, no spaces",
+                          default="stationgw-%s" % (site.gateway_id if site and
+                                                    site.gateway_id else "gw")),
         topic_prefix=c.value(t, "topic_prefix", "mqtt", str, default="stations",
                              pattern=topic_pat,
                              pattern_text="topic levels of letters, digits, '_', '-', '.' "
@@ -850,7 +852,7 @@ def parse(text, path="site.toml"):
     site = _site(c, doc)
     storage = _storage(c, doc)
     batch = _batch(c, doc)
-    mqtt = _mqtt(c, doc)
+    mqtt = _mqtt(c, doc, site)
     radio = _radio(c, doc)
     nodes = _nodes(c, doc)
     modbus = _modbus(c, doc, {n.id for n in nodes if n.id is not None})

@@ -5,6 +5,7 @@ and drives the siren coil.
     bridge = ModbusBridge(cfg, sink, alloc_seq)   # cfg: gateway.config.SiteConfig
     task = asyncio.create_task(bridge.run())      # until cancelled
     bridge.stats()                                # per device: online, failures, counts...
+    bridge.siren_stats(), bridge.sink_stats()
     bridge.set_external_level("radio", level)     # radio-node alarms may drive the siren too
 
 `sink(records)` is an async callable that gets one list per poll: the poll's
@@ -29,6 +30,9 @@ valid frame: CRC or framing error), `connect_failures` (serial port missing, TCP
 refused, I/O error), `exceptions` (a Modbus exception response; its code
 is kept in `last_exception_code` and the point's reading carries fault
 FAULT_EXCEPTION_BASE + code).
+
+If the sink raises, its records are kept and sent with the next delivery (all alarms;
+readings up to MAX_UNSENT, older ones dropped and counted): `sink_stats()`.
 
 Siren: `modbus.alarm_output` names a device and coil. When the highest level of all
 Modbus channels (and of the external levels) reaches `min_level`, the coil is written

@@ -95,6 +95,11 @@ def one(site, text, key):
 
 # ------------------------------------------------------------------ valid configs
 
+def test_mqtt_client_id_defaults_to_the_gateway_id(site):
+    cfg = load(site, BASE.replace('client_id = "stationgw-gw1"\n', ""))
+    assert cfg.mqtt.client_id == "stationgw-gw1"
+
+
 def test_base_config_loads_into_an_immutable_object(site):
     cfg = load(site, BASE)
     assert cfg.site.id == "lushi" and cfg.mqtt.port == 1883 and cfg.mqtt.protocol == "v5"
