@@ -117,6 +117,59 @@ def demo_nodes(keys, speed_t0=0.0):
     ]
 
 
+# ---------------------------------------------------------------------- the gateway
+
+def wait_until(pred, timeout, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+class GatewayProcess:
+    """The daemon as a subprocess (`python -m gateway.cli run -c cfg`); each start logs
+    to its own file `gw-<n>.log` in `d`."""
+
+    def __init__(self, cfg, d):
+        self.cfg, self.d = cfg, d
+        self.proc = None
+        self.runs = 0
+        self.log = None
+
+    def start(self, wait=True, timeout=20):
+        self.runs += 1
+        self.log = os.path.join(self.d, "gw-%d.log" % self.runs)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c",
+                                          self.cfg], cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        if wait:
+            ok = wait_until(lambda: "event=running" in self.text() or
+                            self.proc.poll() is not None, timeout)
+            if not ok or self.proc.poll() is not None:
+                raise RuntimeError("gateway did not start; its log:\n" + self.text()[-3000:])
+        return self
+
+    def text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def term(self, timeout=20):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 # ---------------------------------------------------------------------- the air
 
 class Air:

@@ -62,7 +62,7 @@ class _Logged:
 
 class SimNode:
     def __init__(self, node, key, chans, rules=(), sample_s=60, report_s=300, status_s=3600,
-                 rand=None, airtime_s=0.3, t0=0.0, fw="sim-1.0"):
+                 rand=None, airtime_s=0.3, t0=0.0, fw="sim-1.0", link_kw=None):
         import random
         self.node = node
         self.signer = Hmac(key)
@@ -71,7 +71,7 @@ class SimNode:
         self.sample_s, self.report_s, self.status_s = sample_s, report_s, status_s
         self.intensified_s = max(1, sample_s // 6)
         self.rng = rand or random.Random(node)
-        self.link = NodeLink(self.rng.random)
+        self.link = NodeLink(self.rng.random, **(link_kw or {}))
         self.seqs = SeqAllocator(0)
         self.deframer = Deframer()
         self.airtime_s = airtime_s
@@ -87,6 +87,7 @@ class SimNode:
         self.next_status = t0 + 1.0
         self.boot_t = t0
         self.acked = set()              # seqs the gateway acked (for tests)
+        self.readings_in = {}           # seq -> readings in that READINGS frame (for tests)
         self.alarms_sent = 0
         self.configs_applied = []
         self.sent = 0
@@ -115,6 +116,8 @@ class SimNode:
     def _log(self, mtype, samples=None, alarms=None, urgent=False):
         seq, _reserve = self.seqs.take()     # a real node persists `reserve` first
         ent = _Logged(seq, mtype, samples, alarms, urgent)
+        if mtype == fr.READINGS:
+            self.readings_in[seq] = len(samples)
         self.log.append(ent)
         return ent
 
