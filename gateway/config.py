@@ -858,9 +858,11 @@ def parse(text, path="site.toml"):
     modbus = _modbus(c, doc, {n.id for n in nodes if n.id is not None})
     if nodes and radio is None:
         c.err("radio", "[[nodes]] are listed but there is no [radio] section to hear them")
-    if radio is not None and radio.keys is not None and not c.issues:
+    keys_loaded = radio is not None and radio.keys_file and not any(
+        i.key == "radio.keys_file" or i.file == radio.keys_file for i in c.issues)
+    if keys_loaded:                   # a key that failed its own check was reported already
         for n in nodes:
-            if n.id not in radio.keys:
+            if n.id is not None and n.id not in radio.keys:
                 c.err("radio.keys_file", "%s has no key for node %d (%s): add one with "
                                          "`stationctl keygen`" % (radio.keys_file, n.id, n.name))
         for nid in radio.keys.nodes():

@@ -317,6 +317,9 @@ def test_every_radio_node_needs_a_key(tmp_path):
     write_keys(tmp_path, nodes=(102,))
     msg = one(tmp_path, BASE, "radio.keys_file")
     assert "no key for node 101" in msg
+    # reported along with unrelated problems, not only when everything else is right
+    keys = {i.key for i in problems(tmp_path, BASE.replace("channel = 18", "channel = 99"))}
+    assert keys == {"radio.keys_file", "radio.channel"}
 
 
 def test_keys_never_show_in_repr_or_errors(site):
