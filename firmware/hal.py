@@ -8,16 +8,7 @@ that same fake shadows the built-in `machine` when tests/mpy_fakes is on the pat
     hal = Hal()                                  # on a board
     hal = Hal(machine=fake, clock=fake.FakeClock(), root="/tmp/x")   # in a test
 """
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
 import os
-
-TICKS_PERIOD = const(1 << 30)   # same wrap as MicroPython's ticks_ms on every port
-_TICKS_HALF = const(1 << 29)
 
 # machine.ADC attenuation constant names (esp32 port) by the name used in board files
 ATTEN_NAMES = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
@@ -26,40 +17,12 @@ _RESET_NAMES = (("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET
                 ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"), ("BROWNOUT_RESET", "brownout"))
 
 
-class HostClock:
-    """ticks_* on CPython, with MicroPython's wrap-around, for host runs of the shells."""
-
-    def __init__(self):
-        import time
-        self._time = time
-
-    def ticks_ms(self):
-        return (self._time.monotonic_ns() // 1000000) & (TICKS_PERIOD - 1)
-
-    def ticks_us(self):
-        return (self._time.monotonic_ns() // 1000) & (TICKS_PERIOD - 1)
-
-    def ticks_add(self, t, delta):
-        return (t + delta) & (TICKS_PERIOD - 1)
-
-    def ticks_diff(self, a, b):
-        return ((a - b + _TICKS_HALF) & (TICKS_PERIOD - 1)) - _TICKS_HALF
-
-    def sleep_ms(self, ms):
-        self._time.sleep(ms / 1000)
-
-    def sleep_us(self, us):
-        self._time.sleep(us / 1000000)
-
-    def time(self):
-        return int(self._time.time())
-
-
 def _default_clock():
     import time
-    if hasattr(time, "ticks_ms"):
-        return time
-    return HostClock()
+    if not hasattr(time, "ticks_ms"):
+        raise ValueError("Hal: this Python has no time.ticks_ms (CPython?): pass clock=, "
+                         "e.g. tests/firmware/fake_hw.HostClock or the fake machine's FakeClock")
+    return time
 
 
 class AdcChannel:

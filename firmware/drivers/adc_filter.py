@@ -34,7 +34,7 @@ class AdcFilter:
         self.channel = channel
         self._hal = hal
         self._n = samples
-        self._buf = array.array("i", [0] * samples)
+        self._buf = array.array("i", bytes(4 * samples))
         self._spacing_us = spacing_us
         self.clipped = 0  # -1 below the linear floor, +1 above the ceiling, 0 inside
 

@@ -30,7 +30,7 @@ _crc_table = None
 def _table():
     global _crc_table
     if _crc_table is None:
-        t = array.array("H", [0] * 256)
+        t = array.array("H", bytes(512))
         for i in range(256):
             c = i
             for _ in range(8):

@@ -95,7 +95,7 @@ class Rs485Sensor:
         self._max = cfg.get("max")
         self._invalid = tuple(cfg.get("invalid", ()))
         self._stuck = StuckCheck(cfg.get("stuck_reads", 0))
-        self._regs = array.array("H", [0] * 16)
+        self._regs = array.array("H", bytes(32))
         if dreg is not None and abs(dreg - reg) < 16 - self._width:
             self._first = min(reg, dreg)
             self._count = max(reg + self._width, dreg + 1) - self._first

@@ -17,8 +17,6 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from protocol.airtime import airtime_s
-
 _DEFAULT_GAP_MS = const(10)
 
 
@@ -46,7 +44,9 @@ class Radio:
 
 def lora_airtime_ms(n, sf, bw_hz=125000):
     """Time on air of an n-byte LoRa packet in ms (CR 4/5, 8-symbol preamble, explicit
-    header, CRC on): protocol/airtime.py has the AN1200.13 arithmetic."""
+    header, CRC on): protocol/airtime.py has the AN1200.13 arithmetic. Imported here,
+    not at the top, so radios that never need it do not keep it resident."""
+    from protocol.airtime import airtime_s
     return airtime_s(n, sf, bw_hz) * 1000
 
 

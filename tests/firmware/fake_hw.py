@@ -11,3 +11,37 @@ def load_fake_machine():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+TICKS_PERIOD = 1 << 30  # MicroPython's ticks wrap on every port
+_TICKS_HALF = 1 << 29
+
+
+class HostClock:
+    """Real monotonic ticks_* on CPython with MicroPython's wrap, for tests that talk to
+    real processes (pymodbus on a pty) in real time."""
+
+    def __init__(self):
+        import time
+        self._time = time
+
+    def ticks_ms(self):
+        return (self._time.monotonic_ns() // 1000000) & (TICKS_PERIOD - 1)
+
+    def ticks_us(self):
+        return (self._time.monotonic_ns() // 1000) & (TICKS_PERIOD - 1)
+
+    def ticks_add(self, t, delta):
+        return (t + delta) & (TICKS_PERIOD - 1)
+
+    def ticks_diff(self, a, b):
+        return ((a - b + _TICKS_HALF) & (TICKS_PERIOD - 1)) - _TICKS_HALF
+
+    def sleep_ms(self, ms):
+        self._time.sleep(ms / 1000)
+
+    def sleep_us(self, us):
+        self._time.sleep(us / 1000000)
+
+    def time(self):
+        return int(self._time.time())

@@ -5,9 +5,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fake_hw import HostClock
 
 from firmware import board as boardmod
-from firmware.hal import HostClock
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = sorted(p.stem for p in (ROOT / "firmware" / "variants").glob("*.json"))

@@ -7,6 +7,7 @@ import struct
 import threading
 
 import pytest
+from fake_hw import HostClock
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -14,7 +15,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from firmware import faults
 from firmware.drivers.modbus_rtu import ModbusMaster, crc16
 from firmware.drivers.rs485_sensor import Rs485Sensor
-from firmware.hal import Hal, HostClock, Output
+from firmware.hal import Hal, Output
 from protocol import channels
 
 HOLDING = [1000 + i for i in range(20)]
