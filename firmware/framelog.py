@@ -132,22 +132,38 @@ def encode_record(seq, mtype, rflags, boot, t_ref, payload):
     return out
 
 
-def parse_records(buf, n):
-    """(offset, record) for each good record in buf[:n]; stops at the first bad one.
-    Also returns how many bytes were good: less than n means a torn tail."""
-    out = []
+def walk(buf, n, verify=True, out=None):
+    """Offsets of the good records in buf[:n], stopping at the first bad one (length or,
+    with verify, CRC). -> (offsets, good_end): good_end < n means a torn tail."""
+    if out is None:
+        out = []
     pos = 0
     while pos + HEAD + BODY_FIXED <= n:
         magic, body_len, c = struct.unpack_from(">BHH", buf, pos)
         end = pos + HEAD + body_len
         if magic != MAGIC or body_len < BODY_FIXED or end > n:
             break
-        if crc16(buf, 0xFFFF, pos + HEAD, end) != c:
+        if verify and crc16(buf, 0xFFFF, pos + HEAD, end) != c:
             break
-        seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, pos + HEAD)
-        out.append(Record(seq, mtype, rflags, boot, t_ref, bytes(buf[pos + HEAD + BODY_FIXED:end])))
+        out.append(pos)
         pos = end
     return out, pos
+
+
+def record_at(buf, pos):
+    body_len = struct.unpack_from(">H", buf, pos + 1)[0]
+    seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, pos + HEAD)
+    return Record(seq, mtype, rflags, boot, t_ref, bytes(buf[pos + HEAD + BODY_FIXED:pos + HEAD + body_len]))
+
+
+def seq_at(buf, pos):
+    return struct.unpack_from(">I", buf, pos + HEAD)[0]
+
+
+def parse_records(buf, n):
+    """Every good record in buf[:n] (tests and tools; the node walks offsets instead)."""
+    offs, good = walk(buf, n)
+    return [record_at(buf, p) for p in offs], good
 
 
 def thin_payload(payload):
@@ -206,13 +222,21 @@ class FrameLog:
     def _seg_name(self, no):
         return self._path("%08d.seg" % no)
 
-    def _read_seg(self, no):
+    def _load(self, no, verify=False):
+        """Read segment `no` into the preallocated buffer -> (offsets, good_end, size).
+        CRCs are checked at open; after that the node reads back what it wrote."""
         f = self.fs.open(self._seg_name(no), "rb")
         try:
-            n = f.readinto(self._buf)
+            n = f.readinto(self._buf) or 0
         finally:
             f.close()
-        return parse_records(self._buf, n or 0)
+        offs, good = walk(self._buf, n, verify)
+        return offs, good, n
+
+    def _read_seg(self, no):
+        offs, good, _ = self._load(no)
+        buf = self._buf
+        return [record_at(buf, p) for p in offs], good
 
     def _write_meta(self):
         data = json.dumps({"reserve": self.alloc.reserved if self.alloc else 1, "boot": self.boot,
@@ -261,30 +285,31 @@ class FrameLog:
         self.alarms = []
         self.last_no = max([self.tail[0]] + nos)
         max_seq = 0
+        buf = self._buf
         for no in nos:
-            recs, good = self._read_seg(no)
+            offs, good, _ = self._load(no, True)
             size = fs.size(self._seg_name(no))
             if good < size:
                 self.torn += 1
-            if not recs or no < self.tail[0]:
+            if not offs or no < self.tail[0]:
                 fs.remove(self._seg_name(no))
                 continue
             seg = _Segment(no, self._bitmap)
             seg.size = good
             seg.sealed = good < size
-            seg.n = len(recs)
-            seg.first = recs[0].seq
-            seg.last = recs[-1].seq
-            for i in range(len(recs)):
-                r = recs[i]
-                if r.seq > max_seq:
-                    max_seq = r.seq
+            seg.n = len(offs)
+            seg.first = seq_at(buf, offs[0])
+            seg.last = seq_at(buf, offs[-1])
+            for i in range(len(offs)):
+                seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, offs[i] + HEAD)
+                if seq > max_seq:
+                    max_seq = seq
                 if no == self.tail[0] and i < self.tail[1]:
                     seg.set_acked(i)
-                elif r.mtype == ALARM:
-                    self.alarms.append((r.seq, no, i))
+                elif mtype == ALARM:
+                    self.alarms.append((seq, no, i))
                 if clock is not None:
-                    clock.saw_record(2 if r.rflags & R_BOOT_BASE else 1, r.boot, r.t_ref)
+                    clock.saw_record(2 if rflags & R_BOOT_BASE else 1, boot, t_ref)
             self.segs.append(seg)
         # the reservation always covers every seq on flash, even if meta.json was lost
         self.alloc = SeqAllocator(max(reserve, max_seq + 1), self.seq_block)
@@ -341,8 +366,8 @@ class FrameLog:
         return None
 
     def get(self, seg_no, index):
-        recs, _ = self._read_seg(seg_no)
-        r = recs[index]
+        offs, _, _ = self._load(seg_no)
+        r = record_at(self._buf, offs[index])
         r.seg = seg_no
         r.index = index
         return r
@@ -356,15 +381,15 @@ class FrameLog:
         for g in self.segs:
             if g.nacked == g.n:
                 continue
-            recs = None
+            offs = None
             for i in range(g.n):
                 if g.is_acked(i):
                     continue
-                if recs is None:
-                    recs, _ = self._read_seg(g.no)
-                r = recs[i]
-                if r.seq == exclude:
+                if offs is None:
+                    offs, _, _ = self._load(g.no)
+                if seq_at(self._buf, offs[i]) == exclude:
                     continue
+                r = record_at(self._buf, offs[i])
                 r.seg = g.no
                 r.index = i
                 return r
@@ -380,8 +405,8 @@ class FrameLog:
                 i += 1
             if i == 0:
                 return g.first
-            recs, _ = self._read_seg(g.no)
-            return recs[i].seq
+            offs, _, _ = self._load(g.no)
+            return seq_at(self._buf, offs[i])
         return None
 
     def depth(self):
@@ -413,11 +438,11 @@ class FrameLog:
                     break
             if not hit:
                 continue
-            recs, _ = self._read_seg(g.no)
-            for i in range(len(recs)):
+            offs, _, _ = self._load(g.no)
+            for i in range(len(offs)):
                 if g.is_acked(i):
                     continue
-                s = recs[i].seq
+                s = seq_at(self._buf, offs[i])
                 for lo, hi in ranges:
                     if lo <= s <= hi:
                         g.set_acked(i)

@@ -28,6 +28,30 @@ class NoMachine:
     pass
 
 
+class StillClock:
+    """The frame log and config only use the hal's files; no time passes for them."""
+
+    def ticks_ms(self):
+        return 0
+
+    ticks_us = ticks_ms
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def sleep_ms(self, ms):
+        pass
+
+    sleep_us = sleep_ms
+
+
+def fs_at(path):
+    return Hal(machine=NoMachine(), clock=StillClock(), root=str(path))
+
+
 class Relay:
     def __init__(self):
         self.on_ = False
@@ -194,7 +218,7 @@ def make_node(tmp_path, cfg=None, sim=None):
     radio = AirRadio()
     siren, strobe = Relay(), Relay()
     consoled = []
-    node = Node(Hal(machine=NoMachine(), root=str(tmp_path)), cfg or config(), sources, radio,
+    node = Node(fs_at(tmp_path), cfg or config(), sources, radio,
                 siren, strobe, rand=lambda: 0.5, console=consoled.append)
     node.sent_log = []
     return node, sim, radio, siren, strobe, consoled
@@ -356,7 +380,7 @@ def test_no_key_means_no_transmission_but_logging(tmp_path):
     from firmware.nodeconfig import SafeConfig
     sim = Sim()
     cfg = SafeConfig("esp32_devkitc")
-    node = Node(Hal(machine=NoMachine(), root=str(tmp_path)), cfg,
+    node = Node(fs_at(tmp_path), cfg,
                 {BATT: Source(sim, BATT, lambda t: 3900)}, AirRadio(), console=lambda s: None)
     node.start(0)
     t = 0

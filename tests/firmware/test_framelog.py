@@ -21,8 +21,28 @@ class NoMachine:
     pass
 
 
+class StillClock:
+    """The frame log and config only use the hal's files; no time passes for them."""
+
+    def ticks_ms(self):
+        return 0
+
+    ticks_us = ticks_ms
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def sleep_ms(self, ms):
+        pass
+
+    sleep_us = sleep_ms
+
+
 def fs_at(path):
-    return Hal(machine=NoMachine(), root=str(path))
+    return Hal(machine=NoMachine(), clock=StillClock(), root=str(path))
 
 
 def payload(t_ref, n=10, step=60, base=100):
