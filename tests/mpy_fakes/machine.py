@@ -225,9 +225,7 @@ class UART:
     def write(self, buf):
         data = bytes(buf)
         if self._file is not None:
-            self._file.write(data)
-            if hasattr(self._file, "flush"):
-                self._file.flush()
+            self._file.write(data)  # unbuffered; flush() would fsync, which a pty refuses
         else:
             self.tx_log.extend(data)
             if self.on_write is not None:
