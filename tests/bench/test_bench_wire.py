@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from harness import ROOT
 
 
 def test_bench_wire_prints_table_then_json_and_meets_goals():

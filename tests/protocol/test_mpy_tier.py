@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MPY_CROSS, ROOT
+from harness import MPY_CROSS, ROOT
 
 
 def mpy_files():

@@ -25,7 +25,7 @@ def _result(stdout):
 
 @pytest.fixture(scope="module")
 def mpy_result(tmp_path_factory):
-    from conftest import run_micropython
+    from harness import run_micropython
     d = tmp_path_factory.mktemp("tripcheck")
     exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
     subprocess.run([exe, "-o", str(d / "trip_check.mpy"), "-s", "trip_check.py", str(CHECK)],
