@@ -75,7 +75,7 @@ class Rule:
         if (chan >> 3) not in channels.KINDS:
             raise ValueError("rule %s: chan 0x%02x has unknown channel kind %d: allowed kinds %s"
                              % (rid, chan, chan >> 3, sorted(channels.KINDS)))
-        if kind not in PARAMS:
+        if not _is_int(kind) or kind not in PARAMS:
             raise ValueError("rule %s: kind %r unknown: allowed 1 (threshold), 2 (rate), 3 (sum), "
                              "4 (invvel)" % (rid, kind))
         if not _is_int(level) or not 1 <= level <= 4:
@@ -282,8 +282,8 @@ class TripEngine:
         states = self._by_chan.get(chan)
         if states is None:
             return 0
-        if not _is_int(t):
-            raise ValueError("update: t %r must be int seconds from a monotonic clock" % (t,))
+        if not _is_int(t) or t < 0:
+            raise ValueError("update: t %r must be int seconds >= 0 from a monotonic clock" % (t,))
         last = self._last_t.get(chan)
         if last is not None and t < last:
             raise ValueError("update: t=%d is before the last sample of channel 0x%02x (t=%d): "
@@ -301,8 +301,8 @@ class TripEngine:
 
     def tick(self, t):
         """Clears whose hold time has run out since the last sample. Returns AlarmEvents."""
-        if not _is_int(t):
-            raise ValueError("tick: t %r must be int seconds from a monotonic clock" % (t,))
+        if not _is_int(t) or t < 0:
+            raise ValueError("tick: t %r must be int seconds >= 0 from a monotonic clock" % (t,))
         out = []
         due = False
         for st in self._states:

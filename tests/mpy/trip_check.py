@@ -11,6 +11,7 @@ import time
 
 from protocol.trip import CLEAR, INVVEL, LEVEL, RATE, SUM, THRESHOLD, TRIP, Rule, TripEngine
 
+VECTORS = "protocol/vectors/trip_events.json"   # relative to the repo root (the cwd)
 RAIN = 0x08
 DISP = 0x10
 WATER = 0x18
@@ -168,6 +169,45 @@ def feed_day(eng, seed, out):
     return n
 
 
+def scenarios(path):
+    """The scenarios of protocol/vectors/trip_events.json, parsed one line at a time (the
+    file is laid out one scenario per line) so the whole document never sits in RAM."""
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line.startswith('{"name"'):
+                if line.endswith(","):
+                    line = line[:-1]
+                yield json.loads(line)
+
+
+def check_vectors(path):
+    n = 0
+    for sc in scenarios(path):
+        rules = []
+        for r in sc["rules"]:
+            rules.append(Rule.from_wire(r))
+        eng = TripEngine(rules)
+        out = []
+        for step in sc["steps"]:
+            if step[0] == "u":
+                eng.update_into(step[1], step[2], step[3], out)
+            elif step[0] == "t":
+                out += eng.tick(step[1])
+            else:
+                new = []
+                for r in step[1]:
+                    new.append(Rule.from_wire(r))
+                out += eng.set_rules(new, step[2])
+        got = []
+        for e in out:
+            got.append(list(e.as_tuple()))
+        check(got == sc["events"], "vector %s: got %r" % (sc["name"], got))
+        n += 1
+        eng = out = got = sc = None
+    check(n >= 6, "only %d trip vectors" % n)
+
+
 def check_replay():
     a = []
     b = []
@@ -239,6 +279,7 @@ def alloc_of(eng, chans, t0, slope):
 
 
 def main():
+    check_vectors(VECTORS)   # first, while the heap is emptiest: the JSON is the biggest thing
     check_threshold()
     check_levels()
     check_sum()

@@ -1,9 +1,11 @@
 """Trip engine behaviour (protocol/TRIP.md): rule wire format and its errors, threshold
 debounce/hysteresis/hold, level changes, rolling sums, rates, the inverse-velocity
 forecast, faults, rule replacement."""
+import json
 import math
 import random
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -274,7 +276,7 @@ def test_time_going_backwards_is_refused_and_changes_nothing():
 
 @pytest.mark.parametrize("t, v, words", [
     (1.5, 10, "int seconds"), ("5", 10, "int seconds"), (5, 1.5, "scaled int"),
-    (5, 1 << 29, "scaled int"), (5, True, "scaled int"),
+    (5, 1 << 29, "scaled int"), (5, True, "scaled int"), (-1, 10, ">= 0"),
 ])
 def test_bad_samples_are_refused(t, v, words):
     eng = TripEngine([thr()])
@@ -582,3 +584,23 @@ def test_replay_gives_identical_events():
         return [e.as_tuple() for e in out]
     a = run()
     assert a and a == run()
+
+
+# -- shared vectors (also replayed under MicroPython by tests/mpy/trip_check.py) --------------
+
+VECTORS = json.loads((Path(__file__).resolve().parents[2] / "protocol" / "vectors"
+                      / "trip_events.json").read_text())
+
+
+@pytest.mark.parametrize("sc", VECTORS["scenarios"], ids=lambda sc: sc["name"])
+def test_vector_scenarios(sc):
+    eng = TripEngine([Rule.from_wire(r) for r in sc["rules"]])
+    out = []
+    for step in sc["steps"]:
+        if step[0] == "u":
+            out += eng.update(step[1], step[2], step[3])
+        elif step[0] == "t":
+            out += eng.tick(step[1])
+        else:
+            out += eng.set_rules([Rule.from_wire(r) for r in step[1]], step[2])
+    assert [list(e.as_tuple()) for e in out] == sc["events"]
