@@ -14,7 +14,9 @@ import os
 ATTEN_NAMES = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
 
 _RESET_NAMES = (("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
-                ("DEEPSLEEP_RESET", "deepsleep"), ("SOFT_RESET", "soft"), ("BROWNOUT_RESET", "brownout"))
+                ("DEEPSLEEP_RESET", "deep_sleep"), ("SOFT_RESET", "soft"), ("BROWNOUT_RESET", "brownout"))
+_WAKE_NAMES = (("PIN_WAKE", "pin"), ("EXT0_WAKE", "ext0"), ("EXT1_WAKE", "ext1"),
+               ("TIMER_WAKE", "timer"), ("TOUCHPAD_WAKE", "touch"), ("ULP_WAKE", "ulp"))
 
 
 def _default_clock():
@@ -81,12 +83,6 @@ class Hal:
         P = self.machine.Pin
         return P(num, P.OUT, value=value)
 
-    def disable_irq(self):
-        return self.machine.disable_irq()
-
-    def enable_irq(self, state):
-        self.machine.enable_irq(state)
-
     # --- ADC ----------------------------------------------------------------------
     def adc(self, mcu, spec):
         """An AdcChannel for a board-file ADC entry: {"pin": n, "atten": "11db",
@@ -142,8 +138,8 @@ class Hal:
         return bytes(self.machine.unique_id())
 
     def reset_cause(self):
-        """The reason for the last reset as a name: power_on, hard, watchdog, deepsleep,
-        soft, brownout, or unknown(<n>)."""
+        """The reason for the last reset as a name from protocol/messages.RESET_CAUSES
+        (power_on, hard, watchdog, deep_sleep, soft, brownout), or unknown(<n>)."""
         m = self.machine
         cause = m.reset_cause()
         for attr, label in _RESET_NAMES:
@@ -151,23 +147,41 @@ class Hal:
                 return label
         return "unknown(%d)" % cause
 
-    def schedule(self, fn, arg):
-        """Defer work out of an IRQ handler (micropython.schedule on a board)."""
-        try:
-            import micropython
-            micropython.schedule(fn, arg)
-        except (ImportError, AttributeError):
-            fn(arg)
+    def _esp32_mod(self):
+        if self._esp32 is None:
+            try:
+                import esp32
+                self._esp32 = esp32
+            except ImportError:
+                return None
+        return self._esp32
+
+    def wake_on_pin(self, pin, level=0):
+        """Let `pin` at `level` wake the MCU from deep sleep (esp32 EXT0, e.g. the rain
+        reed so a tip during deep sleep is not lost). False where the port cannot."""
+        e = self._esp32_mod()
+        if e is None or not hasattr(e, "wake_on_ext0"):
+            return False
+        e.wake_on_ext0(pin=pin, level=e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
+        return True
+
+    def wake_reason(self):
+        """What ended the last deep sleep: pin, ext0, ext1, timer, touch, ulp, or none."""
+        m = self.machine
+        if not hasattr(m, "wake_reason"):
+            return "none"
+        r = m.wake_reason()
+        for attr, label in _WAKE_NAMES:
+            if getattr(m, attr, None) == r:
+                return label
+        return "none"
 
     def mcu_temperature_c(self):
         """Die temperature from the esp32 module in degC, or None where there is none
         (rp2040 reads its sensor through ADC channel 4, see drivers/supply.py)."""
-        e = self._esp32
+        e = self._esp32_mod()
         if e is None:
-            try:
-                import esp32 as e
-            except ImportError:
-                return None
+            return None
         if hasattr(e, "mcu_temperature"):
             return float(e.mcu_temperature())
         if hasattr(e, "raw_temperature"):  # classic esp32, degF and uncalibrated

@@ -159,3 +159,27 @@ def test_host_clock_wraps_like_micropython():
     assert c.ticks_add(top, 20) == 10
     assert c.ticks_diff(10, top) == 20
     assert c.ticks_diff(top, 10) == -20
+
+
+def test_deep_sleep_wake_sources(fake_machine, clock):
+    from firmware.hal import Hal
+
+    class Esp32:
+        WAKEUP_ALL_LOW = 0
+        WAKEUP_ANY_HIGH = 1
+        calls = []
+
+        @classmethod
+        def wake_on_ext0(cls, pin, level):
+            cls.calls.append((pin, level))
+
+    h = Hal(machine=fake_machine, clock=clock, esp32=Esp32)
+    rain = h.pin_in(27, "up")
+    assert h.wake_on_pin(rain, 0) is True and Esp32.calls == [(rain, Esp32.WAKEUP_ALL_LOW)]
+    assert h.wake_reason() == "none"
+    fake_machine.set_wake_reason(fake_machine.TIMER_WAKE)
+    assert h.wake_reason() == "timer"
+
+    class Rp2:
+        pass
+    assert Hal(machine=fake_machine, clock=clock, esp32=Rp2).wake_on_pin(rain) is False

@@ -18,6 +18,10 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 SLEEP = 2
 DEEPSLEEP = 4
+PIN_WAKE = 2
+EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
 
 _TICKS_PERIOD = 1 << 30
 _TICKS_HALF = 1 << 29
@@ -26,7 +30,7 @@ _pins = {}
 _adcs = {}
 _uarts = {}
 _uart_paths = {}
-_state = {"reset_cause": PWRON_RESET, "unique_id": b"\x24\x0a\xc4\x00\x12\x34", "wdt": None,
+_state = {"reset_cause": PWRON_RESET, "wake_reason": 0, "unique_id": b"\x24\x0a\xc4\x00\x12\x34", "wdt": None,
           "clock": None, "irq_disabled": 0}
 sleeps = []
 
@@ -332,6 +336,14 @@ def reset_cause():
 
 def set_reset_cause(cause):
     _state["reset_cause"] = cause
+
+
+def wake_reason():
+    return _state["wake_reason"]
+
+
+def set_wake_reason(reason):
+    _state["wake_reason"] = reason
 
 
 def lightsleep(ms=0):
