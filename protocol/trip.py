@@ -122,6 +122,64 @@ class Rule:
             raise ValueError("rule %s: needs at least [rule_id, chan, kind, level], got %d items" % (rid, len(arr)))
         return Rule(arr[0], arr[1], arr[2], arr[3], arr[4:])
 
+    @staticmethod
+    def from_dict(d):
+        """Rule from a config table: "rule_id" (or "id"), "chan" (id byte or a name like
+        "water_level.0"), "kind" (name or number), "level" (name or number) and the
+        kind's parameters by their wire names (section 2 of TRIP.md)."""
+        if not isinstance(d, dict):
+            raise ValueError("rule ?: expected a table of rule settings, got %s" % type(d).__name__)
+        rid = d.get("rule_id", d.get("id", "?"))
+        if rid == "?":
+            raise ValueError("rule ?: missing key 'rule_id': every rule needs its own id 0..255")
+        for key in ("chan", "kind", "level"):
+            if key not in d:
+                raise ValueError("rule %s: missing key %r: every rule needs rule_id, chan, kind, "
+                                 "level and the kind's parameters" % (rid, key))
+        kind = d["kind"]
+        if isinstance(kind, str):
+            low = kind.lower()
+            for k in KIND_NAMES:
+                if KIND_NAMES[k] == low:
+                    kind = k
+        if not _is_int(kind) or kind not in PARAMS:
+            raise ValueError("rule %s: kind %r unknown: allowed threshold, rate, sum, invvel"
+                             % (rid, d["kind"]))
+        level = d["level"]
+        if isinstance(level, str):
+            if level.lower() not in LEVEL_NAMES[1:]:
+                raise ValueError("rule %s: level %r unknown: allowed blue, yellow, orange, red"
+                                 % (rid, level))
+            level = LEVEL_NAMES.index(level.lower())
+        chan = d["chan"]
+        if isinstance(chan, str):
+            parts = chan.split(".")
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError("rule %s: chan %r is not a channel name: write kind.instance, "
+                                 "e.g. rain.0, or the channel id byte" % (rid, chan))
+            try:
+                chan = channels.chan_id(channels.kind_by_name(parts[0]), int(parts[1]))
+            except ValueError as e:
+                raise ValueError("rule %s: chan %r: %s" % (rid, chan, e))
+        spec = PARAMS[kind] + OPTIONAL.get(kind, ())
+        allowed = ["rule_id", "id", "chan", "kind", "level"]
+        for p in spec:
+            allowed.append(p[0])
+        for key in d:
+            if key not in allowed:
+                raise ValueError("rule %s: unknown key %r for a %s rule: allowed %s"
+                                 % (rid, key, KIND_NAMES[kind], ", ".join(allowed)))
+        params = []
+        for p in PARAMS[kind]:
+            if p[0] not in d:
+                raise ValueError("rule %s: missing key %r: a %s rule needs %s"
+                                 % (rid, p[0], KIND_NAMES[kind], _layout(kind)))
+            params.append(d[p[0]])
+        for p in OPTIONAL.get(kind, ()):
+            if p[0] in d:
+                params.append(d[p[0]])
+        return Rule(rid, chan, kind, level, params)
+
     def to_wire(self):
         return [self.rule_id, self.chan, self.kind, self.level] + list(self.params)
 

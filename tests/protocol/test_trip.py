@@ -110,6 +110,39 @@ def test_bad_wire_rules_say_what_is_wrong(wire, words):
         assert w in msg, (w, msg)
 
 
+def test_rule_from_a_config_table():
+    r = Rule.from_dict({"id": 1, "chan": "water_level.0", "kind": "threshold", "level": "red",
+                        "op": 1, "threshold": 3000, "hysteresis": 100, "debounce_n": 2,
+                        "hold_s": 600, "near": 500})
+    assert r.to_wire() == [1, WATER, THRESHOLD, 4, 1, 3000, 100, 2, 600, 500]
+    r = Rule.from_dict({"rule_id": 5, "chan": DISP, "kind": INVVEL, "level": 4, "window_s": 7200,
+                        "lead_s": 3600, "min_r2": 900, "hold_s": 3600})
+    assert r == Rule.from_wire([5, DISP, INVVEL, 4, 7200, 3600, 900, 3600])
+
+
+@pytest.mark.parametrize("table, words", [
+    ([1, 2], ["expected a table"]),
+    ({"chan": WATER, "kind": "sum", "level": 3}, ["missing key 'rule_id'"]),
+    ({"id": 4, "kind": "sum", "level": 3}, ["rule 4", "missing key 'chan'"]),
+    ({"id": 4, "chan": "water.0", "kind": "sum", "level": 3}, ["unknown channel kind 'water'"]),
+    ({"id": 4, "chan": "rain", "kind": "sum", "level": 3}, ["kind.instance"]),
+    ({"id": 4, "chan": "rain.9", "kind": "sum", "level": 3}, ["instance 9", "0..7"]),
+    ({"id": 4, "chan": RAIN, "kind": "total", "level": 3}, ["kind 'total'", "sum"]),
+    ({"id": 4, "chan": RAIN, "kind": "sum", "level": "purple"}, ["level 'purple'", "orange"]),
+    ({"id": 4, "chan": RAIN, "kind": "sum", "level": 3, "window_s": 600, "threshold": 100,
+      "hysteresis": 10}, ["missing key 'hold_s'", "window_s, threshold, hysteresis, hold_s"]),
+    ({"id": 4, "chan": RAIN, "kind": "sum", "level": 3, "window_s": 600, "threshold": 100,
+      "hysteresis": 10, "hold_s": 0, "debounce_n": 2}, ["unknown key 'debounce_n'"]),
+    ({"id": 4, "chan": RAIN, "kind": "sum", "level": 3, "window_s": 10, "threshold": 100,
+      "hysteresis": 10, "hold_s": 0}, ["window_s 10", "60..604800"]),
+])
+def test_bad_config_tables_say_what_is_wrong(table, words):
+    with pytest.raises(ValueError) as ei:
+        Rule.from_dict(table)
+    for w in words:
+        assert w in str(ei.value), (w, str(ei.value))
+
+
 def test_engine_refuses_duplicate_ids_and_non_rules_and_changes_nothing():
     a = thr(1)
     with pytest.raises(ValueError, match="rule_id 1 appears twice"):
