@@ -94,6 +94,7 @@ class Daemon:
         self.node_ids = {n.id for n in cfg.nodes}
         self.node_channels = {n.id: set(n.channels) for n in cfg.nodes if n.channels}
         self.module_info = None
+        self.chan_levels = {}     # (radio node, chan) -> warning level from its last alarm
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self):
@@ -111,6 +112,7 @@ class Daemon:
             log.error("event=store_failed error=%r", str(e))
             return EXIT_FAIL
         log.info("event=store_open path=%s", cfg.storage.path)
+        self.store.add_listener(self._on_commit)
         tasks = []
         try:
             self.uplink = Uplink(self.store, UplinkSettings.from_config(cfg),
@@ -172,6 +174,20 @@ class Daemon:
         log.info("event=stopped")
 
     # ------------------------------------------------------------------ radio
+    def _on_commit(self, new_alarms, n_live, n_backlog, n_status):
+        # The commit thread. Radio-node alarms drive the site siren too (the Modbus
+        # bridge owns the relay and follows the highest level of all sources).
+        for _aid, a in new_alarms:
+            if a.node in self.node_ids:
+                log.warning("event=radio_alarm node=%d seq=%d chan=%d level=%d prev=%d rule=%d "
+                            "value=%d", a.node, a.seq, a.chan, a.level, a.prev_level, a.rule_id,
+                            a.value)
+                self.chan_levels[(a.node, a.chan)] = a.level
+                level = max(v for (n, _c), v in self.chan_levels.items() if n == a.node)
+                if self.bridge is not None:
+                    self.loop.call_soon_threadsafe(self.bridge.set_external_level,
+                                                   "radio-%d" % a.node, level)
+
     def _start_radio(self):
         r = self.cfg.radio
         try:

@@ -279,22 +279,25 @@ def start_broker(d, port=None):
     raise SystemExit("mosquitto did not accept connections on port %d" % port)
 
 
-class Gauge:
-    """A pymodbus TCP server in its own thread: holding register 4 = river level in mm,
-    rising from 1.8 m over 2.5 m (the yellow rule) and back."""
+class ModbusSim:
+    """A pymodbus TCP server for one device in its own thread and event loop.
+    `animate(t_demo, server)`, if given, is a coroutine run every 0.5 s to move values."""
 
-    def __init__(self, speed=1.0):
+    def __init__(self, device_id=1, values=(0,) * 16, animate=None, speed=1.0):
         self.port = free_port()
+        self.device_id = device_id
+        self.values = list(values)
+        self.animate = animate
         self.speed = speed
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.error = None
-        self._thread = threading.Thread(target=self._run, name="gauge", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="modbus-sim", daemon=True)
 
     def start(self):
         self._thread.start()
         if not self.ready.wait(5) or self.error:
-            raise RuntimeError("Modbus gauge did not start: %r" % (self.error,))
+            raise RuntimeError("Modbus simulator did not start: %r" % (self.error,))
         return self
 
     def _run(self):
@@ -308,27 +311,46 @@ class Gauge:
     async def _serve(self):
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
-        dev = SimDevice(id=1, simdata=[SimData(0, values=[0] * 4 + [1800] + [0] * 11,
-                                               datatype=DataType.REGISTERS)])
+        dev = SimDevice(id=self.device_id, simdata=[SimData(0, values=self.values,
+                                                             datatype=DataType.REGISTERS)])
         self.server = ModbusTcpServer(dev, address=("127.0.0.1", self.port))
         await self.server.serve_forever(background=True)
+        self._stop = asyncio.Event()
         self.ready.set()
         t0 = time.monotonic()
-        self._stop = asyncio.Event()
         while not self._stop.is_set():
-            t = (time.monotonic() - t0) * self.speed
-            mm = int(1800 + 1000 * min(1.0, t / 240.0) - 1000 * max(0.0, (t - 400) / 240.0))
-            await self.server.async_setValues(1, 3, 4, [max(0, mm)])
+            if self.animate is not None:
+                await self.animate((time.monotonic() - t0) * self.speed, self)
             try:
                 await asyncio.wait_for(self._stop.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
         await self.server.shutdown()
 
+    async def set(self, fc, address, values):
+        await self.server.async_setValues(self.device_id, fc, address, values)
+
+    def get(self, fc, address, count=1):
+        """Read values from another thread (fc 1 coils, 3 holding registers)."""
+        fut = asyncio.run_coroutine_threadsafe(
+            self.server.async_getValues(self.device_id, fc, address, count), self.loop)
+        return list(fut.result(5))
+
     def stop(self):
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(3)
+
+
+async def river(t, sim):
+    """Holding register 4 = river level in mm: 1.8 m, rising over 2.5 m (the yellow rule)
+    within 240 demo seconds, falling back from 400 s on."""
+    mm = int(1800 + 1000 * min(1.0, t / 240.0) - 1000 * max(0.0, (t - 400) / 240.0))
+    await sim.set(3, 4, [max(0, mm)])
+
+
+def Gauge(speed=1.0):
+    return ModbusSim(1, [0] * 4 + [1800] + [0] * 11, river, speed)
 
 
 # ---------------------------------------------------------------------- the live view
