@@ -38,13 +38,16 @@ class AlarmLane:
             self._sent.pop(alarm_id, None)
             self.published -= 1
 
-    def acked_ids(self, alarm_ids):
+    def acked_ids(self, alarm_ids, puback_times=None):
+        """The broker acknowledged these alarms (puback_times: monotonic time each PUBACK
+        arrived; now if not given)."""
         now = self._mono()
+        times = puback_times or [now] * len(alarm_ids)
         with self._lock:
-            for a in alarm_ids:
+            for a, at in zip(alarm_ids, times, strict=True):
                 t = self._sent.pop(a, None)
                 if t is not None:
-                    self.waits_ms.append((now - t) * 1000.0)
+                    self.waits_ms.append((at - t) * 1000.0)
                     self.acked += 1
 
     def stats(self):

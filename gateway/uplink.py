@@ -130,12 +130,12 @@ class Uplink:
             lambda a: batcher.encode_alarm(settings.site, settings.gateway_id, a), monotonic)
         self._backoff = Backoff(settings.backoff_min_s, settings.backoff_max_s, rand)
         self._on_command = on_command
-        self._acks = queue.SimpleQueue()     # (mid, refused) from paho's thread
+        self._acks = queue.SimpleQueue()     # (mid, refused, monotonic) from paho's thread
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()        # _mids and counters; may be held across publish()
-        self._mids = {}                      # mid -> (kind, key, payload, n_readings)
-        self._retry = []                     # (due, kind, key, payload, n_readings)
+        self._mids = {}                      # mid -> (kind, key, payload, n_readings, lane)
+        self._retry = []                     # (due, kind, key, payload, n_readings, lane)
         self._inflight = 0                   # batches handed to paho, not yet acked
         self._window = settings.inflight
         self._connected = False
@@ -144,7 +144,9 @@ class Uplink:
         self._next_quota = 0.0
         self.batches_acked = 0
         self.readings_acked = 0
+        self.acked_by_lane = {}
         self.connects = 0
+        self.receive_maximum = None
         self.last_puback = None
         self._props = None
         if settings.protocol == "v5":
@@ -160,6 +162,7 @@ class Uplink:
         if not v5:
             kw["clean_session"] = True
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
+        c.suppress_exceptions = True      # a callback bug is logged, never kills paho's thread
         c.max_queued_messages_set(0)
         c.max_inflight_messages_set(s.inflight + ALARM_RESERVE)
         if s.tls_ca:
@@ -200,7 +203,7 @@ class Uplink:
         for aid, a in self.store.pending_alarms():
             self._publish_alarm(aid, a)
         for b in self.store.unacked_batches():
-            self._publish("b", b.seq, b.payload, b.n_readings)
+            self._publish("b", b.seq, b.payload, b.n_readings, b.lane)
         kw = {"clean_start": True} if self.s.protocol == "v5" else {}
         self._client.connect_async(self.s.host, self.s.port, keepalive=self.s.keepalive_s, **kw)
         self._client.loop_start()
@@ -246,9 +249,11 @@ class Uplink:
                         reason_code)
             self._client.reconnect_delay_set(*([self._backoff.next()] * 2))
             return
+        # paho cannot change its own in-flight limit on an open connection, so honour the
+        # broker's receive maximum by shrinking the batch window instead.
         recv_max = getattr(properties, "ReceiveMaximum", None) if properties else None
+        self.receive_maximum = recv_max
         if recv_max:
-            client.max_inflight_messages_set(recv_max)
             self._window = max(1, min(self.s.inflight, recv_max - ALARM_RESERVE))
         self._backoff.reset()
         self._client.reconnect_delay_set(self.s.backoff_min_s, self.s.backoff_min_s)
@@ -277,7 +282,8 @@ class Uplink:
             log.warning("broker connection lost (%s); reconnecting in %.1f s", reason_code, delay)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._acks.put((mid, bool(reason_code is not None and reason_code.is_failure)))
+        self._acks.put((mid, bool(reason_code is not None and reason_code.is_failure),
+                        self._mono()))
         self._wake.set()
 
     def _on_message(self, client, userdata, msg):
@@ -291,13 +297,13 @@ class Uplink:
         self._publish("r", None, payload, 0)
 
     # ------------------------------------------------------------------ publishing
-    def _publish(self, kind, key, payload, n_readings):
+    def _publish(self, kind, key, payload, n_readings, lane=None):
         topic = {"a": self.topics.alarm, "b": self.topics.data, "s": self.topics.status,
                  "r": self.topics.cmd_result}[kind]
         with self._lock:
             info = self._client.publish(topic, payload, qos=1, retain=(kind == "s"),
                                         properties=self._props)
-            self._mids[info.mid] = (kind, key, payload, n_readings)
+            self._mids[info.mid] = (kind, key, payload, n_readings, lane)
             if kind == "b":
                 self._inflight += 1
 
@@ -314,9 +320,11 @@ class Uplink:
     def _process_acks(self):
         alarms, batches, refused = [], [], []
         n_readings = 0
+        by_lane = {}
+        alarm_times = []
         while True:
             try:
-                mid, failed = self._acks.get_nowait()
+                mid, failed, at = self._acks.get_nowait()
             except queue.Empty:
                 break
             with self._lock:
@@ -325,21 +333,26 @@ class Uplink:
                     self._inflight -= 1
             if entry is None:
                 continue
-            kind, key, payload, n = entry
+            kind, key, payload, n, lane = entry
             if failed:
-                refused.append((self._mono() + self.s.retry_refused_s, kind, key, payload, n))
+                refused.append((self._mono() + self.s.retry_refused_s, kind, key, payload, n,
+                                lane))
             elif kind == "a":
                 alarms.append(key)
+                alarm_times.append(at)
             elif kind == "b":
                 batches.append(key)
                 n_readings += n
+                by_lane[lane] = by_lane.get(lane, 0) + n
         if alarms:
             self.store.ack_alarms(alarms)
-            self.alarms.acked_ids(alarms)
+            self.alarms.acked_ids(alarms, alarm_times)
         if batches:
             self.store.ack_batches(batches)
             self.batches_acked += len(batches)
             self.readings_acked += n_readings
+            for lane, n in by_lane.items():
+                self.acked_by_lane[lane] = self.acked_by_lane.get(lane, 0) + n
         if alarms or batches:
             self.last_puback = self._clock()
         if refused:
@@ -368,8 +381,8 @@ class Uplink:
                 if self._retry:
                     due = [r for r in self._retry if r[0] <= now]
                     self._retry = [r for r in self._retry if r[0] > now]
-                    for _, kind, key, payload, n in due:
-                        self._publish(kind, key, payload, n)
+                    for _, kind, key, payload, n, lane in due:
+                        self._publish(kind, key, payload, n, lane)
                 if now >= self._next_quota:
                     self._next_quota = now + self.s.quota_check_s
                     thinned, dropped = self.store.enforce_quota()
@@ -394,7 +407,7 @@ class Uplink:
                 return wake_at
             b = self.store.take_batch(lane, self.s.max_readings, encode, self.s.max_bytes)
             if b is not None:
-                self._publish("b", b.seq, b.payload, b.n_readings)
+                self._publish("b", b.seq, b.payload, b.n_readings, b.lane)
         return None
 
     def _encoder(self):
@@ -415,6 +428,8 @@ class Uplink:
             inflight = self._inflight
         return {"connected": self._connected, "broker": "%s:%d" % (self.s.host, self.s.port),
                 "protocol": self.s.protocol, "connects": self.connects, "window": self._window,
+                "receive_maximum": self.receive_maximum,
                 "inflight_batches": inflight, "unacked_messages": pending,
                 "batches_acked": self.batches_acked, "readings_acked": self.readings_acked,
+                "readings_acked_by_lane": dict(self.acked_by_lane),
                 "last_puback": self.last_puback, "alarms": self.alarms.stats()}
