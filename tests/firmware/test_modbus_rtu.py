@@ -247,3 +247,17 @@ def test_sensor_config_errors_name_the_key(master_on_pty, cfg, key):
     m, _, _ = master_on_pty
     with pytest.raises(ValueError, match=key):
         Rs485Sensor(m, CRACK, cfg)
+
+
+def test_echoing_transceiver_is_skipped_when_configured(fake_machine, host_hal, pty_pair):
+    fd, slave = pty_pair
+    fake_machine.attach(5, fd)
+    m = ModbusMaster(host_hal.uart(5, 19200), host_hal, baudrate=19200, timeout_ms=200,
+                     retries=0, echo=True)
+    # a transceiver whose receiver stays on hears our own request before the reply
+    dev = RawDevice(slave, lambda q: q + frame(bytes([q[0], 4, 2, 0x00, 0x2A])))
+    try:
+        out = [0]
+        assert m.read_input(1, 7, 1, out) == faults.OK and out == [42]
+    finally:
+        dev.close()

@@ -6,7 +6,8 @@ Same constructors and methods as the real module for what the firmware uses, plu
 test handles: pin(n) / adc(key) / uart(id) / wdt() return the objects the firmware
 created; Pin.drive(v) sets an input level and fires its IRQ on a matching edge;
 ADC.set_uv(...) sets a reading (or a sequence that repeats); a UART is in-memory
-(feed() / take_tx()) unless attach(id, path) backed it with a pty; FakeClock is a
+(feed() / take_tx(), keeping the newest 4 KB written) unless attach(id, path) backed it
+with a pty; Pin.writes keeps an output's last 256 levels; FakeClock is a
 monotonic clock the test advances. In CPython, load this file under another name
 and hand it to firmware.hal.Hal(machine=...): no global is patched."""
 import select
@@ -125,6 +126,8 @@ class Pin:
             return self._level
         self._level = 1 if v else 0
         self.writes.append(self._level)
+        if len(self.writes) > 256:  # a blinking LED over a simulated day must not fill the heap
+            del self.writes[0]
 
     def on(self):
         self.value(1)
@@ -232,6 +235,8 @@ class UART:
             self._file.write(data)  # unbuffered; flush() would fsync, which a pty refuses
         else:
             self.tx_log.extend(data)
+            if len(self.tx_log) > 4096:  # nobody is reading it: keep the newest bytes only
+                self.tx_log = self.tx_log[-4096:]
             if self.on_write is not None:
                 self.on_write(data)
         return len(data)
