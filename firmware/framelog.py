@@ -517,11 +517,15 @@ class FrameLog:
                         self.thinned += removed
             out.append(r)
         name = self._seg_name(g.no)
+        # counts go to flash before the records go: a cut in between over-reports a
+        # drop that did not happen, never hides one that did
+        if self.tail[0] == g.no:
+            self.tail = (g.no, 0)
+        self._write_meta()
         if not out:
             self.fs.remove(name)
             self.segs.remove(g)
             self.alarms = [a for a in self.alarms if a[1] != g.no]
-            self._write_meta()
             return
         tmp = self._path("seg.tmp")
         f = self.fs.open(tmp, "wb")
@@ -546,6 +550,3 @@ class FrameLog:
             if out[i].mtype == ALARM:
                 self.alarms.append((out[i].seq, g.no, i))
         self.alarms.sort()
-        if self.tail[0] == g.no:
-            self.tail = (g.no, 0)
-        self._write_meta()
