@@ -89,6 +89,17 @@ def check_threshold():
     check(eng.level() == 0, "level back to normal")
 
 
+def check_config_table():
+    r = Rule.from_dict({"id": 3, "chan": "water_level.0", "kind": "threshold", "level": "orange",
+                        "op": 1, "threshold": 3000, "hysteresis": 100, "debounce_n": 2, "hold_s": 600})
+    check(r.to_wire() == [3, WATER, THRESHOLD, 3, 1, 3000, 100, 2, 600], "from_dict %r" % (r,))
+    try:
+        Rule.from_dict({"id": 3, "chan": "rain", "kind": "sum", "level": 3})
+        check(False, "a bad channel name must be refused")
+    except ValueError as e:
+        check("kind.instance" in str(e), "message for a bad channel name: %s" % e)
+
+
 def check_levels():
     eng = TripEngine([Rule.from_wire([1, WATER, THRESHOLD, 2, 1, 2000, 0, 1, 0]),
                       Rule.from_wire([2, WATER, THRESHOLD, 4, 1, 3000, 0, 1, 0])])
@@ -281,6 +292,7 @@ def alloc_of(eng, chans, t0, slope):
 def main():
     check_vectors(VECTORS)   # first, while the heap is emptiest: the JSON is the biggest thing
     check_threshold()
+    check_config_table()
     check_levels()
     check_sum()
     lead = check_invvel()
