@@ -133,11 +133,16 @@ class Daemon:
                      len(cfg.nodes))
             stop_wait = asyncio.create_task(self.stopping.wait())
             await asyncio.wait(tasks + [stop_wait], return_when=asyncio.FIRST_COMPLETED)
-            for t in tasks:
-                if t.done() and t.exception() is not None:
-                    log.error("event=task_failed task=%s error=%r", t.get_name(), t.exception())
             stop_wait.cancel()
-            return EXIT_OK
+            if self.stopping.is_set():
+                return EXIT_OK
+            for t in tasks:
+                if t.done():
+                    err = t.exception() or (self.port.failed if t.get_name() == "radio"
+                                            else "ended")
+                    log.error("event=task_failed task=%s error=%r: stopping so the service "
+                              "manager restarts the gateway", t.get_name(), err)
+            return EXIT_FAIL
         finally:
             await self._shutdown(tasks)
 

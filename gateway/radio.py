@@ -195,7 +195,7 @@ class RadioIngest:
         self.counters[reason] = self.counters.get(reason, 0) + 1
         self.group.records.append(Count("frames_rejected"))
         self.group.records.append(Count("rejected_" + reason))
-        if node is not None:
+        if node is not None and node in self._signers:   # no state for strangers' ids
             st = self.node_stats(node)
             st.rejects[reason] = st.rejects.get(reason, 0) + 1
         self.reject_log.reject(now, node, reason, detail)
@@ -408,6 +408,7 @@ class RadioPort:
         self._wake = asyncio.Event()
         self._stopping = False
         self._reader_on = False
+        self.failed = None             # why the port stopped working, if it did
         self.commits = 0
         self.commit_failures = 0
         self.frames_acked = 0
@@ -421,14 +422,19 @@ class RadioPort:
     def _on_readable(self):
         try:
             data = os.read(self.ser.fileno(), 4096)
+            if not data:
+                # readable but nothing to read: the line hung up (as pyserial judges it too)
+                raise OSError("port hung up (device disconnected?)")
         except BlockingIOError:
             return
         except OSError as e:
+            # A vanished USB adapter or a dead UART: stop, so the service manager restarts
+            # us instead of leaving a gateway that hears nothing.
             self.log.error("event=serial_read_failed port=%s error=%r", self.ser.port, e)
+            self.failed = "serial read failed: %s" % e
+            self._stopping = True
             self._stop_reader()
             self._wake.set()
-            return
-        if not data:
             return
         self.ingest.feed(data, self.clock())
         for b in self.ingest.take_immediate():
@@ -447,7 +453,8 @@ class RadioPort:
             self.log.error("event=serial_write_failed port=%s error=%r", self.ser.port, e)
 
     async def run(self):
-        """Read and commit until `stop()`; then finish the group in hand and return."""
+        """Read and commit until `stop()` (or a read error, see `failed`); then finish the
+        group in hand and return."""
         loop = asyncio.get_running_loop()
         loop.add_reader(self.ser.fileno(), self._on_readable)
         self._reader_on = True

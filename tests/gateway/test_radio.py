@@ -418,3 +418,25 @@ def test_port_acks_only_after_commit_and_groups_frames(store):
         os.close(s)
     assert gated.calls[0] >= 2 and len(gated.calls) == 2      # 6 frames, 2 commits
     assert rows(store, "SELECT count(*) FROM readings")[0][0] == 6
+
+
+def test_port_stops_with_a_reason_when_the_line_dies(store):
+    m, s, path = pty_pair()
+    ser = serial.Serial(path, 9600, timeout=0)
+    ing = RadioIngest(KEYS)
+    port = RadioPort(ser, ing, store, lambda: T_RX)
+
+    async def main():
+        task = asyncio.create_task(port.run())
+        os.write(m, wrap(readings_frame(101, 1, [rd.Block(LEVEL, 1, 0, [1])])))
+        await asyncio.sleep(0.2)
+        os.close(m)                      # the adapter is gone: reads fail with EIO
+        await asyncio.wait_for(task, 5)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        ser.close()
+        os.close(s)
+    assert port.failed and "serial read failed" in port.failed
+    assert rows(store, "SELECT count(*) FROM readings")[0][0] == 1   # what came before is kept
