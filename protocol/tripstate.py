@@ -235,10 +235,6 @@ class SumState(State):
     def near(self):
         return self.metric * 5 >= self.rule.threshold * 4
 
-    def first_time(self):
-        """Start time of the oldest bucket still counted (for tests and status)."""
-        return (self.cur - self.size + 1) * self.bucket_s
-
     def take_history(self, old):
         if old.cur < 0:
             return
