@@ -603,6 +603,54 @@ def test_changing_a_rule_level_re_evaluates_it():
     assert kinds(eng.update(WATER, 60, 3500)) == [(TRIP, 1, 0, 1)]
 
 
+def test_a_changed_rate_window_keeps_its_samples():
+    eng = TripEngine([rate_rule(threshold=10 ** 5, hyst=0, window=3600)])
+    feed(eng, DISP, [(t, (t * 300) // 3600) for t in range(0, 4 * 3600, 60)])   # 3 mm/h
+    eng.set_rules([rate_rule(threshold=10 ** 5, hyst=0, window=1800)])
+    eng.update(DISP, 4 * 3600, 1200)
+    assert eng.metric(1) is not None and abs(eng.metric(1) - 300) <= 6   # known at once
+
+
+def test_an_inverse_velocity_rule_changed_mid_creep_keeps_forecasting():
+    tf = 500000
+    samples = list(creep_to_failure(tf, 12, 2, 3, hours=6))
+    eng = TripEngine([Rule.from_wire([7, DISP, INVVEL, 3, 7200, 1800, 900, 3600])])
+    feed(eng, DISP, samples[:200])
+    assert eng.metric(7) is not None
+    eng.set_rules([Rule.from_wire(INV)])           # red, longer lead: history carried over
+    t, v = samples[200]
+    eng.update(DISP, t + 450, v)                   # opens a sub-window: a fit runs
+    assert eng.metric(7) is not None and eng.metric(7) != NO_FAILURE
+    assert abs(t + 450 + eng.metric(7) - tf) < 3600
+
+
+def test_update_into_appends_to_the_callers_list():
+    eng = two_level_engine()
+    out = ["earlier"]
+    assert eng.update_into(WATER, 0, 5000, out) == 1
+    assert eng.update_into(WATER, 1, 5000, out) == 0
+    assert out[0] == "earlier" and out[1].event == TRIP and len(out) == 2
+
+
+def test_near_for_sums_and_forecasts():
+    eng = TripEngine([Rule.from_wire([1, RAIN, SUM, 3, 3600, 100, 10, 0])])
+    feed(eng, RAIN, [(0, 79)])
+    assert not eng.near()
+    feed(eng, RAIN, [(60, 1)])
+    assert eng.near() and eng.level() == 0
+    tf = 500000
+    eng = TripEngine([Rule.from_wire(INV)])
+    near_at = red_at = None
+    for t, v in creep_to_failure(tf, 12, 2, 5, hours=12):
+        ev = eng.update(DISP, t, v)
+        if near_at is None and eng.near():
+            near_at = t
+        if ev:
+            red_at = ev[0].t
+            break
+    assert near_at is not None and red_at - near_at >= 1800     # intensify well before red
+
+
 def test_replay_gives_identical_events():
     def run():
         eng = TripEngine([Rule.from_wire([1, RAIN, SUM, 3, 3600, 300, 50, 600]),
