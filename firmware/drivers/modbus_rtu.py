@@ -15,7 +15,7 @@ baud). All buffers are allocated once; a read allocates nothing on the way.
 
 The uart needs write(buf) and readinto(buf) -> n or None (non-blocking, as
 machine.UART with timeout=0); wait_tx_done(ms), flush() or txdone() are used when
-the port has them."""
+the port has them (see _wait_sent)."""
 import array
 
 from firmware import faults
@@ -104,6 +104,25 @@ class ModbusMaster:
                 break
         return fault
 
+    def _wait_sent(self, n):
+        """Until the UART has sent the request. txdone() is polled first: it is bounded by
+        the request's own length, whereas flush() on rp2 v1.22 took ~785 ms (MicroPython
+        issue 13377), long enough to miss the device's reply while DE still drives."""
+        hal = self._hal
+        limit_us = (n + 2) * self._char_us
+        if self._txdone is not None:
+            t0 = hal.ticks_us()
+            while not self._txdone():
+                if hal.ticks_diff(hal.ticks_us(), t0) > limit_us:
+                    break
+                hal.sleep_us(self._char_us // 4 + 1)
+        elif self._wait_tx is not None:
+            self._wait_tx(limit_us // 1000 + 1)
+        elif self._flush is not None:
+            self._flush()
+        else:
+            hal.sleep_us(n * self._char_us)
+
     def _send(self, n):
         hal = self._hal
         # leave the bus silent for 3.5 characters since the last traffic
@@ -117,19 +136,9 @@ class ModbusMaster:
         if self._de is not None:
             self._de.on()
         u.write(self._tx)
-        if self._wait_tx is not None:
-            self._wait_tx(2 + n * self._char_us // 1000)
-        elif self._flush is not None:
-            self._flush()
-        else:
-            hal.sleep_us(n * self._char_us)
-        if self._txdone is not None:
-            for _ in range(100):
-                if self._txdone():
-                    break
-                hal.sleep_us(self._char_us // 4 + 1)
+        self._wait_sent(n)
         if self._de is not None:
-            # flush()/txdone() may return while the final character is still shifting out
+            # txdone()/flush() may return while the final character is still shifting out
             hal.sleep_us(self._char_us)
             self._de.off()
         self._last_activity = hal.ticks_us()

@@ -261,3 +261,37 @@ def test_echoing_transceiver_is_skipped_when_configured(fake_machine, host_hal, 
         assert m.read_input(1, 7, 1, out) == faults.OK and out == [42]
     finally:
         dev.close()
+
+
+def test_de_is_held_until_the_last_stop_bit(fake_machine, clock, hal):
+    """DE must not drop while the UART still shifts out the request's CRC."""
+    char_us = 11 * 1000000 // 9600
+    uart = hal.uart(6, 9600)
+    sent_at = {}
+
+    def busy_until_sent():
+        return clock.us >= sent_at["end"]
+
+    def device(data):
+        sent_at["end"] = clock.us + len(data) * char_us  # the wire is slower than write()
+        body = bytes([data[0], 3, 2, 0, 9])
+        uart.feed(frame(body))
+
+    uart.on_write = device
+    uart.txdone = busy_until_sent
+
+    class DePin:
+        def __init__(self):
+            self.off_at = []
+
+        def on(self):
+            pass
+
+        def off(self):
+            self.off_at.append(clock.us)
+
+    de = DePin()
+    m = ModbusMaster(uart, hal, de=de, baudrate=9600, timeout_ms=100)
+    out = [0]
+    assert m.read_holding(1, 0, 1, out) == faults.OK and out == [9]
+    assert de.off_at[-1] >= sent_at["end"] + char_us

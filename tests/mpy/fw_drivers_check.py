@@ -157,6 +157,15 @@ sensor = Rs485Sensor(mb, 3 << 3, {"preset": "qdy30a", "unit": 1})
 check("qdy30a", sensor.read(), (15020, faults.OK))
 rs485.on_write = None
 check("modbus silent", mb.read_holding(1, 0, 1, out), faults.NO_RESPONSE)
+no_alloc("crc16 after use", lambda: crc16(frame))
+
+# a node holds only what it uses: drop the bus modules before the radio checks
+rs485.on_write = None
+mb = sensor = device = ModbusMaster = Rs485Sensor = None
+for _name in ("modbus_rtu", "rs485_sensor"):
+    sys.modules.pop("firmware.drivers." + _name, None)
+    delattr(sys.modules["firmware.drivers"], _name)
+gc.collect()
 
 # --- Ebyte: config over UART at 9600, sub-packet refusal, fixed prefix ---------------------
 from firmware.radio.ebyte import EbyteRadio  # noqa: E402
