@@ -29,7 +29,7 @@ Errors are classified: `timeouts` (no reply), `crc_errors` (bytes came back but 
 valid frame: CRC or framing error), `connect_failures` (serial port missing, TCP
 refused, I/O error), `exceptions` (a Modbus exception response; its code
 is kept in `last_exception_code` and the point's reading carries fault
-FAULT_EXCEPTION_BASE + code).
+fault_exception(code)).
 
 If the sink raises, its records are kept and sent with the next delivery (all alarms;
 readings up to MAX_UNSENT, older ones dropped and counted): `sink_stats()`.
@@ -309,7 +309,7 @@ class ModbusBridge:
                     log.warning("event=modbus_exception device=%s table=%s address=%d "
                                 "code=%d", cfg.name, rd.table, rd.address, code)
                     for i, _off in rd.slices:
-                        results.append((i, None, mdec.FAULT_EXCEPTION_BASE + code))
+                        results.append((i, None, mdec.fault_exception(code)))
                     continue
                 values = reply.bits if rd.table in ("coil", "discrete") else reply.registers
                 if len(values) < rd.count:   # a short reply is as bad as a broken frame

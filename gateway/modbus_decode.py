@@ -12,16 +12,22 @@ kind; `to_scaled` turns it into the channel's scaled integer (protocol/channels.
 
 Fault codes carried in a Reading's `fault` field when a point has no valid value
 (the device answered, but not with a number we may store):
-    FAULT_EXCEPTION_BASE + code   the device answered this read with Modbus exception `code`
+    fault_exception(code)         the device answered this read with Modbus exception `code`
     FAULT_NOT_FINITE              an f32 register pair held NaN or infinity
     FAULT_OUT_OF_RANGE            the scaled value does not fit a signed 32-bit integer
 """
 import math
 import struct
 
-FAULT_EXCEPTION_BASE = 0x40   # + Modbus exception code (1..11)
-FAULT_NOT_FINITE = 0x21
-FAULT_OUT_OF_RANGE = 0x22
+# Fault codes are SPEC.md section 4's, shared with the node (firmware/faults.py):
+# kind in the low byte, detail (the Modbus exception code) in the next byte.
+FAULT_MODBUS_EXCEPTION = 7
+FAULT_NOT_FINITE = 11        # sensor error: the device put NaN or infinity in a float register
+FAULT_OUT_OF_RANGE = 2       # over range: the scaled value does not fit a signed 32-bit integer
+
+
+def fault_exception(code):
+    return FAULT_MODBUS_EXCEPTION | ((code & 0xFF) << 8)
 
 MAX_REGISTERS_PER_READ = 125  # Modbus application protocol limit for FC 3/4
 MAX_BITS_PER_READ = 2000      # ... for FC 1/2

@@ -272,7 +272,7 @@ type = "u16"
         bad = [r for r in rs if r.chan == channels.chan_id(3, 1)]
         assert good and all(r.value == 7000 and r.fault is None for r in good)   # 7 m
         # address 500 is outside the device: exception 2 (illegal data address)
-        assert bad and all(r.value is None and r.fault == mdec.FAULT_EXCEPTION_BASE + 2
+        assert bad and all(r.value is None and r.fault == mdec.fault_exception(2)
                            for r in bad)
         st = bridge.stats()["gauge"]
         assert st["last_exception_code"] == 2 and st["exceptions"] >= 2
