@@ -142,6 +142,12 @@ def test_bad_input_on_the_line_is_rejected_counted_and_never_published(site, sub
     assert sum(c.get("rejected_" + r, 0) for r in ("crc", "cobs", "too_short")) == 2, c
     time.sleep(0.5)
     assert [r[:3] for r in sub.readings()] == [(101, 10, 0)]    # nothing else was published
+    # a restart does not reopen the replay window: the old frame is still refused
+    assert gw.term() == 0
+    gw.start()
+    os.write(air.master, bad[3])
+    assert read_downlink(air.master, 1, timeout=1.0) == []
+    assert wait_until(lambda: counters().get("rejected_replay") == 2, 10), counters()
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "-c", gw.cfg],
                          cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
