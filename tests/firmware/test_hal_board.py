@@ -183,3 +183,38 @@ def test_deep_sleep_wake_sources(fake_machine, clock):
     class Rp2:
         pass
     assert Hal(machine=fake_machine, clock=clock, esp32=Rp2).wake_on_pin(rain) is False
+
+
+DOC_ROWS = {  # pin-map row label in docs/firmware-hardware.md -> board file path
+    "rain reed": ("inputs", "rain", "pin"), "siren relay driver": ("outputs", "siren", "pin"),
+    "strobe relay driver": ("outputs", "strobe", "pin"), "status LED": ("outputs", "status_led", "pin"),
+    "draw-wire wiper": ("adc", "drawwire", "pin"), "draw-wire excitation": ("adc", "excitation", "pin"),
+    "4–20 mA shunt": ("adc", "loop420", "pin"), "battery divider": ("adc", "battery", "pin"),
+    "RS485 UART id": ("uarts", "rs485", "id"), "RS485 TX": ("uarts", "rs485", "tx"),
+    "RS485 RX": ("uarts", "rs485", "rx"), "RS485 DE": ("uarts", "rs485", "de"),
+    "LoRa UART id": ("uarts", "lora", "id"), "LoRa TX": ("uarts", "lora", "tx"),
+    "LoRa RX": ("uarts", "lora", "rx"), "LoRa M0": ("uarts", "lora", "m0"),
+    "LoRa M1": ("uarts", "lora", "m1"), "LoRa AUX": ("uarts", "lora", "aux"),
+}
+
+
+def test_documented_pin_map_matches_the_board_files():
+    doc = (ROOT / "docs" / "firmware-hardware.md").read_text().splitlines()
+    header = next(line for line in doc if line.startswith("| function |"))
+    boards = [c.strip().strip("`") for c in header.strip("|").split("|")[1:]]
+    assert sorted(boards) == VARIANTS
+    seen = set()
+    for line in doc:
+        for label, path in DOC_ROWS.items():
+            if line.startswith("| " + label):
+                seen.add(label)
+                cells = [c.strip() for c in line.strip("|").split("|")[1:]]
+                for name, cell in zip(boards, cells, strict=True):
+                    data = json.loads((ROOT / "firmware" / "variants" / (name + ".json")).read_text())
+                    node = data
+                    for k in path:
+                        node = node.get(k, {}) if isinstance(node, dict) else {}
+                    want = str(node) if node != {} else None
+                    got = cell.split()[0]
+                    assert (got == want) if want is not None else got == "—", (label, name, cell)
+    assert seen == set(DOC_ROWS)
