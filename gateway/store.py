@@ -47,7 +47,7 @@ from protocol import channels
 SCHEMA_VERSION = 1
 QUICK_CHECK_ABOVE_BYTES = 256 * 1024 * 1024
 MAX_THIN_LEVEL = 6          # k = 2**6 = 64 before the store starts dropping
-THIN_CHUNK = 20000          # rows per thinning transaction: keeps the lock short
+THIN_CHUNK = 5000           # rows per thinning transaction: keeps the lock short
 LOW_WATER = 0.9             # thin down to 90 % of the quota, so it does not run per commit
 
 _SCHEMA = """
@@ -580,6 +580,25 @@ class Store:
     def _thin_pass(self, level, target):
         """Halve the eligible readings below `level`, oldest chunk first, per (node, chan):
         of each pair the later one is kept (a rain increment absorbs the earlier one)."""
+        def plan(rows, marks, cutoff):
+            groups = {}
+            for r in rows:
+                if self._eligible(marks, r, cutoff, level):
+                    groups.setdefault((r[1], r[4]), []).append(r)
+            return plan_thinning(groups.values(), level)
+        return self._rewrite_chunks(plan, "readings_thinned", target)
+
+    def _drop_oldest(self, target):
+        def plan(rows, marks, cutoff):
+            return [], [r[0] for r in rows
+                        if self._eligible(marks, r, cutoff, MAX_THIN_LEVEL + 1)]
+        return self._rewrite_chunks(plan, "readings_dropped", target)
+
+    def _rewrite_chunks(self, plan, counter, target):
+        """Walk the readings oldest first in chunks; plan(rows, marks, cutoff) -> (updates,
+        deletes). Each chunk is rewritten in one transaction: its id range is deleted and
+        the survivors put back with their ids, so they pack into fewer pages and the space
+        really comes free (deleting every other row would only leave half-empty pages)."""
         total = 0
         last_id = 0
         while True:
@@ -592,55 +611,34 @@ class Store:
                 if not rows:
                     return total
                 last_id = rows[-1][0]
-                groups = {}
+                updates, deletes = plan(rows, marks, cutoff)
+                if not deletes:
+                    continue
+                gone = set(deletes)
+                changed = {u[3]: u for u in updates}
+                keep = []
                 for r in rows:
-                    if self._eligible(marks, r, cutoff, level):
-                        groups.setdefault((r[1], r[4]), []).append(r)
-                updates, deletes = plan_thinning(groups.values(), level)
-                if deletes:
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        db.executemany("UPDATE readings SET value=?, flags=?, thin=? WHERE id=?",
-                                       updates)
-                        db.executemany("DELETE FROM readings WHERE id=?", [(i,) for i in deletes])
-                        db.execute("INSERT INTO counters VALUES ('readings_thinned', ?) ON CONFLICT "
-                                   "(name) DO UPDATE SET value = value + excluded.value",
-                                   (len(deletes),))
-                        db.execute("COMMIT")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    total += len(deletes)
-                    if self._used_bytes() <= target:
-                        return total
-
-    def _drop_oldest(self, target):
-        total = 0
-        last_id = 0
-        while True:
-            with self._lock:
-                db = self._db
-                cutoff = int(self._clock() - self.live_horizon_s)
-                marks = self._marks()
-                rows = db.execute("SELECT %s, thin FROM readings WHERE id > ? ORDER BY id LIMIT ?"
-                                  % _READING_COLS, (last_id, 2000)).fetchall()
-                if not rows:
+                    if r[0] in gone:
+                        continue
+                    u = changed.get(r[0])
+                    if u is not None:
+                        r = r[:6] + (u[0], r[7], u[1], u[2])
+                    keep.append(r)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("DELETE FROM readings WHERE id >= ? AND id <= ?",
+                               (rows[0][0], last_id))
+                    db.executemany("INSERT INTO readings (%s, thin) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                                   % _READING_COLS, keep)
+                    db.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                               "SET value = value + excluded.value", (counter, len(deletes)))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                total += len(deletes)
+                if self._used_bytes() <= target:
                     return total
-                last_id = rows[-1][0]
-                ids = [(r[0],) for r in rows if self._eligible(marks, r, cutoff, MAX_THIN_LEVEL + 1)]
-                if ids:
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        db.executemany("DELETE FROM readings WHERE id=?", ids)
-                        db.execute("INSERT INTO counters VALUES ('readings_dropped', ?) ON CONFLICT "
-                                   "(name) DO UPDATE SET value = value + excluded.value", (len(ids),))
-                        db.execute("COMMIT")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    total += len(ids)
-                    if self._used_bytes() <= target:
-                        return total
 
     def prune_alarm_marks(self):
         """Forget alarm marks that no stored reading can fall near any more."""
