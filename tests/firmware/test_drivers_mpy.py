@@ -56,7 +56,8 @@ def test_resident_hardware_layer_fits_its_budget(micropython, tmp_path):
 
 @pytest.mark.parametrize("module", ["firmware.board", "firmware.drivers.modbus_rtu",
                                     "firmware.drivers.rs485_sensor", "firmware.radio.ebyte_config",
-                                    "firmware.radio.loopback", "firmware.drivers.scaling"])
+                                    "firmware.radio.loopback", "firmware.drivers.scaling",
+                                    "firmware.drivers.factory"])
 def test_boot_and_bus_modules_import_at_64k(micropython, tmp_path, module):
     script = tmp_path / "one.py"
     script.write_text("import %s\nprint('ok')\n" % module)
