@@ -402,6 +402,10 @@ class LiveView:
                     vals = " ".join("%s=%s" % (channels.label(c), _units(c, v))
                                     for c, v in sorted(chans.items()))
                     parts.append("node %d: %s" % (node, vals))
+                for st in m.get(6, ()):
+                    parts.append("node %s status: battery %sV, log %s, gaps %s" % (
+                        st.get(1), "-" if st.get(3) is None else st[3] / 1000.0, st.get(8, "-"),
+                        st.get(12, "-")))
                 self._p("batch #%d  %d readings  %s" % (m[3], len(rows), " | ".join(parts)))
             elif kind == "alarm":
                 a = cbor2.loads(msg.payload)
