@@ -32,6 +32,7 @@ import os
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 from gateway.records import (
     FLAG_THINNED,
@@ -488,50 +489,9 @@ class Store:
     # ------------------------------------------------------------------ status
     def stats(self):
         """Everything `stationgw status` shows from the store: per lane depth and oldest
-        age (s), unacked batches, counters, nodes, last PUBACK, size vs quota."""
-        now = self._clock()
-        cutoff = now - self.live_horizon_s
-        with self._lock:
-            db = self._db
-            n_all, n_live, t_min = db.execute(
-                "SELECT count(*), coalesce(sum(t >= ?), 0), min(t) FROM readings",
-                (cutoff,)).fetchone()
-            t_live = db.execute("SELECT min(t) FROM readings WHERE t >= ?", (cutoff,)).fetchone()[0]
-            a_n, a_ms = db.execute("SELECT count(*), min(committed_ms) FROM alarms").fetchone()
-            b_n, b_r, b_created = db.execute(
-                "SELECT count(*), coalesce(sum(n_readings), 0), min(created) FROM batches"
-            ).fetchone()
-            nodes = {}
-            for r in db.execute("SELECT node, last_seen, %s FROM nodes" % ", ".join(
-                    _STATUS_FIELDS[1:])):
-                d = {"last_seen": r[1]}
-                d.update((k, v) for k, v in zip(_STATUS_FIELDS[1:], r[2:], strict=True) if v is not None)
-                nodes[r[0]] = d
-            for node in list(nodes):
-                nodes[node]["floor"] = (db.execute("SELECT floor FROM seq_floor WHERE node=?",
-                                                   (node,)).fetchone() or (None,))[0]
-            last_puback = self._meta("last_puback")
-            batch_seq = self._meta("batch_seq", 0)
-            broker = self._meta("broker_state")
-            size = self._used_bytes()
-        counters = self.counters()
-        return {
-            "lanes": {
-                "alarm": {"depth": a_n, "oldest_age_s": _age(now, a_ms / 1000.0 if a_ms else None)},
-                "live": {"depth": n_live, "oldest_age_s": _age(now, t_live)},
-                "backlog": {"depth": n_all - n_live,
-                            "oldest_age_s": _age(now, t_min if n_all - n_live else None)},
-                "unacked_batches": {"depth": b_n, "readings": b_r,
-                                    "oldest_age_s": _age(now, b_created)},
-            },
-            "counters": counters,
-            "nodes": nodes,
-            "last_puback": last_puback,
-            "batch_seq": batch_seq,
-            "broker_state": broker,
-            "used_bytes": size,
-            "quota_bytes": self.quota_bytes,
-        }
+        age (s), unacked batches, counters, nodes, last PUBACK, size vs quota. Runs on
+        its own read connection, so counting a big backlog never blocks ingest."""
+        return read_stats(self.path, self.live_horizon_s, self.quota_bytes, self._clock)
 
     def _used_bytes(self):
         db = self._db
@@ -647,6 +607,64 @@ class Store:
             oldest = row[0] if row[0] is not None else int(self._clock())
             self._db.execute("DELETE FROM alarm_marks WHERE t < ?",
                              (oldest - self.alarm_window_s,))
+
+
+def read_stats(path, live_horizon_s=300.0, quota_bytes=None, clock=time.time):
+    """Store.stats() for another process (`stationgw status`): opens the store read-only,
+    without the integrity check, and never writes."""
+    if not os.path.exists(path):
+        raise StoreError("no store at %s: check storage.path (the gateway creates it on its "
+                         "first run)" % path)
+    db = sqlite3.connect(Path(os.path.abspath(path)).as_uri() + "?mode=ro", uri=True,
+                         timeout=5.0)
+    try:
+        return _stats(db, clock(), live_horizon_s, quota_bytes)
+    except sqlite3.DatabaseError as e:
+        raise StoreError("store %s cannot be read (%s)" % (path, e)) from e
+    finally:
+        db.close()
+
+
+def _stats(db, now, live_horizon_s, quota_bytes):
+    cutoff = now - live_horizon_s
+    db.execute("BEGIN")                      # one consistent snapshot
+    n_all, n_live, t_min = db.execute(
+        "SELECT count(*), coalesce(sum(t >= ?), 0), min(t) FROM readings", (cutoff,)).fetchone()
+    t_live = db.execute("SELECT min(t) FROM readings WHERE t >= ?", (cutoff,)).fetchone()[0]
+    a_n, a_ms = db.execute("SELECT count(*), min(committed_ms) FROM alarms").fetchone()
+    b_n, b_r, b_created = db.execute(
+        "SELECT count(*), coalesce(sum(n_readings), 0), min(created) FROM batches").fetchone()
+    floors = dict(db.execute("SELECT node, floor FROM seq_floor"))
+    nodes = {}
+    for r in db.execute("SELECT node, last_seen, %s FROM nodes" % ", ".join(_STATUS_FIELDS[1:])):
+        d = {"last_seen": r[1], "floor": floors.get(r[0])}
+        d.update((k, v) for k, v in zip(_STATUS_FIELDS[1:], r[2:], strict=True) if v is not None)
+        nodes[r[0]] = d
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    counters = dict(db.execute("SELECT name, value FROM counters"))
+    for name, _ in WIRE_COUNTERS:
+        counters.setdefault(name, 0)
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    size = (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("COMMIT")
+    n_back = n_all - n_live
+    return {
+        "lanes": {
+            "alarm": {"depth": a_n, "oldest_age_s": _age(now, a_ms / 1000.0 if a_ms else None)},
+            "live": {"depth": n_live, "oldest_age_s": _age(now, t_live)},
+            "backlog": {"depth": n_back, "oldest_age_s": _age(now, t_min if n_back else None)},
+            "unacked_batches": {"depth": b_n, "readings": b_r,
+                                "oldest_age_s": _age(now, b_created)},
+        },
+        "counters": counters,
+        "nodes": nodes,
+        "last_puback": meta.get("last_puback"),
+        "batch_seq": meta.get("batch_seq", 0),
+        "broker_state": meta.get("broker_state"),
+        "used_bytes": size,
+        "quota_bytes": quota_bytes,
+    }
 
 
 def _good_reading(r):

@@ -53,14 +53,14 @@ def test_runs_compress_a_regular_frame(broker, make_store, make_uplink, subscrib
 def test_birth_is_retained_and_alarm_published_alone(broker, make_store, make_uplink, subscriber,
                                                      mk):
     store = make_store()
-    up = make_uplink(store)
     t = int(time.time())
     store.commit(mk.frame(5, 9, t, [1]) + [mk.alarm(5, 9, t, level=3)])
-    assert up.alarms is not None
+    up = make_uplink(store)                 # its birth lists node 5 as last seen at t
     late = subscriber(client_id="late")   # joins after the birth: gets it as retained
     assert late.wait_for(lambda s: any(m[0].endswith("/status") for m in s.snapshot()), 5)
     status = [cbor2.loads(p) for tp, p, _, _ in late.snapshot() if tp.endswith("/status")][-1]
-    assert status[3] == 1 and status[1] == mk.SITE and status[2] == mk.GW and status[6] == {5: t}
+    assert status[3] == 1 and status[1] == mk.SITE and status[2] == mk.GW
+    assert status[6] == store.last_seen() and set(status[6]) == {5}
     sub = subscriber(client_id="sub2")
     store.commit(mk.frame(5, 10, t, [2]) + [mk.alarm(5, 10, t, level=4)])
     assert sub.wait_for(lambda s: len(s.alarms()) == 1, 5)
@@ -68,6 +68,7 @@ def test_birth_is_retained_and_alarm_published_alone(broker, make_store, make_up
     assert (a[3], a[4], a[15], a[5], a[6], a[8], a[11], a[12], a[13]) == \
         (5, 10, 0, 1, 4, mk.LEVEL, 4200, 4000, t)
     assert sub.wait_for(lambda s: store.stats()["lanes"]["alarm"]["depth"] == 0, 5)
+    assert up.alarms.stats()["acked"] == 2
 
 
 def test_mqtt_311_option(broker, make_store, make_uplink, subscriber, mk):
