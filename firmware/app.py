@@ -38,6 +38,7 @@ MAX_RX_PACKETS = 8          # per step: a babbling radio cannot starve sampling
 STATUS_TRIES = 3
 CONFIG_ACK_TRIES = 5
 PENDING_LISTEN_S = 5.0
+RADIO_RETRY_S = 10.0        # a radio that refused a packet (busy module, AUX stuck) is retried this much later
 
 MODE_NORMAL = 0
 MODE_INTENSIFIED = 1
@@ -92,6 +93,8 @@ class Node:
         self.emergency_until = 0
         self.keep_until = 0
         self.listen_until = 0
+        self.radio_retry_at = 0
+        self.radio_busy = 0
         self.next_status = 0
         self.started = None
         self.counts = {}
@@ -151,7 +154,7 @@ class Node:
             urgent = bool(self.log.alarms)
             if self.link.deadline() is None or urgent:
                 # a send refused now (airtime budget, busy radio) is retried in 1 s
-                s = self.link.next_send_time(urgent)
+                s = max(self.link.next_send_time(urgent), self.radio_retry_at)
                 if s <= now:
                     s = now + 1.0
                 if t is None or s < t:
@@ -271,8 +274,17 @@ class Node:
         return best
 
     def _transmit(self, now):
-        if self.signer is None or self.radio is None or self.radio.busy():
+        if self.signer is None or self.radio is None or now < self.radio_retry_at:
             return
+        if self.radio.busy():
+            # busy for one packet is normal; a module stuck busy (AUX low) must not keep
+            # the MCU awake: back off 1, 2, 4 .. 30 s
+            self.radio_busy += 1
+            self.radio_retry_at = now + min(30, 1 << min(self.radio_busy - 1, 5))
+            if self.radio_busy == 8:
+                self.console("radio: module busy for a long time (AUX stuck low?)")
+            return
+        self.radio_busy = 0
         link = self.link
         if self.log.alarms:
             if now < link.next_send_time(True):
@@ -346,6 +358,7 @@ class Node:
             return False
         if not self.radio.send(wire):
             self.count("radio_refused")
+            self.radio_retry_at = now + RADIO_RETRY_S
             return False
         self.link.sent(now, seq, air, urgent)
         if self.sent_log is not None:
