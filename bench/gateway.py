@@ -203,7 +203,7 @@ def drain(port, workdir, n, alarm_every_ms, live_per_s):
         seq = 10_000_000
         next_alarm = time.monotonic()
         period = 1.0 / max(1, live_per_s / (len(CHANS) * PER_CHAN))
-        while not stop.is_set():
+        while not (stop.is_set() and alarms[0]):      # at least one alarm, however fast
             now = time.time()
             if time.monotonic() >= next_alarm:
                 next_alarm += alarm_every_ms / 1000.0
