@@ -199,12 +199,20 @@ class EbyteRadio(Radio):
         return ebyte_config.write_config(self, cfg, save)
 
     def apply(self, cfg=None, save=True):
-        """Write this driver's settings (plus cfg) to the module: baud, air rate, fixed
-        mode, sub-packet size and RSSI byte stay consistent with what send() assumes."""
-        c = {"uart_baud": self._baud, "air_rate": self._air_rate, "fixed": self.fixed}
+        """Make the module agree with this driver (baud, air rate, fixed mode, sub-packet
+        size, RSSI byte) plus cfg, keeping its other settings. Writes only when something
+        differs, as the module's own flash wears: safe to call at every boot. True when
+        the module ends up as wanted; False if it does not answer or refuses."""
+        want = {"uart_baud": self._baud, "air_rate": self._air_rate, "fixed": self.fixed}
         if self.model == "e22":
-            c["sub_packet"] = self.sub_packet
-            c["rssi_byte"] = self.rssi_byte
+            want["sub_packet"] = self.sub_packet
+            want["rssi_byte"] = self.rssi_byte
         if cfg:
-            c.update(cfg)
-        return self.write_config(c, save)
+            want.update(cfg)
+        have = self.read_config()
+        if have is None:
+            return False
+        if all(have.get(k) == want[k] for k in want):
+            return True
+        have.update(want)
+        return self.write_config(have, save)

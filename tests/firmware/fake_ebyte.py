@@ -54,6 +54,7 @@ class FakeEbyte:
         self.e32 = bytearray(E32_FACTORY)
         self.e22 = bytearray(E22_FACTORY)
         self.saved = None
+        self.config_writes = 0
         self.busy_until_us = 0
         self.hung = False
         self.rssi = 0xB0  # -80 dBm
@@ -121,6 +122,7 @@ class FakeEbyte:
                 self.e32[0] = 0xC0
                 if cmd[0] == 0xC0:
                     self.saved = bytes(self.e32)
+                self.config_writes += 1
                 self.busy_until_us = self.clock.us + 30000  # saving: AUX low ~30 ms
             else:
                 self.ignored.append(("bad e32 command", cmd))
@@ -136,6 +138,7 @@ class FakeEbyte:
                         self.e22[a + i] = cmd[3 + i]
                 if cmd[0] == 0xC0:
                     self.saved = bytes(self.e22)
+                self.config_writes += 1
                 reply = b"\xc1" + cmd[1:]
             else:
                 reply = b"\xff\xff\xff"

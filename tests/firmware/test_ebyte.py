@@ -68,6 +68,20 @@ def test_e22_write_config_registers_and_read_back(fake_machine, clock, air):
     assert s.module.mode() == "normal"
 
 
+@pytest.mark.parametrize("model", ["e22", "e32"])
+def test_apply_keeps_other_settings_and_writes_only_when_needed(fake_machine, clock, air, model):
+    s = station(fake_machine, clock, air, model, fixed=True, air_rate=4800)
+    assert s.radio.write_config({"addr": 0x0042, "chan": 9})
+    writes = s.module.config_writes
+    assert s.radio.apply()
+    cfg = s.radio.read_config()
+    assert cfg["addr"] == 0x0042 and cfg["chan"] == 9      # kept
+    assert cfg["fixed"] is True and cfg["air_rate"] == 4800  # made to agree with the driver
+    assert s.module.config_writes == writes + 1
+    assert s.radio.apply()                                   # next boot: nothing to change
+    assert s.module.config_writes == writes + 1
+
+
 def test_config_runs_at_9600_whatever_the_data_baud(fake_machine, clock, air):
     s = station(fake_machine, clock, air, "e22", baudrate=115200)
     s.module.e22[3] = (7 << 5) | 2  # the module's stored data baud is 115200
