@@ -1,0 +1,109 @@
+"""Node config on flash: checked at boot with errors naming file, key and allowed
+values; fallback to the last good config; safe defaults never transmit."""
+import json
+
+import pytest
+
+from firmware import nodeconfig
+from firmware.hal import Hal
+from firmware.nodeconfig import ConfigError, NodeConfig
+
+KEY = bytes(range(1, 33)).hex()
+
+
+class NoMachine:
+    pass
+
+
+class StillClock:
+    def ticks_ms(self):
+        return 0
+
+    ticks_us = ticks_ms
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def sleep_ms(self, ms):
+        pass
+
+    sleep_us = sleep_ms
+
+
+def good(**over):
+    raw = {"version": 2, "node": 7, "key": KEY, "board": "esp32_devkitc",
+           "channels": [{"id": "rain.0", "driver": "rain"}, {"id": 0x10, "driver": "drawwire", "cal": [[1, 0], [2, 5]]}],
+           "rules": [[1, 0x08, 3, 3, 3600, 300, 50, 1800]]}
+    raw.update(over)
+    return raw
+
+
+@pytest.mark.parametrize("over, key, words", [
+    ({"node": 0}, "node", "1..65535"),
+    ({"key": "00" * 32}, "key", "all-zero"),
+    ({"key": "abc"}, "key", "hex"),
+    ({"key": None}, "key", "keygen"),
+    ({"channels": []}, "channels", "list"),
+    ({"channels": [{"id": "lava.0", "driver": "rain"}]}, "channels[0].id", "allowed"),
+    ({"channels": [{"id": "rain.0", "driver": "magic"}]}, "channels[0].driver", "rain, drawwire"),
+    ({"intervals": {"sample_s": 0}}, "intervals.sample_s", "1..86400"),
+    ({"intervals": {"sample_s": 30, "intensified_s": 60}}, "intervals", "intensified_s <= sample_s"),
+    ({"intervals": {"every": 5}}, "intervals.every", "allowed sample_s"),
+    ({"rules": [[1, 0x18, 1, 3, 1, 3000, 100, 2, 600]]}, "rules[0].chan", "not a channel of this node"),
+    ({"rules": [[1, 0x08, 9, 3]]}, "rules[0]", "kind"),
+    ({"sleep": "deep"}, "sleep", "none, light"),
+])
+def test_errors_name_file_key_and_allowed_values(over, key, words):
+    with pytest.raises(ConfigError) as e:
+        NodeConfig(good(**over), "config.json")
+    msg = str(e.value)
+    assert msg.startswith("config.json: key '%s'" % key), msg
+    assert words in msg
+    assert KEY not in msg
+
+
+def test_repr_never_shows_the_key():
+    cfg = NodeConfig(good())
+    assert KEY not in repr(cfg) and "node 7" in repr(cfg)
+    assert cfg.key == bytes(range(1, 33))
+
+
+def fs(tmp_path):
+    return Hal(machine=NoMachine(), clock=StillClock(), root=str(tmp_path))
+
+
+def test_broken_config_falls_back_to_last_good(tmp_path):
+    said = []
+    (tmp_path / "config.json").write_text(json.dumps(good()))
+    assert nodeconfig.load(fs(tmp_path), said.append).version == 2
+    assert json.loads((tmp_path / "config.good.json").read_text())["version"] == 2
+    (tmp_path / "config.json").write_text(json.dumps(good(version=3, node=0)))
+    cfg = nodeconfig.load(fs(tmp_path), said.append)
+    assert cfg.version == 2 and not cfg.safe
+    assert any("config.json: key 'node'" in s for s in said)
+    assert any("last good" in s for s in said)
+    assert not any(KEY in s for s in said)
+
+
+def test_no_valid_config_samples_on_safe_defaults_without_a_key(tmp_path):
+    said = []
+    (tmp_path / "config.json").write_text("{")
+    cfg = nodeconfig.load(fs(tmp_path), said.append)
+    assert cfg.safe and cfg.key is None and cfg.chan_ids() == [0x28]
+    assert any("not valid JSON" in s for s in said)
+    assert any("radio off" in s for s in said)
+
+
+def test_downlink_merges_intervals_and_persists(tmp_path):
+    from protocol import messages as M
+    f = fs(tmp_path)
+    cfg = NodeConfig(good())
+    new, res, why = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_INTERVALS: {M.I_REPORT_S: 900}})
+    assert res == M.RESULT_OK and new.intervals["report_s"] == 900 and new.intervals["sample_s"] == 60
+    assert nodeconfig.load(f, lambda s: None).version == 3
+    new2, res, why = nodeconfig.apply_downlink(f, new, {M.C_VERSION: 4, M.C_INTERVALS: {9: 1}})
+    assert new2 is None and res == M.RESULT_REJECTED and "interval key" in why
+    assert nodeconfig.load(f, lambda s: None).version == 3       # nothing changed
