@@ -60,7 +60,7 @@ def make_keys(nodes):
 
 
 def write_site(d, mqtt_port, radio_port, keys, nodes=NODES, modbus_port=None,
-               module="none", extra=""):
+               module="none", extra="", max_readings=5000):
     """Write site.toml and keys.toml (0600) into directory d; returns the config path."""
     os.makedirs(d, exist_ok=True)
     kp = os.path.join(d, "keys.toml")
@@ -72,7 +72,7 @@ def write_site(d, mqtt_port, radio_port, keys, nodes=NODES, modbus_port=None,
     os.chmod(kp, 0o600)
     lines = ['[site]', 'id = "demo"', 'gateway_id = "gw1"', '',
              '[storage]', 'path = "%s"' % os.path.join(d, "store.db"), 'quota_mb = 64', '',
-             '[batch]', 'max_age_s = 0.5', '',
+             '[batch]', 'max_age_s = 0.5', 'max_readings = %d' % max_readings, '',
              '[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port,
              'client_id = "stationgw-demo-gw1"', 'keepalive_s = 10', '']
     if radio_port:

@@ -41,10 +41,10 @@ def site(tmp_path, broker):
     keys = make_keys([n[0] for n in NODES])
     made = []
 
-    def make(nodes=None, speed=10.0, air=True):
+    def make(nodes=None, speed=10.0, air=True, **kw):
         a = Air(nodes or [], speed=speed) if air else None
         cfg = write_site(str(tmp_path / "site"), broker.port, a.path if a else "/dev/null", keys,
-                         nodes=NODES)
+                         nodes=NODES, **kw)
         gw = Gateway(cfg, str(tmp_path))
         made.append((a, gw))
         return a, gw
@@ -190,7 +190,7 @@ def test_kill9_repeatedly_loses_nothing_that_was_acked(site, subscriber, tmp_pat
 # ------------------------------------------------------------------ alarms first
 
 def test_alarm_overtakes_a_draining_backlog(site, subscriber, tmp_path):
-    air, gw = site()
+    air, gw = site(max_readings=1000)          # 100 batches to drain
     store_path = os.path.join(os.path.dirname(gw.cfg), "store.db")
     s = Store(store_path)
     old = int(time.time()) - 7 * 86400
@@ -218,8 +218,8 @@ def test_alarm_overtakes_a_draining_backlog(site, subscriber, tmp_path):
     assert sub.wait_for(lambda x: len(x.readings()) >= 100000, 60)
     topics = [t for t, _p, _ms, _ct in sub.snapshot()]
     i_alarm = topics.index("stations/demo/gw1/alarm")
-    last_data = max(i for i, t in enumerate(topics) if t.endswith("/data"))
-    assert i_alarm < last_data, "the alarm waited behind the whole backlog"
+    behind = sum(1 for t in topics[i_alarm:] if t.endswith("/data"))
+    assert behind >= 50, "the alarm waited behind %d of 100 backlog batches" % (100 - behind)
     a = sub.alarms()[0]
     assert (a[3], a[4], a[6], a[8]) == (101, 5, 4, DISP)
     assert gw.term() == 0
