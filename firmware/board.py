@@ -155,6 +155,8 @@ def _check(d, src):
         _pin(src, key + ".pin", s.get("pin"), adc_pins, used)
         if mcu.startswith("esp32") and s.get("atten", "11db") not in ATTEN_NAMES:
             _fail(src, key + ".atten", "%r: allowed %s" % (s.get("atten"), ", ".join(sorted(ATTEN_NAMES))))
+        if s.get("bits", 12) not in (9, 10, 11, 12):
+            _fail(src, key + ".bits", "%r: allowed 9, 10, 11, 12" % (s.get("bits"),))
         lo, hi = s.get("floor_mv", 0), s.get("ceiling_mv", 3300)
         if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < hi <= 3600):
             _fail(src, key, "floor_mv/ceiling_mv must be integers with 0 <= floor < ceiling <= 3600")

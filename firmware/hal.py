@@ -86,7 +86,8 @@ class Hal:
     # --- ADC ----------------------------------------------------------------------
     def adc(self, mcu, spec):
         """An AdcChannel for a board-file ADC entry: {"pin": n, "atten": "11db",
-        "floor_mv": 150, "ceiling_mv": 2450} on esp32, {"pin": 26} or {"channel": 4} on rp2040."""
+        "floor_mv": 150, "ceiling_mv": 2450, "bits": 12} on esp32 (bits optional),
+        {"pin": 26} or {"channel": 4} on rp2040."""
         m = self.machine
         floor_uv = spec.get("floor_mv", 0) * 1000
         ceiling_uv = spec.get("ceiling_mv", 3300) * 1000
@@ -101,6 +102,9 @@ class Hal:
             except TypeError:  # ports before the atten= keyword
                 adc = m.ADC(m.Pin(spec["pin"]))
                 adc.atten(a)
+            bits = spec.get("bits")
+            if bits and hasattr(adc, "width"):  # classic ESP32 only; read_uv() is unaffected
+                adc.width(getattr(m.ADC, "WIDTH_%dBIT" % bits))
             return AdcChannel(adc, floor_uv, ceiling_uv, uv_method=hasattr(adc, "read_uv"))
         if "channel" in spec:
             adc = m.ADC(spec["channel"])

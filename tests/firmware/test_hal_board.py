@@ -42,7 +42,10 @@ def test_every_board_loads_and_opens_its_hardware(hal, fake_machine, variants_ro
         # esp32 reads calibrated microvolts; rp2040 scales a 12-bit code (one LSB = 806 uV)
         assert abs(ch.read_uv() - 1234000) < 1000
         if b.mcu.startswith("esp32"):
-            assert fake_machine.adc(b.spec("adc", role)["pin"]).atten_value == fake_machine.ADC.ATTN_11DB
+            fake_adc = fake_machine.adc(b.spec("adc", role)["pin"])
+            assert fake_adc.atten_value == fake_machine.ADC.ATTN_11DB
+            if "bits" in b.spec("adc", role):
+                assert fake_adc.width_value == fake_machine.ADC.WIDTH_12BIT
     for role in ("rs485", "lora"):
         s = b.spec("uarts", role)
         u = b.uart(hal, role)
@@ -64,6 +67,7 @@ def _good():
     (lambda d: d.__setitem__("mcu", "esp8266"), "mcu", "allowed esp32, esp32s3, rp2040"),
     (lambda d: d["adc"]["drawwire"].__setitem__("pin", 4), "adc.drawwire.pin", "allowed 32..39"),
     (lambda d: d["adc"]["drawwire"].__setitem__("atten", "12db"), "adc.drawwire.atten", "11db"),
+    (lambda d: d["adc"]["drawwire"].__setitem__("bits", 13), "adc.drawwire.bits", "9, 10, 11, 12"),
     (lambda d: d["outputs"]["siren"].__setitem__("pin", 34), "outputs.siren.pin", "not a usable pin"),
     (lambda d: d["outputs"]["strobe"].__setitem__("pin", 25), "outputs.strobe.pin", "already used"),
     (lambda d: d["uarts"]["lora"].pop("aux"), "uarts.lora.aux", "not a usable pin"),

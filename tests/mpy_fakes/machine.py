@@ -160,6 +160,9 @@ class ADC:
     ATTN_2_5DB = 1
     ATTN_6DB = 2
     ATTN_11DB = 3
+    WIDTH_9BIT = 0
+    WIDTH_10BIT = 1
+    WIDTH_11BIT = 2
     WIDTH_12BIT = 3
     VREF_UV = 3300000
 
@@ -175,7 +178,7 @@ class ADC:
         self.atten_value = a
 
     def width(self, w):
-        pass
+        self.width_value = w
 
     def set_uv(self, *values):
         """Test side: the reading(s), in microvolts; a sequence repeats."""
