@@ -151,6 +151,7 @@ class Gateway:
         self.down = lambda t: False
         self.errors = []
         self.configs = []        # (re or None for "the frame just heard", CONFIG map)
+        self.shift = 0           # world time minus the node's monotonic time (grows at a reboot)
 
     def hear(self, radio, t):
         for wire in radio.out:
@@ -164,11 +165,11 @@ class Gateway:
                     self.errors.append(e.reason)
                     continue
                 if rx.status == NEW:
-                    self.frames.append((UNIX0 + t, rx.frame))
+                    self.frames.append((UNIX0 + self.shift + t, rx.frame))
                 self.link.committed(rx.frame)
                 self.dl_seq += 1
                 pending = fr.F_PENDING if self.configs else 0
-                ack = self.link.ack(NODE, rx.frame.seq, int(UNIX0 + t), self.dl_seq, pending)
+                ack = self.link.ack(NODE, rx.frame.seq, int(UNIX0 + self.shift + t), self.dl_seq, pending)
                 radio.inbox.append(framing.wrap(ack))
                 if self.configs:
                     # a downlink rides on the answer to an uplink: re = that uplink's seq
@@ -446,3 +447,58 @@ def test_forged_downlink_is_counted_and_ignored(tmp_path):
     run(node, sim, radio, gw, sim.t + 5)
     assert node.cfg.version == 1
     assert node.counts.get("rx_mic") == 1
+
+
+def _reboot(tmp_path, node, sim, radio, down_s):
+    """Power off for down_s, then a fresh Node on the same flash (monotonic time restarts)."""
+    sim2 = Sim()
+    node2, _, radio2, *_ = make_node(tmp_path, sim=sim2)
+    return node2, sim2, radio2
+
+
+def test_reboot_with_a_synced_backlog_keeps_exact_times(tmp_path):
+    node, sim, radio, *_ = make_node(tmp_path)
+    gw = Gateway()
+    node.start(0.0)
+    run(node, sim, radio, gw, 1800)                     # synced, all acked
+    gw.down = lambda t: True
+    run(node, sim, radio, gw, 5400)                     # an hour of backlog, Unix-stamped
+    backlog = node.log.depth()
+    assert backlog >= 5
+    took = {t for t, v in node.sources[DISP].log if 1800 < t < 5400 - 700}
+    node2, sim2, radio2 = _reboot(tmp_path, node, sim, radio, 600)
+    gw.down = lambda t: False
+    gw.shift = 5400 + 600                               # the world went on while it was off
+    node2.start(0.0)
+    assert node2.log.depth() >= backlog
+    run(node2, sim2, radio2, gw, 1200)
+    assert node2.log.depth() == 0
+    series, dups = gw.readings()
+    got = set(t - UNIX0 for t in series[DISP])
+    assert took <= got                                  # same absolute times as sampled
+    frames = [f for _, f in gw.frames if f.mtype == fr.READINGS]
+    assert not any(f.flags & fr.F_TIME_APPROX for f in frames)
+
+
+def test_reboot_without_a_clock_marks_old_times_approximate(tmp_path):
+    node, sim, radio, *_ = make_node(tmp_path)
+    gw = Gateway()
+    gw.down = lambda t: True
+    node.start(0.0)
+    run(node, sim, radio, gw, 3600)                     # never synced: boot-relative stamps
+    assert node.log.depth() >= 5 and not node.clock.synced()
+    node2, sim2, radio2 = _reboot(tmp_path, node, sim, radio, 600)
+    gw.down = lambda t: False
+    gw.shift = 3600 + 600
+    node2.start(0.0)
+    run(node2, sim2, radio2, gw, 900)
+    assert node2.log.depth() == 0
+    old = [(t, f) for t, f in gw.frames if f.mtype == fr.READINGS and f.flags & fr.F_TIME_APPROX]
+    assert len(old) >= 5
+    # spacing inside the old boot is exact; the stamps err late by the unknown downtime
+    # plus the time from the old boot's last record to the cut (< one report interval)
+    ts = sorted(ts for t, f in old for b in readings.decode(f.payload) if b.chan == DISP
+                for ts in b.times(int(t)))
+    assert all(b - a == 60 for a, b in zip(ts, ts[1:], strict=False))
+    true_first = UNIX0 + 0
+    assert ts[0] >= true_first and ts[0] - true_first <= 600 + 600 + 5
