@@ -180,7 +180,8 @@ class ThresholdState(State):
 
 class SumState(State):
     """Rolling sum over window_s with `nb` buckets plus the current one, so the sum
-    covers at least window_s and at most window_s + bucket_s (errs towards warning)."""
+    covers at least window_s and at most one bucket more (two if window_s is not a
+    multiple of bucket_s): it errs towards warning."""
 
     def __init__(self, rule):
         State.__init__(self, rule)
