@@ -24,7 +24,13 @@ import array
 
 from firmware import faults
 
-_MASK = 0x3FFFFFFF  # counter wraps below 2**30: never a heap-allocated int
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+_MASK = const(0x3FFFFFFF)  # counter wraps below 2**30: never a heap-allocated int
 MM_PER_TIP_ALLOWED = (0.1, 0.2, 0.5, 1.0)
 
 
