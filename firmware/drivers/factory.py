@@ -153,12 +153,18 @@ def _validate(chan, drv, params):
             _err(chan, drv, "mm_per_tip", str(e))
 
 
-def build_sources(hal, board, chans, extra=None):
+def build_sources(hal, board, chans, extra=None, source=None):
     """{chan: driver} for config channels [(chan, driver name, params), ...]. Every
-    channel is checked before any pin, ADC or UART is set up."""
+    channel is checked before any pin, ADC or UART is set up; `source` (the config
+    file's name) starts every error message."""
     for chan, drv, params in chans:
         if not (extra and drv in extra):
-            _validate(chan, drv, params)
+            try:
+                _validate(chan, drv, params)
+            except ValueError as e:
+                if source:
+                    raise ValueError("%s: %s" % (source, e))
+                raise
     builder = _Builder(hal, board)
     out = {}
     for chan, drv, params in chans:

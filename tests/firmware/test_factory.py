@@ -97,3 +97,9 @@ def test_bad_params_are_refused_before_any_hardware(hal, fake_machine, boards, c
     for w in words:
         assert w in str(e.value), str(e.value)
     assert 27 not in fake_machine._pins  # the rain channel listed first was not set up
+
+
+def test_errors_start_with_the_config_file(hal, boards):
+    with pytest.raises(ValueError, match=r"^config.json: channel rain.0 \(rain\): key 'mm_per_tip'"):
+        build_sources(hal, boards("esp32_devkitc"), [(RAIN, "rain", {"mm_per_tip": 2})],
+                      source="config.json")
