@@ -601,12 +601,20 @@ class Store:
                     return total
 
     def prune_alarm_marks(self):
-        """Forget alarm marks that no stored reading can fall near any more."""
+        """Forget alarm marks that no stored reading can fall near any more. The oldest
+        reading time is found on a read connection, so the scan never holds the lock."""
+        db = sqlite3.connect(Path(os.path.abspath(self.path)).as_uri() + "?mode=ro", uri=True,
+                             timeout=5.0)
+        try:
+            oldest = db.execute("SELECT min(t) FROM readings").fetchone()[0]
+        finally:
+            db.close()
+        if oldest is None:
+            oldest = int(self._clock())
         with self._lock:
-            row = self._db.execute("SELECT min(t) FROM readings").fetchone()
-            oldest = row[0] if row[0] is not None else int(self._clock())
-            self._db.execute("DELETE FROM alarm_marks WHERE t < ?",
-                             (oldest - self.alarm_window_s,))
+            cur = self._db.execute("DELETE FROM alarm_marks WHERE t < ?",
+                                   (oldest - self.alarm_window_s,))
+            return cur.rowcount
 
 
 def read_stats(path, live_horizon_s=300.0, quota_bytes=None, clock=time.time):

@@ -37,6 +37,7 @@ SW_VERSION = "stationgw 0.1.0"
 CONTENT_TYPE = "application/cbor"
 ALARM_RESERVE = 4          # receive-maximum slots kept free for alarms and status
 RETRY_REFUSED_S = 5.0      # a publish the broker refused (v5 reason >= 0x80) is retried
+PRUNE_MARKS_S = 3600.0     # how often alarm marks no reading can be near are forgotten
 
 
 class UplinkSettings:
@@ -142,6 +143,7 @@ class Uplink:
         self._need_birth = False
         self._thread = None
         self._next_quota = 0.0
+        self._next_prune = 0.0
         self.batches_acked = 0
         self.readings_acked = 0
         self.acked_by_lane = {}
@@ -383,6 +385,9 @@ class Uplink:
                     self._retry = [r for r in self._retry if r[0] > now]
                     for _, kind, key, payload, n, lane in due:
                         self._publish(kind, key, payload, n, lane)
+                if now >= self._next_prune:
+                    self._next_prune = now + PRUNE_MARKS_S
+                    self.store.prune_alarm_marks()
                 if now >= self._next_quota:
                     self._next_quota = now + self.s.quota_check_s
                     thinned, dropped = self.store.enforce_quota()

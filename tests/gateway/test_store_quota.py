@@ -113,3 +113,12 @@ def test_plan_thinning_halves_and_keeps_rain_sum(items, chan):
         assert sum(r[6] for r in kept.values()) == sum(v for _, v in items)
     else:                                              # level: kept values are real samples
         assert {r[6] for r in kept.values()} <= {v for _, v in items}
+
+
+def test_alarm_marks_are_forgotten_only_when_no_reading_is_near(make_store, mk):
+    now = int(time.time())
+    s = make_store()
+    s.commit([mk.alarm(1, 1, now - 10 * HOUR), mk.alarm(1, 2, now - 2 * HOUR)])
+    s.commit([Reading(1, 3, 0, mk.LEVEL, now - 3 * HOUR, 5)])
+    assert s.prune_alarm_marks() == 1                  # the 10 h old one: nothing near it
+    assert s._marks() == {1: [now - 2 * HOUR]}
