@@ -37,6 +37,7 @@ from gateway.uplink import Uplink, UplinkSettings
 log = logging.getLogger("stationgw.daemon")
 
 STATUS_FILE = "status.json"
+DOWNLINK_FILE = "downlink.cbor"
 STATUS_EVERY_S = 2.0
 STALE_AFTER_S = 30.0
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -55,8 +56,12 @@ def setup_logging(stream=None, level=logging.INFO):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
+def state_dir(cfg):
+    return os.path.dirname(os.path.abspath(cfg.storage.path))
+
+
 def status_path(cfg):
-    return os.path.join(os.path.dirname(os.path.abspath(cfg.storage.path)), STATUS_FILE)
+    return os.path.join(state_dir(cfg), STATUS_FILE)
 
 
 def write_atomic(path, data):
@@ -113,6 +118,7 @@ class Daemon:
             return EXIT_FAIL
         log.info("event=store_open path=%s", cfg.storage.path)
         self.store.add_listener(self._on_commit)
+        self._load_downlink()
         tasks = []
         try:
             self.uplink = Uplink(self.store, UplinkSettings.from_config(cfg),
@@ -168,6 +174,10 @@ class Daemon:
         # 3. uplink: flush what is in flight, offline status, disconnect.
         if self.uplink is not None:
             await self.loop.run_in_executor(None, self.uplink.stop, 5.0)
+        try:
+            self._save_downlink()
+        except OSError as e:
+            log.error("event=downlink_queue_save_failed error=%r", e)
         if self.store is not None:
             try:
                 self._write_status()
@@ -238,6 +248,29 @@ class Daemon:
         await self.bridge.run()
 
     # ------------------------------------------------------------------ commands
+    def _downlink_path(self):
+        return os.path.join(state_dir(self.cfg), DOWNLINK_FILE)
+
+    def _load_downlink(self):
+        try:
+            with open(self._downlink_path(), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        try:
+            self.queue.load(data)
+        except Exception as e:
+            # Keep the file for a look; start with an empty queue rather than not at all.
+            os.replace(self._downlink_path(), self._downlink_path() + ".bad")
+            log.error("event=downlink_queue_unreadable error=%r moved_to=%s.bad", e,
+                      self._downlink_path())
+            return
+        log.info("event=downlink_queue_loaded commands=%d", self.queue.depth())
+
+    def _save_downlink(self):
+        if self.queue.dirty:
+            write_atomic(self._downlink_path(), self.queue.dump())
+
     def _on_command_thread(self, verb, payload):
         # paho's thread: hand over to the loop, which owns the downlink queue.
         self.loop.call_soon_threadsafe(self._on_command, verb, payload)
@@ -258,6 +291,10 @@ class Daemon:
                                  None, str(e), None)
             return
         self.queue.put(cmd, now)
+        try:
+            self._save_downlink()       # durable before we say "queued"
+        except OSError as e:
+            log.error("event=downlink_queue_save_failed error=%r", e)
         log.info("event=command_queued verb=%s id=%s nodes=%s", verb, cmd.id,
                  ",".join(str(n) for n in cmd.nodes))
         self._publish_result(verb, cmd.id, dl.R_QUEUED, None, "sent after the node's next "
@@ -285,6 +322,10 @@ class Daemon:
         while True:
             self.queue.expire(self.clock())
             t0 = time.monotonic()
+            try:
+                self._save_downlink()
+            except OSError as e:
+                log.error("event=downlink_queue_save_failed error=%r", e)
             try:
                 await self.loop.run_in_executor(None, self._write_status)
             except Exception as e:

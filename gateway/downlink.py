@@ -247,11 +247,48 @@ class DownlinkQueue:
         self.pending = {}       # node -> [_Pending]
         self.in_flight = {}     # node -> _InFlight
         self.last_version = {}  # node -> last version issued or seen
+        self.dirty = False      # changed since the last dump()
 
     def put(self, cmd, now):
         for n in cmd.nodes:
             self.pending.setdefault(n, []).append(_Pending(cmd, n, cmd.partial, now + cmd.ttl_s,
                                                            now))
+        self.dirty = True
+
+    # ------------------------------------------------------------------ persistence
+    def dump(self):
+        """The queue as bytes (CBOR), so queued commands survive a gateway restart."""
+        def item(p):
+            return {"node": p.node, "verb": p.cmd.verb, "id": p.cmd.id, "partial": p.partial,
+                    "expires": p.expires, "queued_at": p.queued_at, "ttl_s": p.cmd.ttl_s}
+        doc = {"pending": [item(p) for lst in self.pending.values() for p in lst],
+               "in_flight": [{"node": n, "version": f.version, "cfg": f.cfg, "sends": f.sends,
+                              "items": [item(p) for p in f.items]}
+                             for n, f in self.in_flight.items()],
+               "last_version": self.last_version}
+        self.dirty = False
+        return cbor2.dumps(doc)
+
+    def load(self, data):
+        doc = cbor2.loads(data)
+        cmds = {}
+
+        def item(d):
+            key = (d["verb"], d["id"], d["queued_at"])
+            cmd = cmds.get(key)
+            if cmd is None:
+                cmd = cmds[key] = Command(d["verb"], d["id"], [], d["partial"], d["ttl_s"])
+            cmd.nodes.append(d["node"])
+            return _Pending(cmd, d["node"], d["partial"], d["expires"], d["queued_at"])
+        for d in doc["pending"]:
+            self.pending.setdefault(d["node"], []).append(item(d))
+        for f in doc["in_flight"]:
+            inf = _InFlight(f["version"], f["cfg"], [item(d) for d in f["items"]])
+            inf.sends = f["sends"]
+            self.in_flight[f["node"]] = inf
+        for n, v in doc["last_version"].items():
+            self.note_version(n, v)
+        self.dirty = False
 
     def depth(self, node=None):
         nodes = [node] if node is not None else set(self.pending) | set(self.in_flight)
@@ -261,6 +298,7 @@ class DownlinkQueue:
     def note_version(self, node, version):
         if isinstance(version, int) and version > self.last_version.get(node, 0):
             self.last_version[node] = version
+            self.dirty = True
 
     def _next_version(self, node, now):
         v = self.last_version.get(node, 0) + 1
@@ -269,6 +307,7 @@ class DownlinkQueue:
             # without persisting them.
             v = max(v, int(now))
         self.last_version[node] = v
+        self.dirty = True
         return v
 
     def expire(self, now):
@@ -279,6 +318,8 @@ class DownlinkQueue:
                     self.on_result(p.cmd, node, R_EXPIRED, "not delivered within ttl_s", None)
                 else:
                     keep.append(p)
+            if len(keep) != len(self.pending[node]):
+                self.dirty = True
             self.pending[node] = keep
             if not keep:
                 del self.pending[node]
@@ -316,6 +357,7 @@ class DownlinkQueue:
             self._finish(node, R_EXPIRED, "no CONFIG_ACK after %d sends" % inf.sends, inf.version)
             return self.config_for(node, re, now)
         inf.sends += 1
+        self.dirty = True
         return [inf.cfg]
 
     def on_config_ack(self, node, m, now):
@@ -344,6 +386,7 @@ class DownlinkQueue:
         inf = self.in_flight.pop(node, None)
         if inf is None:
             return
+        self.dirty = True
         for p in inf.items:
             self.on_result(p.cmd, node, result, detail, version)
 

@@ -257,3 +257,32 @@ def test_command_over_mqtt_reaches_the_node_and_the_result_comes_back(site, subs
         pub.disconnect()
         pub.loop_stop()
     assert gw.term() == 0
+
+
+def test_queued_command_survives_a_gateway_restart(site, subscriber, broker):
+    import paho.mqtt.client as mqtt
+    sub = subscriber(topic="stations/demo/gw1/cmd-result")
+    node = sim(102, site.keys)
+    air, gw = site([node], speed=10.0)
+    gw.start()                                     # the node is silent for now
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator2",
+                      protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        pub.publish("stations/demo/gw1/cmd/emergency",
+                    cbor2.dumps({"node": 102, "duration_s": 900, "id": "storm"}),
+                    qos=1).wait_for_publish(5)
+
+        def results():
+            return [cbor2.loads(p)[5] for _t, p, _m, _c in sub.snapshot()]
+        assert sub.wait_for(lambda s: results() == ["queued"], 10)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    assert gw.term() == 0
+    gw.start()
+    air.start()                                    # now the node talks
+    assert sub.wait_for(lambda s: results() == ["queued", "applied"], 20), results()
+    assert node.emergency_until is not None
+    assert gw.term() == 0

@@ -440,3 +440,26 @@ def test_port_stops_with_a_reason_when_the_line_dies(store):
         os.close(s)
     assert port.failed and "serial read failed" in port.failed
     assert rows(store, "SELECT count(*) FROM readings")[0][0] == 1   # what came before is kept
+
+
+def test_downlink_queue_survives_a_restart_with_versions_and_sends():
+    results = []
+    q = dl.DownlinkQueue(lambda cmd, node, r, detail, v: results.append((cmd.id, node, r, v)))
+    q.put(dl.parse_command("emergency", {"node": "all", "duration_s": 600, "id": "s1"},
+                           {101, 102}), 100.0)
+    q.put(dl.parse_command("request-status", {"node": 102, "id": "s2"}, {101, 102}), 100.0)
+    sent = q.config_for(101, 7, 101.0)[0]           # in flight for 101
+    assert q.dirty
+    data = q.dump()
+    assert not q.dirty
+    q2 = dl.DownlinkQueue(lambda cmd, node, r, detail, v: results.append((cmd.id, node, r, v)))
+    q2.load(data)
+    assert q2.depth() == q.depth() == 3
+    again = q2.config_for(101, 8, 102.0)[0]
+    assert again == sent                             # same version: the node can tell
+    q2.on_config_ack(101, {msg.K_VERSION: sent[msg.C_VERSION], msg.K_RESULT: msg.RESULT_STALE},
+                     103.0)
+    assert results == [("s1", 101, dl.R_APPLIED, sent[msg.C_VERSION])]
+    merged = q2.config_for(102, 3, 104.0)[0]         # both commands for 102 in one CONFIG
+    assert merged[msg.C_EMERGENCY_S] == 600 and merged[msg.C_STATUS_NOW] is True
+    assert merged[msg.C_VERSION] > sent[msg.C_VERSION] - 1
