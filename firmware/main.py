@@ -78,7 +78,8 @@ def escape_requested(hal, console=print, key_pressed=_key_pressed, seconds=ESCAP
             pin = hal.pin_in(num, "up")
         except Exception:
             pin = None
-    console("node starts in %d s: press a key (or hold GPIO%s low) for the REPL" % (seconds, num))
+    console("node starts in %d s: press a key%s for the REPL"
+            % (seconds, " (or hold GPIO%d low)" % num if pin is not None else ""))
     for _ in range(seconds * 10):
         if pin is not None and pin.value() == 0:
             console("escape pin low: staying in the REPL")
@@ -139,7 +140,7 @@ def build_sources(hal, board, cfg, console=print):
                 if board.has("adc", "excitation"):
                     exc = AdcFilter(board.adc(hal, "excitation"), hal)
                     div = tuple(board.spec("adc", "excitation").get("divider", (0, 1)))
-                src = DrawWire(AdcFilter(board.adc(hal, "drawwire"), hal), p["cal"], exc, div)
+                src = DrawWire(AdcFilter(board.adc(hal, "drawwire"), hal), _cal_ppm(p["cal"]), exc, div)
             elif driver == "loop420":
                 from firmware.drivers.loop420 import Loop420
                 src = Loop420(AdcFilter(board.adc(hal, "loop420"), hal),
@@ -166,6 +167,15 @@ def build_sources(hal, board, cfg, console=print):
                     "not_available until the config or board file is fixed" % (chan, driver, e))
             src = Unavailable(faults.NOT_AVAILABLE)
         out[chan] = src
+    return out
+
+
+def _cal_ppm(cal):
+    """Draw-wire calibration points as (wiper ratio in ppm, value): the config may give
+    the ratio as a fraction (0.1) or in ppm (100000)."""
+    out = []
+    for ratio, value in cal:
+        out.append((int(ratio * 1000000 + 0.5) if ratio <= 1 else int(ratio), value))
     return out
 
 
