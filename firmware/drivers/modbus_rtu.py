@@ -57,7 +57,7 @@ class ModbusMaster:
         self._uart = uart
         self._hal = hal
         self._de = de
-        self._timeout = timeout_ms
+        self.timeout_ms = timeout_ms
         self.retries = retries
         self._echo = echo
         self._char_us = 11 * 1000000 // baudrate  # start + 8 data + parity/stop + stop
@@ -192,7 +192,7 @@ class ModbusMaster:
                 if pos >= need:
                     break
                 continue
-            if hal.ticks_diff(hal.ticks_ms(), t0) >= self._timeout:
+            if hal.ticks_diff(hal.ticks_ms(), t0) >= self.timeout_ms:
                 if pos == 0:
                     self.no_response += 1
                     return faults.NO_RESPONSE

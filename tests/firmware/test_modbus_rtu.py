@@ -36,7 +36,9 @@ def master_on_pty(fake_machine, host_hal, pty_pair):
     fake_machine.attach(2, fd)
     uart = host_hal.uart(2, 19200)
     de = Output(host_hal.pin_out(4), active=1)
-    m = ModbusMaster(uart, host_hal, de=de, baudrate=19200, timeout_ms=200, retries=1)
+    # generous: a loaded CI box may be slow to schedule the device's thread; only the
+    # silent-device test waits the timeout out, and it sets its own
+    m = ModbusMaster(uart, host_hal, de=de, baudrate=19200, timeout_ms=1500, retries=1)
     return m, slave, fake_machine.pin(4)
 
 
@@ -97,8 +99,9 @@ def test_bad_requests_are_refused_before_the_bus(master_on_pty):
     assert m.requests == 0
 
 
-def test_silent_device_is_no_response_after_timeout_and_retry(master_on_pty):
+def test_silent_device_is_no_response_after_timeout_and_retry(master_on_pty, host_hal):
     m, slave, _ = master_on_pty
+    m.timeout_ms = 150
     listener = os.open(slave, os.O_RDWR | os.O_NOCTTY)
     try:
         out = [7]
@@ -153,6 +156,7 @@ def frame(body):
 ])
 def test_misbehaving_devices_give_faults_and_are_retried(master_on_pty, reply, fault, counter):
     m, slave, _ = master_on_pty
+    m.timeout_ms = 400  # a truncated reply is only judged when the timeout runs out
     dev = RawDevice(slave, reply)
     try:
         out = [0]
@@ -263,7 +267,7 @@ def test_sensor_config_errors_name_the_key(master_on_pty, cfg, key):
 def test_echoing_transceiver_is_skipped_when_configured(fake_machine, host_hal, pty_pair):
     fd, slave = pty_pair
     fake_machine.attach(5, fd)
-    m = ModbusMaster(host_hal.uart(5, 19200), host_hal, baudrate=19200, timeout_ms=200,
+    m = ModbusMaster(host_hal.uart(5, 19200), host_hal, baudrate=19200, timeout_ms=1500,
                      retries=0, echo=True)
     # a transceiver whose receiver stays on hears our own request before the reply
     dev = RawDevice(slave, lambda q: q + frame(bytes([q[0], 4, 2, 0x00, 0x2A])))

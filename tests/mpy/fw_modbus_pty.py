@@ -14,7 +14,7 @@ machine.attach(2, sys.argv[-2])
 machine.attach(3, sys.argv[-1])
 hal = Hal()  # the fake machine from tests/mpy_fakes, real time from the port's time module
 bus = ModbusMaster(hal.uart(2, 19200), hal, de=Output(hal.pin_out(4)), baudrate=19200,
-                   timeout_ms=500, retries=1)
+                   timeout_ms=2000, retries=1)
 silent = ModbusMaster(hal.uart(3, 19200), hal, baudrate=19200, timeout_ms=100, retries=0)
 out = [0] * 10
 res = {}
