@@ -23,10 +23,18 @@ def _result(stdout):
     return None
 
 
-@pytest.fixture(scope="module")
-def mpy_result(tmp_path_factory):
-    from harness import run_micropython
-    d = tmp_path_factory.mktemp("tripcheck")
+_RESULT = {}
+
+
+@pytest.fixture
+def mpy_result(micropython, tmp_path_factory):
+    """The check's result line, from one run shared by the tests of this module."""
+    if "res" not in _RESULT:
+        _RESULT["res"] = _run(micropython, tmp_path_factory.mktemp("tripcheck"))
+    return _RESULT["res"]
+
+
+def _run(run_micropython, d):
     exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
     subprocess.run([exe, "-o", str(d / "trip_check.mpy"), "-s", "trip_check.py", str(CHECK)],
                    check=True, capture_output=True)
