@@ -1,0 +1,50 @@
+"""`python -m hil list` / `python -m hil run SCENARIO [--seed N] [--runtime R]`.
+
+run: prints the report, then one last line of JSON with the figures; exit 0 only if
+every check passed. The real-board tier: `python -m hil board SCENARIO` (HIL_PORT)."""
+import argparse
+import sys
+import tempfile
+
+from hil import scenario as scen
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m hil", description="station HIL rig")
+    sp = ap.add_subparsers(dest="cmd", required=True)
+    sp.add_parser("list", help="the scenarios in hil/scenarios/")
+    r = sp.add_parser("run", help="run one scenario on simulated time")
+    r.add_argument("scenario")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--runtime", choices=scen.RUNTIMES, default=None)
+    r.add_argument("--heap", default=None, help="MicroPython heap, e.g. 192K")
+    r.add_argument("--workdir", default=None, help="keep the site here (default: a temp dir)")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    b = sp.add_parser("board", help="real-board tier (needs HIL_PORT)")
+    b.add_argument("scenario", nargs="?")
+    a = ap.parse_args(argv)
+    if a.cmd == "list":
+        for name in scen.names():
+            sc = scen.load(name)
+            print("%-20s %6.1f h  %s" % (name, sc.duration_s / 3600.0, sc.description))
+        return 0
+    if a.cmd == "board":
+        from hil import board
+        return board.main(a.scenario)
+    try:
+        sc = scen.load(a.scenario)
+    except scen.ScenarioError as e:
+        print("hil: %s" % e, file=sys.stderr)
+        return 2
+    from hil.rig import Rig
+    out = (lambda s: None) if a.quiet else (lambda s: print(s, flush=True))
+    with tempfile.TemporaryDirectory(prefix="hil-%s-" % sc.name) as tmp:
+        rig = Rig(sc, a.workdir or tmp, seed=a.seed, runtime=a.runtime, heap=a.heap, out=out)
+        res = rig.run()
+    print(res.text())
+    print(res.json_line(), flush=True)
+    return 0 if res.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""What a run proved: readings and alarms the nodes produced, matched against what the
+subscriber decoded, and the scenario's expectations checked.
+
+Matching is by content, not by the gateway's word: a node reports every sample it took
+("R" lines) and when samples left its RAM for its flash log ("P"); the subscriber's
+readings are matched to them by (node, channel, time, value). Times must agree within
+TIME_TOL_S unless the gateway flagged them approximate (a node that lost its clock
+base in a power cut); those match by value within the node's possible off time."""
+import json
+
+TIME_TOL_S = 2
+APPROX_TOL_S = 6 * 3600
+ALARM_WALL_MS_MAX = 2000
+
+
+class Result:
+    def __init__(self, name):
+        self.name = name
+        self.figures = {}
+        self.checks = []          # (name, ok, detail)
+        self.lines = []
+
+    @property
+    def passed(self):
+        return all(ok for _, ok, _ in self.checks)
+
+    def check(self, name, ok, detail=""):
+        self.checks.append((name, bool(ok), detail))
+
+    def text(self):
+        out = list(self.lines)
+        out.append("checks:")
+        for name, ok, detail in self.checks:
+            out.append("  [%s] %s%s" % ("PASS" if ok else "FAIL", name,
+                                        (": " + detail) if detail else ""))
+        out.append("result: %s" % ("PASSED" if self.passed else "FAILED"))
+        return "\n".join(out)
+
+    def json_line(self):
+        d = {"scenario": self.name}
+        d.update(self.figures)
+        d["passed"] = self.passed
+        d["failed_checks"] = [n for n, ok, _ in self.checks if not ok]
+        return json.dumps(d, sort_keys=False)
+
+
+def _match_readings(rig, res):
+    sub = rig.sub
+    index = {}
+    by_chan = {}
+    for s in rig.sent:
+        index.setdefault((s.node, s.chan, s.t), []).append(s)
+        by_chan.setdefault((s.node, s.chan), []).append(s)
+    unknown, time_err, approx = [], 0, 0
+    for r in sub.readings.values():
+        hit = None
+        for dt in (0, -1, 1, -2, 2):
+            for s in index.get((r.node, r.chan, r.t + dt), ()):
+                if not s.matched and s.value == r.value and s.fault == r.fault:
+                    hit = s
+                    break
+            if hit:
+                time_err = max(time_err, abs(dt))
+                break
+        if hit is None and r.flags & 1:
+            best = None
+            for s in by_chan.get((r.node, r.chan), ()):
+                if not s.matched and s.value == r.value and s.fault == r.fault \
+                        and abs(s.t - r.t) <= APPROX_TOL_S:
+                    if best is None or abs(s.t - r.t) < abs(best.t - r.t):
+                        best = s
+            hit = best
+            if hit is not None:
+                approx += 1
+        if hit is None:
+            unknown.append(r)
+        else:
+            hit.matched = True
+    return unknown, time_err, approx
+
+
+def _order_errors(sub):
+    errs = 0
+    runs = {}
+    for r in sub.readings.values():
+        if not r.flags & 1:
+            runs.setdefault((r.node, r.chan), []).append((r.seq, r.idx, r.t))
+    for lst in runs.values():
+        lst.sort()
+        for a, b in zip(lst, lst[1:]):
+            if b[2] < a[2]:
+                errs += 1
+    return errs
+
+
+def _match_alarms(rig):
+    subs = sorted(rig.sub.alarms.values(), key=lambda a: (a[3], a[4], a.get(15, 0)))
+    used = set()
+    for na in rig.node_alarms:
+        for i, a in enumerate(subs):
+            if i in used:
+                continue
+            if (a[3], a[8], a[5], a[6], a[7]) == (na.node, na.chan, na.event, na.level, na.prev) \
+                    and abs(a[13] - na.t) <= max(TIME_TOL_S, 0):
+                used.add(i)
+                na.matched = a
+                break
+    unknown = [a for i, a in enumerate(subs) if i not in used]
+    return unknown
+
+
+def evaluate(rig):
+    sc, sub = rig.sc, rig.sub
+    res = Result(sc.name)
+    ex = sc.expect
+    unknown, time_err, approx = _match_readings(rig, res)
+    packed = [s for s in rig.sent if s.packed]
+    pending = len(rig.sent) - len(packed)
+    lost_ram = sum(1 for s in rig.sent if id(s) in rig.allowed_loss and not s.matched)
+    lost = sum(1 for s in packed if not s.matched and id(s) not in rig.allowed_loss)
+    delivered = sum(1 for s in rig.sent if s.matched)
+    alarms_unknown = _match_alarms(rig)
+    missing_alarms = [a for a in rig.node_alarms if a.matched is None]
+    lat_wall = [(a.matched["wall"] - a.wall) * 1000 for a in rig.node_alarms if a.matched]
+    lat_sim = [a.matched[14] / 1000.0 - a.matched[13] for a in rig.node_alarms if a.matched]
+    reds = [a for a in sub.alarms.values() if a[6] == 4 and a[5] in (1, 2)]
+    t_end = rig.clock.t
+    days = max(t_end, 1.0) / 86400.0
+    air = [rig.medium.airtime.get(n.id, 0.0) for n in sc.nodes]
+    red_lead = None
+    if sc.failure_s is not None and reds:
+        first = min(a[13] for a in reds)
+        red_lead = rig.epoch + sc.failure_s - first
+    false_reds = len(reds) if not ex.get("red", False) else 0
+    if ex.get("red", False) and sc.failure_s is not None:
+        false_reds = sum(1 for a in reds if a[13] > rig.epoch + sc.failure_s)
+    bseqs = sorted(sub.batches)
+    gaps = (bseqs[-1] - len(bseqs)) if bseqs else 0
+    levels = {}
+    for a in sub.alarms.values():
+        levels[a[3]] = max(levels.get(a[3], 0), a[6])
+    f = res.figures
+    f.update({
+        "seed": rig.seed, "runtime": rig.runtime, "sim_s": round(t_end),
+        "sent": len(packed), "delivered": delivered, "lost": lost,
+        "lost_in_ram_at_power_cut": lost_ram, "pending_in_ram_at_end": pending,
+        "duplicated": sub.duplicates, "conflicts": len(sub.conflicts),
+        "unknown_readings": len(unknown), "approx_time_readings": approx,
+        "time_error_s_max": time_err, "order_errors": _order_errors(sub),
+        "alarms": len(rig.node_alarms), "alarms_delivered": len(rig.node_alarms) -
+        len(missing_alarms), "alarms_unknown": len(alarms_unknown),
+        "alarm_duplicates": sub.alarm_duplicates,
+        "alarm_latency_wall_ms_max": round(max(lat_wall), 1) if lat_wall else None,
+        "alarm_latency_sim_s_max": round(max(lat_sim), 3) if lat_sim else None,
+        "red_lead_time_s": None if red_lead is None else int(red_lead),
+        "false_reds": false_reds, "max_level": {str(k): v for k, v in sorted(levels.items())},
+        "airtime_s_per_node_day": round(sum(air) / len(air) / days, 2),
+        "batches": len(bseqs), "batch_seq_gaps": gaps,
+        "gateway_counters": {str(k): v for k, v in sorted(sub.counters.items())},
+        "schema_errors": len(sub.errors),
+    })
+    f.update(rig.stats)
+    f["medium"] = dict(rig.medium.counts)
+    # ---- the checks every scenario makes
+    res.check("readings flowed", len(packed) > 0 and delivered > 0,
+              "%d packed, %d delivered" % (len(packed), delivered))
+    res.check("nothing lost", lost <= ex.get("allowed_lost", 0),
+              "%d of %d packed readings never reached the subscriber" % (lost, len(packed)))
+    res.check("uplink decodes per SPEC", not sub.errors, "; ".join(sub.errors[:3]))
+    res.check("duplicates carry their dedup key", not sub.conflicts and not unknown,
+              "%d conflicts, %d readings matching no sample (first: %r)" % (
+                  len(sub.conflicts), len(unknown),
+                  unknown[0].content() if unknown else None))
+    res.check("reading times right", time_err <= TIME_TOL_S, "max error %d s" % time_err)
+    res.check("order per node follows seq", f["order_errors"] == 0,
+              "%d inversions" % f["order_errors"])
+    res.check("every alarm delivered", not missing_alarms,
+              "%d of %d missing" % (len(missing_alarms), len(rig.node_alarms)))
+    res.check("no alarm nobody raised", not alarms_unknown,
+              "%d unknown alarms" % len(alarms_unknown))
+    res.check("batch seqs without gaps", gaps == 0, "%d missing" % gaps)
+    res.check("no node crashed", rig.stats["node_crashes"] == 0, "; ".join(rig.notes[:2]))
+    # ---- the scenario's own expectations
+    if ex.get("alarm_latency", False) and lat_wall:
+        res.check("alarm at subscriber within %d ms wall of the trip" % ALARM_WALL_MS_MAX,
+                  max(lat_wall) <= ALARM_WALL_MS_MAX, "max %.0f ms" % max(lat_wall))
+    for node, lvl in ex.get("min_level", {}).items():
+        got = levels.get(int(node), 0)
+        res.check("node %s reaches level >= %d" % (node, lvl), got >= lvl, "got %d" % got)
+    for node, lvl in ex.get("max_level", {}).items():
+        got = levels.get(int(node), 0)
+        res.check("node %s stays at level <= %d" % (node, lvl), got <= lvl, "got %d" % got)
+    if sc.failure_s is not None:
+        need = ex.get("red_lead_min_s", 1800)
+        res.check("red >= %d s before failure" % need, red_lead is not None and red_lead >= need,
+                  "lead %s s" % red_lead)
+    res.check("no false red", false_reds == 0, "%d" % false_reds)
+    if ex.get("intensified"):
+        res.check("intensified sampling after the trip", _intensified(rig),
+                  "no run at the intensified interval after a trip")
+    if ex.get("alarms_first_on_reconnect"):
+        n_before, n_alarms = _alarms_first(rig)
+        f["data_batches_before_outage_alarms"] = n_before
+        res.check("outage alarms published before the backlog", n_alarms > 0 and n_before <= 8,
+                  "%d alarms, %d data batches ahead of them (in-flight window 8)"
+                  % (n_alarms, n_before))
+    if ex.get("forged_rejected"):
+        rej = sub.counters.get(3, 0)
+        res.check("forged frames rejected and counted", rej > 0 and not unknown
+                  and not alarms_unknown, "frames_rejected=%d" % rej)
+    for k in ("gw_kills", "node_kills"):
+        if ex.get(k):
+            res.check("%s done" % k, rig.stats[k] >= ex[k], "%d of %d" % (rig.stats[k], ex[k]))
+    _lines(rig, res)
+    return res
+
+
+def _intensified(rig):
+    for na in rig.node_alarms:
+        if na.event != 1:
+            continue
+        iv = rig.sc.intervals_of(na.node)["intensified_s"]
+        ts = sorted(r.t for r in rig.sub.readings.values()
+                    if r.node == na.node and r.chan == na.chan and na.t <= r.t <= na.t + 3600)
+        if any(b - a == iv for a, b in zip(ts, ts[1:])):
+            return True
+    return False
+
+
+def _alarms_first(rig):
+    if rig.broker_restart_wall is None:
+        return 0, 0
+    log = sorted(e for e in rig.sub.log if e[0] >= rig.broker_restart_wall - 0.5)
+    outage = [a for a in rig.sc.actions if a["do"] == "broker_down"]
+    a0 = rig.epoch + outage[0]["at"]
+    a1 = a0 + outage[0]["for"]
+    keys = [k for k, a in rig.sub.alarms.items() if a0 <= a[13] < a1]
+    if not keys:
+        return 0, 0
+    last = max(i for i, e in enumerate(log) if e[1] == "alarm" and e[2] in keys) \
+        if any(e[1] == "alarm" and e[2] in keys for e in log) else -1
+    n_before = sum(1 for e in log[:max(last, 0)] if e[1] == "data")
+    return n_before, len(keys)
+
+
+def _lines(rig, res):
+    f = res.figures
+    sc = rig.sc
+    res.lines += [
+        "scenario %s (seed %d, %s nodes, %s): %s" % (sc.name, rig.seed, len(sc.nodes),
+                                                     rig.runtime, sc.description),
+        "simulated %.1f h in %.1f s of wall time; %d node steps; %d frames to the gateway"
+        % (f["sim_s"] / 3600.0, rig.stats.get("wall_s", 0), rig.stats["node_steps"],
+           rig.stats["frames_to_gw"]),
+        "readings: sent %d, delivered %d, lost %d, duplicated %d, lost in RAM at power cuts %d,"
+        " still in RAM at the end %d" % (f["sent"], f["delivered"], f["lost"], f["duplicated"],
+                                         f["lost_in_ram_at_power_cut"],
+                                         f["pending_in_ram_at_end"]),
+        "alarms: %d raised at nodes, %d delivered; max latency %s ms wall, %s s simulated;"
+        " red lead time %s s; false reds %d" % (
+            f["alarms"], f["alarms_delivered"], f["alarm_latency_wall_ms_max"],
+            f["alarm_latency_sim_s_max"], f["red_lead_time_s"], f["false_reds"]),
+        "radio: %s s airtime per node per day; medium %s" % (f["airtime_s_per_node_day"],
+                                                             f["medium"]),
+        "gateway: %d batches, counters %s; kills %d, broker outages %d, node power cuts %d"
+        % (f["batches"], f["gateway_counters"], rig.stats["gw_kills"],
+           rig.stats["broker_outages"], rig.stats["node_kills"]),
+    ]
+    for n in rig.notes[:5]:
+        res.lines.append("note: " + n)

