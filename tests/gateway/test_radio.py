@@ -463,3 +463,39 @@ def test_downlink_queue_survives_a_restart_with_versions_and_sends():
     merged = q2.config_for(102, 3, 104.0)[0]         # both commands for 102 in one CONFIG
     assert merged[msg.C_EMERGENCY_S] == 600 and merged[msg.C_STATUS_NOW] is True
     assert merged[msg.C_VERSION] > sent[msg.C_VERSION] - 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["put", "send", "ok", "stale", "reject", "tick"]),
+                          st.sampled_from([101, 102])), max_size=40))
+def test_every_queued_command_ends_with_exactly_one_result_per_node(ops):
+    results = []
+    q = dl.DownlinkQueue(lambda cmd, node, r, detail, v: results.append((cmd.id, node, r)),
+                         max_sends=3)
+    now = 1000.0
+    queued = []
+    last_cfg = {}
+    for i, (op, node) in enumerate(ops):
+        now += 10
+        if op == "put":
+            cid = "c%d" % i
+            q.put(dl.parse_command("request-status", {"node": node, "id": cid, "ttl_s": 200},
+                                   {101, 102}), now)
+            queued.append((cid, node))
+        elif op == "send":
+            cfgs = q.config_for(node, i, now)
+            if cfgs:
+                last_cfg[node] = cfgs[0][msg.C_VERSION]
+        elif op in ("ok", "stale", "reject") and node in last_cfg:
+            res = {"ok": msg.RESULT_OK, "stale": msg.RESULT_STALE,
+                   "reject": msg.RESULT_REJECTED}[op]
+            q.on_config_ack(node, {msg.K_VERSION: last_cfg[node], msg.K_RESULT: res}, now)
+        else:
+            q.expire(now)
+    q.expire(now + 10_000)
+    for node in (101, 102):
+        assert q.config_for(node, 1, now + 10_000) == []
+    ends = [(cid, node) for cid, node, r in results]
+    assert sorted(ends) == sorted(queued)            # one terminal result each, none extra
+    assert all(r in (dl.R_APPLIED, dl.R_REJECTED, dl.R_EXPIRED) for _c, _n, r in results)
+    assert q.depth() == 0
