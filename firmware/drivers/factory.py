@@ -9,7 +9,7 @@ dividers, shunt, UART); the channel params supply everything about the sensor:
 
     rain         mm_per_tip (0.1/0.2/0.5/1.0), debounce_ms, stuck_reads
     drawwire     cal [[ratio, value], [ratio, value]] with ratio the wiper's fraction
-                 of the excitation (0..1), margin_permille, excitation_mv,
+                 of the excitation (0..1, or ppm above 1), margin_permille, excitation_mv,
                  min_excitation_mv, samples, stuck_reads
     loop420      value_4ma, value_20ma (channel units), samples, stuck_reads
     battery,
@@ -20,8 +20,9 @@ dividers, shunt, UART); the channel params supply everything about the sensor:
 
 A driver name the caller handles itself (e.g. the HIL rig's "fake") goes in `extra`
 as name -> callable(chan, params). Bad params raise ValueError naming the channel,
-the key and what is allowed, before any driver starts. Boot-only code: drop the
-module after use like firmware.board."""
+the key and what is allowed, before any driver starts, or, with on_error, give that
+channel a stand-in while the rest are built. Boot-only code: drop the module after
+use like firmware.board."""
 from protocol import channels
 
 _PARAMS = {
@@ -47,18 +48,22 @@ def _check_keys(chan, drv, params):
 
 
 def _ppm_cal(chan, cal):
+    """Calibration points as (wiper ratio in ppm, value). A ratio up to 1 is a fraction
+    of the excitation (0.1); above 1 it is already in ppm (100000)."""
     ok = isinstance(cal, (list, tuple)) and len(cal) == 2
     out = []
     for point in cal if ok else ():
         if not (isinstance(point, (list, tuple)) and len(point) == 2 and
-                isinstance(point[0], (int, float)) and 0 <= point[0] <= 1 and
+                isinstance(point[0], (int, float)) and 0 <= point[0] <= 1000000 and
                 isinstance(point[1], int)):
             ok = False
             break
-        out.append((int(point[0] * 1000000 + 0.5), point[1]))
+        r = point[0]
+        out.append((int(r * 1000000 + 0.5) if r <= 1 else int(r), point[1]))
     if not ok:
         _err(chan, "drawwire", "cal", "%r: allowed [[ratio, value], [ratio, value]] with ratio "
-             "0..1 of the excitation and value an integer in channel units" % (cal,))
+             "a fraction 0..1 of the excitation (or ppm) and value an integer in channel units"
+             % (cal,))
     return out
 
 
@@ -153,23 +158,39 @@ def _validate(chan, drv, params):
             _err(chan, drv, "mm_per_tip", str(e))
 
 
-def build_sources(hal, board, chans, extra=None, source=None):
-    """{chan: driver} for config channels [(chan, driver name, params), ...]. Every
-    channel is checked before any pin, ADC or UART is set up; `source` (the config
-    file's name) starts every error message."""
+def build_sources(hal, board, chans, extra=None, source=None, on_error=None):
+    """{chan: driver} for config channels [(chan, driver name, params), ...].
+
+    Every channel is checked before any pin, ADC or UART is set up; `source` (the
+    config file's name) starts every error message. Without on_error the first bad
+    channel raises ValueError. With on_error(chan, driver, error) -> stand-in, a bad
+    channel (bad params, or a role the board lacks) gets the stand-in (e.g. a source
+    that reports NOT_AVAILABLE) and the others are built: one broken sensor must not
+    silence the station."""
+    stand_in = {}
     for chan, drv, params in chans:
-        if not (extra and drv in extra):
-            try:
-                _validate(chan, drv, params)
-            except ValueError as e:
-                if source:
-                    raise ValueError("%s: %s" % (source, e))
-                raise
+        if extra and drv in extra:
+            continue
+        try:
+            _validate(chan, drv, params)
+        except ValueError as e:
+            if source:
+                e = ValueError("%s: %s" % (source, e))
+            if on_error is None:
+                raise e
+            stand_in[chan] = on_error(chan, drv, e)
     builder = _Builder(hal, board)
     out = {}
     for chan, drv, params in chans:
-        if extra and drv in extra:
+        if chan in stand_in:
+            out[chan] = stand_in[chan]
+        elif extra and drv in extra:
             out[chan] = extra[drv](chan, params)
         else:
-            out[chan] = builder.build(chan, drv, params)
+            try:
+                out[chan] = builder.build(chan, drv, params)
+            except (ValueError, KeyError) as e:  # the board lacks what the channel needs
+                if on_error is None:
+                    raise
+                out[chan] = on_error(chan, drv, e)
     return out

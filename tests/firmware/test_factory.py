@@ -83,7 +83,8 @@ def test_extra_drivers_come_from_the_caller(hal, boards):
 
 @pytest.mark.parametrize("chans, words", [
     ([(DISP, "drawwire", {})], ["displacement.0", "'cal'", "missing"]),
-    ([(DISP, "drawwire", {"cal": [[10, 0], [90, 500]]})], ["'cal'", "ratio 0..1"]),
+    ([(DISP, "drawwire", {"cal": [[0.1, 0]]})], ["'cal'", "fraction 0..1"]),
+    ([(DISP, "drawwire", {"cal": [[-0.1, 0], [0.9, 500]]})], ["'cal'", "fraction 0..1"]),
     ([(WATER, "loop420", {"value_4ma": 0})], ["water_level.0", "'value_20ma'"]),
     ([(RAIN, "rain", {"mm_per_tip": 0.3})], ["rain.0", "'mm_per_tip'", "0.2, 0.5"]),
     ([(RAIN, "rain", {"bucket": 1})], ["'bucket'", "allowed mm_per_tip"]),
@@ -103,3 +104,44 @@ def test_errors_start_with_the_config_file(hal, boards):
     with pytest.raises(ValueError, match=r"^config.json: channel rain.0 \(rain\): key 'mm_per_tip'"):
         build_sources(hal, boards("esp32_devkitc"), [(RAIN, "rain", {"mm_per_tip": 2})],
                       source="config.json")
+
+
+def test_cal_as_ppm_is_the_same_as_a_fraction(hal, fake_machine, boards):
+    b = boards("rp2040_pico")
+    got = []
+    for cal in ([[0.1, 0], [0.9, 50000]], [[100000, 0], [900000, 50000]]):
+        dw = build_sources(hal, b, [(DISP, "drawwire", {"cal": cal})])[DISP]
+        fake_machine.adc(26).set_uv(2000000)  # each build opens its own ADC object
+        got.append(dw.read())
+    assert got[0] == got[1] and got[0][1] == faults.OK
+
+
+def test_with_on_error_one_bad_channel_does_not_stop_the_others(hal, fake_machine, boards):
+    failed = []
+
+    def stand_in(chan, drv, err):
+        failed.append((chan, drv, str(err)))
+        return "unavailable"
+
+    src = build_sources(hal, boards("rp2040_pico"),
+                        EXAMPLE + [(CRACK2, "drawwire", {"cal": "wrong"}),
+                                   (LEVEL2, "loop420", {"value_4ma": 0, "value_20ma": 5000}),
+                                   (BAT, "battery", {"samples": 8})],
+                        source="config.json", on_error=stand_in)
+    assert src[CRACK2] == "unavailable"
+    assert failed[0][:2] == (CRACK2, "drawwire") and failed[0][2].startswith("config.json: ")
+    assert isinstance(src[LEVEL2], Loop420)  # the board's one 4-20 mA input, read twice
+    assert isinstance(src[RAIN], RainGauge) and isinstance(src[DISP], DrawWire)
+    assert len(failed) == 1
+
+
+def test_on_error_covers_roles_the_board_lacks(hal, tmp_path, boards):
+    import json
+    data = json.loads((ROOT / "firmware" / "variants" / "rp2040_pico.json").read_text())
+    del data["uarts"]["rs485"]
+    (tmp_path / "firmware" / "variants" / "no485.json").write_text(json.dumps(data))
+    got = build_sources(hal, boards("no485"), [(LEVEL2, "rs485", {"preset": "qdy30a", "unit": 1})],
+                        on_error=lambda chan, drv, err: ("stand-in", str(err)))
+    assert got[LEVEL2][0] == "stand-in" and "no uarts.rs485" in got[LEVEL2][1]
+    with pytest.raises(ValueError, match="no uarts.rs485"):
+        build_sources(hal, boards("no485"), [(LEVEL2, "rs485", {"preset": "qdy30a", "unit": 1})])
