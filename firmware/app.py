@@ -186,7 +186,8 @@ class Node:
             value, fault = None, faults.SENSOR_ERROR
         if fault:
             value = None
-        s.add(chan, t, value, fault)
+        if not s.add(chan, t, value, fault):
+            self.count("sample_overflow")   # cannot happen while reports go out on time
         self.engine.update_into(chan, t, value, self.events)
 
     def _keep(self, now):

@@ -230,6 +230,22 @@ def save(fs, name, raw):
     fs.rename(tmp, name)
 
 
+VARIANTS_DIR = "firmware/variants"
+
+
+def check_board(fs, cfg):
+    """The board named in the config must have its file on the filesystem."""
+    if fs.exists("%s/%s.json" % (VARIANTS_DIR, cfg.board)):
+        return
+    try:
+        have = [n[:-5] for n in fs.listdir(VARIANTS_DIR) if n.endswith(".json")]
+    except OSError:
+        have = []
+    _fail(cfg.source, "board", "%r has no board file %s/%s.json: allowed %s (copy the board "
+          "file with `stationctl flash`)" % (cfg.board, VARIANTS_DIR, cfg.board,
+                                             ", ".join(sorted(have)) or "none on this filesystem"))
+
+
 def load(fs, console=print, board_hint="unknown"):
     """The config to run on: config.json, else the last good one, else SafeConfig.
     Every problem is printed on the console (never the key)."""
@@ -245,6 +261,7 @@ def load(fs, console=print, board_hint="unknown"):
                 raise ConfigError("%s: not valid JSON (%s): fix the file or reflash it with "
                                   "`stationctl flash`" % (name, e))
             cfg = NodeConfig(raw, name)
+            check_board(fs, cfg)
         except ConfigError as e:
             console("config error: %s" % e)
             continue

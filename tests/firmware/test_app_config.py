@@ -72,6 +72,8 @@ def test_repr_never_shows_the_key():
 
 
 def fs(tmp_path):
+    (tmp_path / "firmware" / "variants").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "firmware" / "variants" / "esp32_devkitc.json").write_text("{}")
     return Hal(machine=NoMachine(), clock=StillClock(), root=str(tmp_path))
 
 

@@ -60,7 +60,9 @@ def test_escape_works_with_a_broken_config(tmp_path):
 
 def test_crash_restarts_after_a_growing_delay_not_a_tight_loop(tmp_path):
     m, clock, hal = make_hal(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(node_config(board="no_such_board")))
+    (tmp_path / "config.json").write_text(json.dumps(node_config()))
+    # a board file that passes the config check but breaks the app when it is parsed
+    (tmp_path / "firmware" / "variants" / "esp32_devkitc.json").write_text("{broken")
     said = []
     t0 = clock.ticks_ms()
     no_key = lambda ms: False   # noqa: E731
@@ -101,3 +103,13 @@ def test_a_driver_that_cannot_be_built_reports_a_fault(tmp_path):
     src = build_sources(hal, board, cfg, said.append)[0x10]
     assert isinstance(src, Unavailable) and src.read() == (None, 12)
     assert "cal" in said[0]
+
+
+def test_config_naming_a_missing_board_falls_back(tmp_path):
+    from firmware import nodeconfig
+    m, clock, hal = make_hal(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(node_config(board="no_such_board")))
+    said = []
+    cfg = nodeconfig.load(hal, said.append)
+    assert cfg.safe
+    assert any("key 'board'" in s and "esp32_devkitc" in s for s in said)
