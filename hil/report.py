@@ -179,7 +179,9 @@ def evaluate(rig):
     res.check("no alarm nobody raised", not alarms_unknown,
               "%d unknown alarms" % len(alarms_unknown))
     res.check("batch seqs without gaps", gaps == 0, "%d missing" % gaps)
-    res.check("no node crashed", rig.stats["node_crashes"] == 0, "; ".join(rig.notes[:2]))
+    res.check("no node crashed or ran without its config",
+              rig.stats["node_crashes"] == 0 and rig.stats["node_config_errors"] == 0,
+              "; ".join(rig.notes[:2]))
     # ---- the scenario's own expectations
     if ex.get("alarm_latency", False) and lat_wall:
         res.check("alarm at subscriber within %d ms wall of the trip" % ALARM_WALL_MS_MAX,

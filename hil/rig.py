@@ -330,7 +330,8 @@ class Rig:
         self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
         self.stats = {"gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
                       "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
-                      "node_crashes": 0, "dropped_gw_down": 0}
+                      "node_crashes": 0, "node_config_errors": 0,
+                      "dropped_gw_down": 0}
         self.notes = []
         self.broker_restart_wall = None
         self.captured = []            # real uplink packets, for replay attacks
@@ -369,6 +370,9 @@ class Rig:
                "rules": n.rules, "intervals": n.intervals, "log_kb": n.log_kb,
                "sleep": "none"}
         (nd / "config.json").write_text(json.dumps(cfg))
+        board = nd / "firmware" / "variants"          # what `stationctl flash` copies
+        board.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "firmware" / "variants" / "esp32_devkitc.json", board)
         sources = []
         for c in n.channels:
             if c.source == "loop420":
@@ -429,6 +433,8 @@ class Rig:
                 self.out("  t=%s node %d ALARM %s" % (_hms(self.clock.t), np_.id, line))
             elif k == "C" and ("error" in line or "torn" in line):
                 self.notes.append("node %d: %s" % (np_.id, line[2:]))
+                if "config error" in line:
+                    self.stats["node_config_errors"] += 1
 
     def _parse_w(self, np_, w):
         _, wake, level, depth, siren = w.split()
@@ -585,7 +591,7 @@ class Rig:
             if kind == "unknown":
                 node = 4000 + self.rng.randrange(1000)
             from protocol import readings as rd
-            blocks = [rd.Block(channels.chan_id(2, 0), 30, 60, [99999, 99999])]
+            blocks = [rd.Block(channels.chan_id(2, 0), 90, 60, [99999, 99999])]
             mtype = fr.READINGS
             payload = rd.encode(blocks)
             if self.rng.random() < 0.5:
