@@ -31,6 +31,7 @@ except ImportError:  # CPython
         return x
 
 _MASK = const(0x3FFFFFFF)  # counter wraps below 2**30: never a heap-allocated int
+_STALE_MS = const(1 << 28)  # 3.1 days: half of ticks_diff's reach
 MM_PER_TIP_ALLOWED = (0.1, 0.2, 0.5, 1.0)
 
 
@@ -51,6 +52,7 @@ class RainGauge:
         self._active = active
         self._ticks_ms = hal.ticks_ms
         self._ticks_diff = hal.ticks_diff
+        self._ticks_add = hal.ticks_add
         self._debounce = debounce_ms
         self._stuck_reads = stuck_reads
         self._closed_reads = 0
@@ -70,7 +72,10 @@ class RainGauge:
 
     def _on_edge(self, pin):
         now = self._ticks_ms()
-        if self._ticks_diff(now, self._last[0]) > self._debounce:
+        d = self._ticks_diff(now, self._last[0])
+        # d < 0: the last tip is more than 2**29 ms (6.2 days) old and ticks wrapped;
+        # read() keeps _last from ever getting that old, this is the second line
+        if d > self._debounce or d < 0:
             self._last[0] = now
             self._tips[0] = (self._tips[0] + 1) & _MASK
 
@@ -82,6 +87,12 @@ class RainGauge:
         total = self._tips[0]
         new = (total - self._seen) & _MASK
         self._seen = total
+        # After a dry spell of weeks, ticks_diff against the last tip would wrap and the
+        # lockout would swallow real tips: pull a stale timestamp forward (still outside
+        # the lockout). Racing an edge here could at worst drop one bounce's lockout.
+        now = self._ticks_ms()
+        if self._ticks_diff(now, self._last[0]) > _STALE_MS:
+            self._last[0] = self._ticks_add(now, -self._debounce - 1)
         if self._stuck_reads and new == 0 and self._pin.value() == self._active:
             self._closed_reads += 1
             if self._closed_reads >= self._stuck_reads:

@@ -278,6 +278,23 @@ def test_rain_counts_every_tip_in_a_storm(intervals):
     assert g.read() == (2 * len(intervals), faults.OK)
 
 
+@pytest.mark.parametrize("dry_days, reads_between", [(7, False), (7, True), (13, True), (40, True)])
+def test_rain_after_a_long_dry_spell_still_counts(hal, fake_machine, clock, dry_days, reads_between):
+    """ticks_ms wraps every 2**30 ms (12.4 days) and ticks_diff reaches 2**29 ms: a tip
+    weeks after the last one must not fall into a 'lockout' computed across the wrap."""
+    g, pin = gauge(hal, fake_machine)
+    tip(pin, clock)
+    assert g.read() == (2, faults.OK)
+    for _ in range(dry_days * 24):
+        clock.advance_ms(3600 * 1000)
+        if reads_between:
+            assert g.read() == (0, faults.OK)
+    tip(pin, clock)
+    clock.advance_ms(300)
+    tip(pin, clock)
+    assert g.read() == (4, faults.OK)
+
+
 def test_rain_reed_stuck_closed_is_a_fault_and_keeps_the_count(hal, fake_machine, clock):
     g, pin = gauge(hal, fake_machine)
     tip(pin, clock)
