@@ -125,10 +125,11 @@ class ModbusMaster:
 
     def _send(self, n):
         hal = self._hal
-        # leave the bus silent for 3.5 characters since the last traffic
-        wait = self._gap_us - hal.ticks_diff(hal.ticks_us(), self._last_activity)
-        if wait > 0:
-            hal.sleep_us(wait)
+        # leave the bus silent for 3.5 characters since the last traffic; ticks_us wraps
+        # every 18 minutes, so a negative age means "long ago", not "wait 9 minutes"
+        quiet = hal.ticks_diff(hal.ticks_us(), self._last_activity)
+        if 0 <= quiet < self._gap_us:
+            hal.sleep_us(self._gap_us - quiet)
         u = self._uart
         for _ in range(16):  # drop a late reply to an earlier request (bounded: a babbling bus)
             if not u.readinto(self._chunk):

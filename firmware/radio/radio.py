@@ -83,8 +83,10 @@ class GapPacketizer:
             self._n += got
             self._last = hal.ticks_ms()
             return None
-        if self._n and hal.ticks_diff(hal.ticks_ms(), self._last) >= self._gap:
-            out = bytes(self._buf[:self._n])
-            self._n = 0
-            return out
+        if self._n:
+            quiet = hal.ticks_diff(hal.ticks_ms(), self._last)
+            if quiet < 0 or quiet >= self._gap:  # negative: ticks wrapped, long ago
+                out = bytes(self._buf[:self._n])
+                self._n = 0
+                return out
         return None

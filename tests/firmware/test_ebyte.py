@@ -258,3 +258,14 @@ def test_e32_block_round_trip(cfg):
     decoded = ebyte_config.e32_decode(block)
     assert decoded.pop("sub_packet") == 58
     assert decoded == cfg
+
+
+def test_packet_completes_after_a_long_silence(fake_machine, clock):
+    from firmware.radio.radio import GapPacketizer
+    hal = Hal(machine=fake_machine, clock=clock)
+    uart = hal.uart(9, 9600)
+    p = GapPacketizer(uart, hal, gap_ms=10)
+    uart.feed(b"abc")
+    assert p.poll() is None
+    clock.advance_ms(7 * 24 * 3600 * 1000)  # a week without a poll: ticks_ms wrapped
+    assert p.poll() == b"abc"

@@ -310,3 +310,17 @@ def test_de_is_held_until_the_last_stop_bit(fake_machine, clock, hal):
     out = [0]
     assert m.read_holding(1, 0, 1, out) == faults.OK and out == [9]
     assert de.off_at[-1] >= sent_at["end"] + char_us
+
+
+@pytest.mark.parametrize("idle_min", [1, 10, 17, 30])
+def test_no_long_wait_after_an_idle_bus(fake_machine, clock, hal, idle_min):
+    """ticks_us wraps every ~18 min: the 3.5-character gap must not turn into minutes."""
+    uart = hal.uart(7, 9600)
+    uart.on_write = lambda q: uart.feed(frame(bytes([q[0], 3, 2, 0, 1])))
+    m = ModbusMaster(uart, hal, baudrate=9600, timeout_ms=100)
+    out = [0]
+    assert m.read_holding(1, 0, 1, out) == faults.OK
+    clock.advance_ms(idle_min * 60 * 1000)
+    t0 = clock.us
+    assert m.read_holding(1, 0, 1, out) == faults.OK
+    assert clock.us - t0 < 20000  # a few character times, not minutes
