@@ -51,11 +51,8 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from gateway import modbus_decode as mdec
 from gateway.records import Alarm, Reading
 from protocol import channels
-
-try:
-    from protocol import trip as _trip
-except ImportError:  # pragma: no cover - only while protocol/trip.py does not exist
-    _trip = None
+from protocol import trip as _trip
+from protocol.tripstate import VMAX as _TRIP_VMAX
 
 log = logging.getLogger("stationgw.modbus")
 
@@ -117,7 +114,7 @@ class _Device:
         self.cfg = cfg
         self.stats = DeviceStats()
         self.plan = mdec.plan_reads(cfg.points)
-        self.engine = _trip.TripEngine(rules) if (_trip is not None and rules) else None
+        self.engine = _trip.TripEngine(rules) if rules else None
         self.next_due = 0.0           # fixed-rate schedule of regular polls
         self.attempt = 0              # retries used by the current poll
 
@@ -217,11 +214,7 @@ class ModbusBridge:
         self.on_state = on_state
         self.devices = {}
         for d in config.modbus.devices:
-            rules = [r.rule() for r in d.rules] if _trip is not None else []
-            if d.rules and _trip is None:
-                log.warning("event=trip_unavailable device=%s rules=%d: protocol/trip.py "
-                            "missing, rules not evaluated", d.name, len(d.rules))
-            self.devices[d.name] = _Device(d, rules)
+            self.devices[d.name] = _Device(d, [r.rule() for r in d.rules])
         self.workers = {}
         for b in config.modbus.buses:
             devs = [x for x in self.devices.values() if x.cfg.bus == b.name]
@@ -414,11 +407,16 @@ class ModbusBridge:
             p = cfg.points[i]
             records.append(Reading(cfg.node, seq, i, p.chan, t_wall, value, fault, 0))
         if d.engine is not None:
-            try:
-                for i, value, _fault in results:
+            for i, value, _fault in results:
+                if value is not None and abs(value) > _TRIP_VMAX:
+                    value = None      # beyond what rules compare: a fault to the engine
+                try:
                     events.extend(d.engine.update(cfg.points[i].chan, t_mono, value))
+                except Exception:     # one point's trouble must not skip the others
+                    log.exception("event=trip_engine_error device=%s point=%d", cfg.name, i)
+            try:
                 events.extend(d.engine.tick(t_mono))
-            except Exception:         # the readings are still worth storing
+            except Exception:
                 log.exception("event=trip_engine_error device=%s", cfg.name)
         records.extend(self._alarms(cfg, seq, events, t_wall, t_mono))
         await self._deliver(records)
