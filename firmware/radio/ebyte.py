@@ -138,7 +138,8 @@ class EbyteRadio(Radio):
             if self._busy_since is None:
                 self._busy_since = self._hal.ticks_ms()
         elif self._busy_since is not None:
-            self.last_busy_ms = self._hal.ticks_diff(self._hal.ticks_ms(), self._busy_since)
+            d = self._hal.ticks_diff(self._hal.ticks_ms(), self._busy_since)
+            self.last_busy_ms = d if d >= 0 else None  # negative: ticks wrapped, unknown
             self._busy_since = None
         return busy
 
