@@ -18,8 +18,10 @@ read() returns the rain since the previous read in 0.1 mm (channel kind rain). A
 found closed at stuck_reads consecutive reads with no tip in between is a welded reed,
 a shorted cable or a bucket jammed on the magnet: STUCK, with the count kept.
 
-Deep sleep loses RAM and interrupts: a node that deep-sleeps must wake on this pin
-(esp32 ext0) and count that wake as a tip; light sleep keeps the counter."""
+Sleep: light sleep keeps the counter, but on an ESP32 a GPIO edge during light sleep
+only wakes the chip if the pin is armed as a wake source (hal.wake_on_pin, EXT0);
+after such a wake call on_wake(). Deep sleep loses RAM: a deep-sleeping node must keep
+its own count across the reset."""
 import array
 
 from firmware import faults
@@ -78,6 +80,13 @@ class RainGauge:
         if d > self._debounce or d < 0:
             self._last[0] = now
             self._tips[0] = (self._tips[0] + 1) & _MASK
+
+    def on_wake(self):
+        """Call after a sleep that the rain pin ended (hal.wake_reason() is "pin" or
+        "ext0"). Whether an edge IRQ still fires for the edge that woke the chip
+        depends on the port and sleep mode, so the wake counts as a tip unless the IRQ
+        already counted one within the lockout: never zero, never two."""
+        self._on_edge(self._pin)
 
     def tips(self):
         """Tips counted since boot (wraps at 2**30)."""

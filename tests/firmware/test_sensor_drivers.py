@@ -295,6 +295,17 @@ def test_rain_after_a_long_dry_spell_still_counts(hal, fake_machine, clock, dry_
     assert g.read() == (4, faults.OK)
 
 
+def test_rain_wake_counts_a_tip_once_whether_or_not_the_irq_saw_it(hal, fake_machine, clock):
+    g, pin = gauge(hal, fake_machine)
+    pin.drive(0)           # the edge that woke the chip, seen by the IRQ as well
+    clock.advance_ms(3)
+    g.on_wake()
+    assert g.tips() == 1
+    clock.advance_ms(5000)
+    g.on_wake()            # woken by a tip whose edge the IRQ missed during sleep
+    assert g.tips() == 2
+
+
 def test_rain_reed_stuck_closed_is_a_fault_and_keeps_the_count(hal, fake_machine, clock):
     g, pin = gauge(hal, fake_machine)
     tip(pin, clock)
