@@ -552,7 +552,8 @@ class Rig:
 
     def _node_cut(self, t, node_id, off_s):
         np_ = self.by_id[node_id]
-        if not np_.alive():
+        if not np_.alive():          # still off from an earlier cut: cut it later
+            self._push(t + 900.0, "action", self._node_cut, (node_id, off_s))
             return
         mono = t - np_.boot_t
         lines = np_.kill_in_step(mono, self.inputs(np_.spec, t), self.rng.uniform(0, 0.004))
