@@ -97,13 +97,18 @@ class RateLimitedLog:
         self.every_s = every_s
         self._last = {}      # (node, reason) -> [last logged at, suppressed since]
 
-    def reject(self, now, node, reason, detail):
-        k = (node, reason)
+    def reject(self, now, node, reason, detail, known=True):
+        # Ids of unknown nodes are whatever a sender makes up: limit them as one source.
+        k = (node if known else "unknown", reason)
         ent = self._last.get(k)
         if ent is not None and now - ent[0] < self.every_s:
             ent[1] += 1
             return False
         hushed = ent[1] if ent is not None else 0
+        if len(self._last) >= 1024:     # a bound, whatever arrives
+            self._last = {kk: v for kk, v in self._last.items() if now - v[0] < self.every_s}
+            if len(self._last) >= 1024:
+                self._last.clear()
         self._last[k] = [now, 0]
         self.log.warning("event=frame_rejected node=%s reason=%s detail=%r suppressed=%d",
                          "-" if node is None else node, reason, detail, hushed)
@@ -198,7 +203,7 @@ class RadioIngest:
         if node is not None and node in self._signers:   # no state for strangers' ids
             st = self.node_stats(node)
             st.rejects[reason] = st.rejects.get(reason, 0) + 1
-        self.reject_log.reject(now, node, reason, detail)
+        self.reject_log.reject(now, node, reason, detail, node in self._signers)
 
     def _frame(self, data, now):
         self._last_frame_node = None

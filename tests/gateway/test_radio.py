@@ -499,3 +499,26 @@ def test_every_queued_command_ends_with_exactly_one_result_per_node(ops):
     assert sorted(ends) == sorted(queued)            # one terminal result each, none extra
     assert all(r in (dl.R_APPLIED, dl.R_REJECTED, dl.R_EXPIRED) for _c, _n, r in results)
     assert q.depth() == 0
+
+
+def test_forged_node_ids_do_not_grow_state_without_bound():
+    ing = RadioIngest(KEYS, log_every_s=1.0)
+    stranger = Hmac(bytes(range(7, 39)))
+    for i in range(3000):
+        node = 1000 + i
+        ing.feed(wrap(fr.encode(stranger, fr.READINGS, node, 1, 0, b"\x18\x02\x00\x02")),
+                 T_RX + i * 0.01)
+    assert ing.counters == {"unknown_node": 3000}
+    assert len(ing.nodes) == 0
+    assert len(ing.reject_log._last) <= 1024
+
+
+def test_unknown_node_ids_share_one_log_limit(caplog):
+    ing = RadioIngest(KEYS, log_every_s=60)
+    stranger = Hmac(bytes(range(7, 39)))
+    with caplog.at_level("WARNING", logger="stationgw.radio"):
+        for i in range(200):
+            ing.feed(wrap(fr.encode(stranger, fr.READINGS, 2000 + i, 1, 0, b"\x18\x02\x00\x02")),
+                     T_RX + i)
+    lines = [r.getMessage() for r in caplog.records if "frame_rejected" in r.getMessage()]
+    assert len(lines) == 4 and "node=2000 reason=unknown_node" in lines[0]
