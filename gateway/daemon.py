@@ -64,10 +64,12 @@ def status_path(cfg):
     return os.path.join(state_dir(cfg), STATUS_FILE)
 
 
-def write_atomic(path, data):
+def write_atomic(path, data, mode=0o600):
+    """Write-temp, fsync, rename: a reader sees the old file or the new one, never half."""
     d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".status.", dir=d)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -373,7 +375,8 @@ class Daemon:
 
     def _write_status(self):
         data = json.dumps(self.snapshot(), sort_keys=True, default=str).encode()
-        write_atomic(status_path(self.cfg), data)
+        # Readable by operators' accounts: it holds figures, no secrets.
+        write_atomic(status_path(self.cfg), data, 0o644)
 
 
 def _open_serial(radio):

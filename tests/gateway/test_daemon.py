@@ -169,9 +169,10 @@ def test_run_with_a_bad_config_exits_2_naming_file_and_key(tmp_path, capsys):
 def test_atomic_status_write_leaves_no_partial_file(tmp_path):
     p = str(tmp_path / "status.json")
     daemon.write_atomic(p, b'{"a": 1}')
-    daemon.write_atomic(p, b'{"a": 2}')
+    daemon.write_atomic(p, b'{"a": 2}', 0o644)
     assert json.load(open(p)) == {"a": 2}
     assert os.listdir(tmp_path) == ["status.json"]
+    assert os.stat(p).st_mode & 0o777 == 0o644
 
 
 def test_log_lines_are_one_event_per_line_key_value():
