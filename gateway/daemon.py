@@ -416,8 +416,17 @@ def read_status(cfg):
 
 
 def status(cfg, as_json=False, out=None, now=None):
-    """`stationgw status`: print the daemon's last snapshot. Exit 1 if there is none."""
+    """`stationgw status`: print the daemon's last snapshot. Exit 1 if there is none.
+    `cfg` is a loaded SiteConfig or the path of site.toml."""
     out = out or sys.stdout
+    if isinstance(cfg, (str, os.PathLike)):
+        from gateway import config as gconfig
+        try:
+            cfg = gconfig.load(cfg)
+        except gconfig.ConfigError as e:
+            for issue in e.issues:
+                print("config error: %s" % issue, file=sys.stderr)
+            return EXIT_CONFIG
     path = status_path(cfg)
     try:
         snap = read_status(cfg)

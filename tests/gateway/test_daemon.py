@@ -132,6 +132,8 @@ def test_status_without_a_running_daemon_says_what_to_do(tmp_path, capsys):
     assert daemon.status(cfg) == 1
     err = capsys.readouterr().err
     assert "no status snapshot" in err and "is the gateway running" in err
+    assert daemon.status(cfg_path) == 1          # a path works as well
+    assert daemon.status(str(tmp_path / "missing.toml")) == 2
 
 
 def test_stale_snapshot_is_flagged():
