@@ -41,6 +41,7 @@ DOWNLINK_FILE = "downlink.cbor"
 STATUS_EVERY_S = 2.0
 STALE_AFTER_S = 30.0
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+CLOCK_FLOOR = 1735689600      # 2025-01-01: a Pi without RTC or NTP can boot far before it
 
 
 def setup_logging(stream=None, level=logging.INFO):
@@ -119,6 +120,10 @@ class Daemon:
             log.error("event=store_failed error=%r", str(e))
             return EXIT_FAIL
         log.info("event=store_open path=%s", cfg.storage.path)
+        suspect = self.clock_check(self.store.last_seen())
+        if suspect:
+            log.error("event=clock_suspect detail=%r: reading times and node clocks follow "
+                      "this clock; fix time sync (NTP, an RTC)", suspect)
         self.store.add_listener(self._on_commit)
         self._load_downlink()
         tasks = []
@@ -337,6 +342,19 @@ class Daemon:
             # more than a few percent of the store's time away from commits and acks.
             await asyncio.sleep(max(STATUS_EVERY_S, 30 * (time.monotonic() - t0)))
 
+    def clock_check(self, last_seen):
+        """Stamps come from this clock and ACKs hand it to the nodes, so say loudly when it
+        looks wrong (a Pi has no RTC; without NTP it may restart in the past)."""
+        now = self.clock()
+        newest = max(last_seen.values(), default=None)
+        if now < CLOCK_FLOOR:
+            return "clock reads %s, before 2025: no NTP yet?" % time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        if newest is not None and now < newest - 60:
+            return "clock is %d s behind the newest frame in the store: it went backwards" % (
+                newest - now)
+        return None
+
     def snapshot(self):
         now = self.clock()
         st = self.store.stats()
@@ -362,6 +380,8 @@ class Daemon:
                        "alarms": up.get("alarms")},
             "store": {"used_bytes": st["used_bytes"], "quota_bytes": st["quota_bytes"],
                       "batch_seq": st["batch_seq"]},
+            "clock_suspect": self.clock_check(
+                {n: d["last_seen"] for n, d in st["nodes"].items() if d.get("last_seen")}),
         }
         if self.port is not None:
             out["radio"] = {"port": self.cfg.radio.port, "module": self.cfg.radio.module,
@@ -467,6 +487,8 @@ def format_status(snap, now):
         snap.get("site"), snap.get("gateway"), snap.get("pid"), _ago(now, snap.get("t")),
         "  (STALE: daemon not running?)" if age > STALE_AFTER_S else ""))
     b = snap.get("broker", {})
+    if snap.get("clock_suspect"):
+        lines.append("CLOCK SUSPECT: %s" % snap["clock_suspect"])
     lines.append("broker %s %s (%s), last PUBACK %s, batches acked %s" % (
         b.get("broker"), "CONNECTED" if b.get("connected") else "DISCONNECTED",
         b.get("protocol"), _ago(now, b.get("last_puback")), b.get("batches_acked")))

@@ -246,3 +246,16 @@ min_level = "orange"
         gw.close()
         air.close()
         relay.stop()
+
+
+def test_a_clock_before_2025_or_gone_backwards_is_reported(tmp_path):
+    keys = make_keys([101])
+    from gateway import config
+    cfg = config.load(write_site(str(tmp_path), 1883, "/dev/null", keys, nodes=NODES[:1]))
+    d = daemon.Daemon(cfg, clock=lambda: 1_000_000.0)
+    assert "before 2025" in d.clock_check({})
+    d = daemon.Daemon(cfg, clock=lambda: 1_800_000_000.0)
+    assert d.clock_check({101: 1_800_000_030}) is None
+    assert "went backwards" in d.clock_check({101: 1_800_000_500})
+    text = daemon.format_status({"t": 1.0, "clock_suspect": "clock is 500 s behind"}, 2.0)
+    assert "CLOCK SUSPECT: clock is 500 s behind" in text
