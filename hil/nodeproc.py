@@ -193,7 +193,7 @@ def main():
 
     node = Node(hal, cfg, sources, radio, siren, Relay(), rand=rand,
                 reset_cause=spec.get("reset_cause", "power_on"), console=console,
-                mem_free=gc.mem_free)
+                mem_free=getattr(gc, "mem_free", None))
     take = node.sampler.take
 
     def take_logged(t_ref):

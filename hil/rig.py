@@ -450,7 +450,7 @@ class Rig:
         self._node_lines(np_, lines)
         if w is None:
             self.stats["node_crashes"] += 1
-            self.notes.append("node %d crashed: %s" % (np_.id, np_.stderr_text()[-800:]))
+            self.notes.append("node %d crashed: %s" % (np_.id, _last(np_.stderr_text())))
             return
         wake = self._parse_w(np_, w)
         self._transmit_from(np_, t)
@@ -572,7 +572,7 @@ class Rig:
         self._node_lines(np_, lines)
         if w is None:
             self.stats["node_crashes"] += 1
-            self.notes.append("node %d did not boot: %s" % (node_id, np_.stderr_text()[-800:]))
+            self.notes.append("node %d did not boot: %s" % (node_id, _last(np_.stderr_text())))
             return
         wake = self._parse_w(np_, w)
         self._transmit_from(np_, t)
@@ -723,6 +723,11 @@ class Rig:
             if time.time() - stable_since > 5.0:
                 return
             time.sleep(0.05)
+
+
+def _last(text):
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 def _hms(t):
