@@ -494,9 +494,11 @@ class FrameLog:
         removing) its routine readings; .tmp then rename, so a cut keeps one version."""
         recs, _ = self._read_seg(g.no)
         out = []
+        changed = False
         for i in range(len(recs)):
             r = recs[i]
             if g.is_acked(i):
+                changed = True
                 continue
             if not r.keep():
                 if drop:
@@ -504,6 +506,7 @@ class FrameLog:
                         self.dropped += readings.count(readings.decode(r.payload))
                     except ValueError:
                         self.dropped += 1
+                    changed = True
                     continue
                 depth = (r.rflags & R_THIN_MASK) >> R_THIN_SHIFT
                 if depth < MAX_THIN:
@@ -515,7 +518,10 @@ class FrameLog:
                         r.payload = payload
                         r.rflags = (r.rflags & ~R_THIN_MASK) | ((depth + 1) << R_THIN_SHIFT)
                         self.thinned += removed
+                        changed = True
             out.append(r)
+        if not changed:
+            return      # nothing to gain: rewriting it would only wear the flash
         name = self._seg_name(g.no)
         # counts go to flash before the records go: a cut in between over-reports a
         # drop that did not happen, never hides one that did

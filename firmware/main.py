@@ -131,8 +131,11 @@ def build_sources(hal, board, cfg, console=print):
         try:
             if driver == "rain":
                 from firmware.drivers.rain import RainGauge
+                # on esp32 an edge during light sleep is only seen if the pin may wake
+                # the chip; rp2 keeps counting through its light sleep
+                wake = getattr(hal.machine, "SLEEP", None) if board.mcu.startswith("esp32") else None
                 src = RainGauge(board.input_pin(hal, "rain"), hal, mm_per_tip=p.get("mm_per_tip", 0.2),
-                                debounce_ms=p.get("debounce_ms", 250))
+                                debounce_ms=p.get("debounce_ms", 250), wake=wake)
             elif driver == "drawwire":
                 from firmware.drivers.drawwire import DrawWire
                 exc = None

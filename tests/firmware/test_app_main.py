@@ -82,6 +82,7 @@ def test_wiring_runs_the_node_with_watchdog_and_light_sleep(tmp_path):
     node = node_main.run(hal, said.append, max_steps=400)
     kinds = {c: type(s).__name__ for c, s in node.sources.items()}
     assert kinds == {0x08: "RainGauge", 0x10: "DrawWire", 0x18: "Loop420", 0x28: "Battery"}
+    assert m.pin(27).irq_wake == m.SLEEP          # a tip wakes the ESP32 from light sleep
     assert m.wdt().feeds >= 300 and m.wdt().timeout == 60000
     assert any(kind == "light" for kind, ms in m.sleeps)
     assert clock.ticks_ms() > 600000                     # simulated time really passed
