@@ -1,0 +1,258 @@
+"""A session with a MicroPython board over its USB serial console, on mpremote's own
+transport (mpremote.transport_serial.SerialTransport): open the port with clear errors,
+identify the chip, write files atomically and verify them by SHA-256 read back,
+reset, and read the console.
+
+    with BoardLink.open("/dev/ttyUSB0") as b:
+        b.identify()                        # ("esp32", "Generic ESP32 module with ESP32")
+        b.put("config.json", data)          # to config.json.tmp, rename, hash check
+        b.reset(); b.wait_for(rb"node 17 boot", 30)
+"""
+import errno
+import hashlib
+import os
+import re
+import time
+
+import serial
+
+from tools.errors import (
+    BOARD_ERROR,
+    NO_ANSWER,
+    NO_SUCH_PORT,
+    PORT_BUSY,
+    VERIFY_FAILED,
+    WRONG_BOARD,
+    ToolError,
+)
+
+# sys.platform and a word of sys.implementation._machine, per --board
+CHIPS = {
+    "esp32": ("esp32", "ESP32"),
+    "esp32s3": ("esp32", "ESP32S3"),
+    "esp32c3": ("esp32", "ESP32C3"),
+    "rp2040": ("rp2", "RP2040"),
+    "unix": ("linux", ""),
+}
+STANDIN_PLATFORM = "linux"
+
+
+def check_port(port):
+    """Fail early, in words, when the port is missing or held by another program."""
+    if not os.path.exists(port):
+        hint = _ports_hint()
+        raise ToolError(NO_SUCH_PORT, "no such port %s: is the board plugged in (try another "
+                        "USB cable: some only charge)?%s" % (port, hint))
+    try:
+        s = serial.Serial(port, 115200, exclusive=True, timeout=0)
+    except serial.SerialException as e:
+        text = str(e)
+        if "exclusively lock" in text or getattr(e, "errno", None) in (errno.EBUSY, errno.EAGAIN):
+            raise ToolError(PORT_BUSY, "port %s is busy: another program holds it (a serial "
+                            "monitor, mpremote, Thonny, the gateway?). Close it and retry"
+                            % port) from None
+        if getattr(e, "errno", None) == errno.EACCES or "Permission denied" in text:
+            raise ToolError(PORT_BUSY, "no permission to open %s: add yourself to the "
+                            "'dialout' group (sudo usermod -aG dialout $USER), log in again"
+                            % port) from None
+        if getattr(e, "errno", None) == errno.ENOENT:
+            raise ToolError(NO_SUCH_PORT, "no such port %s%s" % (port, _ports_hint())) from None
+        raise ToolError(NO_SUCH_PORT, "cannot open %s: %s" % (port, text)) from None
+    s.close()
+
+
+def _ports_hint():
+    try:
+        from serial.tools import list_ports
+        ports = sorted(p.device for p in list_ports.comports())
+    except Exception:
+        ports = []
+    return (" Ports here: %s" % ", ".join(ports)) if ports else " No serial ports found."
+
+
+def check_chip(board, platform, machine, port):
+    """WRONG_BOARD unless the running MicroPython is for `board`. The stand-in (unix
+    port) is accepted only as board 'unix'."""
+    want_platform, want_word = CHIPS[board]
+    m = machine.upper().replace("-", "")
+    if platform == STANDIN_PLATFORM and board != "unix":
+        raise ToolError(WRONG_BOARD, "wrong board: %s is the MicroPython unix port (the "
+                        "stand-in board), not a %s: use --board unix for the stand-in, or the "
+                        "port of the real board" % (port, board))
+    ok = platform == want_platform and want_word in m
+    if board == "esp32" and ("ESP32S" in m or "ESP32C" in m):
+        ok = False
+    if not ok:
+        raise ToolError(WRONG_BOARD, "wrong board: %s runs MicroPython for %r (%s), not %s: "
+                        "check --board and that this is the board you mean"
+                        % (port, platform, machine, board))
+
+
+class BoardLink:
+    def __init__(self, port, transport):
+        self.port = port
+        self.t = transport
+
+    @classmethod
+    def open(cls, port, enter_repl=True):
+        check_port(port)
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+        try:
+            t = SerialTransport(port, baudrate=115200)
+        except TransportError as e:
+            raise ToolError(PORT_BUSY, "cannot open %s: %s" % (port, e)) from None
+        link = cls(port, t)
+        if enter_repl:
+            link.enter()
+        return link
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            if self.t.in_raw_repl:
+                self.t.exit_raw_repl()
+        except OSError:
+            pass
+        try:
+            self.t.close()
+        except OSError:
+            pass
+
+    def enter(self):
+        """Stop whatever runs (Ctrl-C), raw REPL, soft reset: the node app is stopped."""
+        from mpremote.transport import TransportError
+        try:
+            self.t.enter_raw_repl(soft_reset=True)
+        except TransportError:
+            raise ToolError(NO_ANSWER, "the board on %s does not answer at the MicroPython "
+                            "REPL: is MicroPython on it (stationctl flash)? If it is in its "
+                            "bootloader or stuck, press its reset button and retry"
+                            % self.port) from None
+
+    # --- code ---------------------------------------------------------------------------
+    def exec(self, code):
+        from mpremote.transport import TransportError, TransportExecError
+        try:
+            return self.t.exec(code)
+        except TransportExecError as e:
+            raise ToolError(BOARD_ERROR, "on the board: %s" % e.error_output.strip()) from None
+        except TransportError as e:
+            raise ToolError(NO_ANSWER, "the board on %s stopped answering: %s"
+                            % (self.port, e)) from None
+
+    def eval(self, expr):
+        import ast
+        return ast.literal_eval(self.exec("print(repr(%s))" % expr).decode().strip())
+
+    def identify(self):
+        """(sys.platform, sys.implementation._machine) of the running MicroPython."""
+        return tuple(self.eval("(__import__('sys').platform, "
+                               "getattr(__import__('sys').implementation, '_machine', ''))"))
+
+    # --- files ----------------------------------------------------------------------------
+    def mkdirs(self, path):
+        parts = path.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            self.exec("import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % d)
+
+    def read(self, path):
+        """File bytes, or None if there is no such file."""
+        try:
+            return self.t.fs_readfile(path)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise ToolError(BOARD_ERROR, "reading %s on the board: %s" % (path, e)) from None
+
+    def sha256(self, path):
+        try:
+            return self.t.fs_hashfile(path, "sha256")
+        except OSError as e:
+            raise ToolError(VERIFY_FAILED, "%s is not on the board after writing it (%s)"
+                            % (path, e)) from None
+
+    def put(self, path, data, progress=None):
+        """Write to <path>.tmp, verify it, rename over <path>, verify again. A broken copy
+        (cable pulled, full flash) never replaces a good file."""
+        want = hashlib.sha256(data).digest()
+        tmp = path + ".tmp"
+        self.mkdirs(path)
+        cb = (lambda done, total: progress(done)) if progress else None
+        try:
+            self.t.fs_writefile(tmp, data, progress_callback=cb)
+        except OSError as e:
+            raise ToolError(VERIFY_FAILED, "writing %s on the board failed: %s (flash full? "
+                            "check `mpremote df`)" % (tmp, e)) from None
+        if self.sha256(tmp) != want:
+            raise ToolError(VERIFY_FAILED, "%s: the copy on the board differs from the file "
+                            "sent (SHA-256): the old %s is kept; check the cable and retry"
+                            % (tmp, path))
+        # littlefs renames over an existing file; FAT refuses, so remove first there
+        self.exec("import os\ntry:\n os.rename(%r, %r)\nexcept OSError:\n os.remove(%r)\n"
+                  " os.rename(%r, %r)" % (tmp, path, path, tmp, path))
+        got = self.sha256(path)
+        if got != want:
+            raise ToolError(VERIFY_FAILED, "%s on the board has SHA-256 %s, expected %s: "
+                            "flash again" % (path, got.hex()[:16], want.hex()[:16]))
+        return want
+
+    # --- console ----------------------------------------------------------------------------
+    def reset(self):
+        """Hard reset; afterwards the console shows the boot (read it with wait_for)."""
+        try:
+            self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+        except Exception:   # the port may vanish at once (native USB): that is a reset too
+            pass
+        self.t.in_raw_repl = False
+
+    def wait_for(self, patterns, timeout, echo=None):
+        """Read the console until one of the compiled regexes matches a line; returns
+        (index, match, text so far). Native-USB boards drop off the bus while they
+        reset: the port is reopened when it comes back."""
+        buf = b""
+        end = time.monotonic() + timeout
+        ser = self.t.serial
+        while time.monotonic() < end:
+            try:
+                ser.timeout = 0.2
+                data = ser.read(512)
+            except (serial.SerialException, OSError):
+                data = b""
+                ser = self._reopen(end)
+                if ser is None:
+                    break
+                continue
+            if not data:
+                continue
+            buf += data
+            if echo:
+                echo(data)
+            for line in re.split(rb"\r?\n", buf):
+                for i, p in enumerate(patterns):
+                    m = p.search(line)
+                    if m:
+                        return i, m, buf
+        return None, None, buf
+
+    def _reopen(self, end):
+        try:
+            self.t.serial.close()
+        except OSError:
+            pass
+        while time.monotonic() < end:
+            time.sleep(0.3)
+            if not os.path.exists(self.port):
+                continue
+            try:
+                self.t.serial.open()
+                return self.t.serial
+            except (serial.SerialException, OSError):
+                continue
+        return None
