@@ -100,7 +100,7 @@ class Record:
 
 
 class _Segment:
-    __slots__ = ("no", "first", "last", "n", "size", "acked", "nacked", "sealed")
+    __slots__ = ("no", "first", "last", "n", "size", "acked", "nacked", "sealed", "spent")
 
     def __init__(self, no, bitmap_bytes):
         self.no = no
@@ -111,6 +111,7 @@ class _Segment:
         self.acked = bytearray(bitmap_bytes)
         self.nacked = 0
         self.sealed = False
+        self.spent = 0         # 1: nothing left to thin, 2: nor to drop (skip when making room)
 
     def is_acked(self, i):
         return self.acked[i >> 3] & (1 << (i & 7))
@@ -485,7 +486,8 @@ class FrameLog:
             for g in list(self.segs[:-1]) if len(self.segs) > 1 else []:
                 if self.live_bytes() + need <= self.capacity:
                     return
-                self._rewrite(g, pass_drop)
+                if g.spent < (2 if pass_drop else 1):
+                    self._rewrite(g, pass_drop)
             if self.live_bytes() + need <= self.capacity:
                 return
 
@@ -521,6 +523,7 @@ class FrameLog:
                         changed = True
             out.append(r)
         if not changed:
+            g.spent = 2 if drop else max(g.spent, 1)
             return      # nothing to gain: rewriting it would only wear the flash
         name = self._seg_name(g.no)
         # counts go to flash before the records go: a cut in between over-reports a
