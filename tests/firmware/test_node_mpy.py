@@ -123,3 +123,16 @@ def test_red_creep_sounds_siren_and_alarm_leaves_first(day):
                 if a[messages.A_LEVEL] == 4:
                     reds.append(t_rx - a[messages.A_AGE] - UNIX0)
     assert reds and abs(reds[0] - res["red_at"]) <= 1
+
+
+@pytest.mark.parametrize("module", ["firmware.framelog", "firmware.sampler", "firmware.nodeclock",
+                                    "firmware.alarm_out", "firmware.nodeconfig", "firmware.main"])
+def test_node_modules_import_alone_at_64k(tmp_path, module):
+    """Each part of the node application imports within a 64 KB heap as .mpy. The whole
+    app with the trip engine and the protocol stack does not (about 120 KB of bytecode
+    on the 64-bit unix port): on a board it is frozen into flash (firmware/manifest.py)."""
+    run_micropython = _root_conftest().run_micropython
+    script = tmp_path / "imp.py"
+    script.write_text("import gc\nimport %s\ngc.collect()\nprint('OK', gc.mem_alloc())\n" % module)
+    r = run_micropython(script, heap="64K", timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr[-500:]
