@@ -49,6 +49,8 @@ def build_parser():
     f.add_argument("--app-only", action="store_true",
                    help="skip the MicroPython image: the board already runs MicroPython")
     f.add_argument("--baud", type=int, default=460800, help="esptool write baud rate")
+    f.add_argument("--erase", action="store_true",
+                   help="ESP32: erase the whole flash first (config and frame log are lost)")
     f.add_argument("--dry-run", action="store_true", help="print the exact plan, touch nothing")
 
     pr = sub.add_parser("provision", help="write a node's id, key and sensor config")
