@@ -119,6 +119,10 @@ def test_status_command_shows_nodes_lanes_broker_and_counters(tmp_path, broker):
         n101 = json.loads(j.stdout)["nodes"]["101"]
         assert (n101["battery_mv"], n101["log_depth"], n101["seq_gaps"]) == (3712, 4, 3)
         assert gw.term() == 0
+        # no key material anywhere an operator or a log shipper looks
+        everything = gw.text() + open(path).read() + out.stdout + j.stdout
+        for key in keys.values():
+            assert key.hex() not in everything and key.hex().upper() not in everything
     finally:
         gw.close()
         air.close()
