@@ -195,6 +195,7 @@ class NodeProc:
         self.rxbuf = bytearray()
         self.wake_gen = 0
         self.level = 0
+        self.cut_pending = None       # off time of a power cut due at the next wake
         self.depth = 0
         self.siren = False
 
@@ -330,11 +331,12 @@ class Rig:
         self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
         self.stats = {"gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
                       "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
-                      "node_crashes": 0, "node_config_errors": 0,
+                      "node_crashes": 0, "node_config_errors": 0, "gw_kills_mid_frame": 0,
                       "dropped_gw_down": 0}
         self.notes = []
         self.broker_restart_wall = None
         self.captured = []            # real uplink packets, for replay attacks
+        self.kill_gw_on_delivery = 0
 
     # ---------------------------------------------------------------- set-up
     def _write_site(self, mqtt_port, radio_tty):
@@ -501,7 +503,10 @@ class Rig:
         if kind == "wake":
             np_, gen = args
             if gen == np_.wake_gen:
-                self.step_node(np_, t)
+                if np_.cut_pending is not None and np_.alive():
+                    self._do_cut(np_, t)
+                else:
+                    self.step_node(np_, t)
         elif kind == "to_gw":
             tx, = args
             if self.medium.outcome(tx, GATEWAY) != OK:
@@ -515,6 +520,10 @@ class Rig:
                 self.awaiting.append(time.time() + GW_ANSWER_WALL_S)
                 if len(self.captured) < 200:
                     self.captured.append(tx.data)
+                if self.kill_gw_on_delivery:
+                    self.kill_gw_on_delivery -= 1
+                    self.stats["gw_kills_mid_frame"] += 1
+                    self._kill_restart_gw(self.rng.uniform(0, 0.025))
         elif kind == "to_node":
             np_, tx = args
             if np_.alive() and self.medium.outcome(tx, np_.id) == OK:
@@ -537,26 +546,35 @@ class Rig:
         self.broker_restart_wall = time.time()
 
     def _gw_kill(self, t):
-        self._wait_gateway_partial()
-        delay = self.rng.uniform(0, 0.03) if self.awaiting else 0
-        time.sleep(delay)
+        """kill -9 the gateway: half of the time at once (idle, or in the middle of
+        publishing), half of the time 0-25 ms after the next frame is written to its
+        serial port, i.e. while it reads, commits, acks or publishes that frame."""
+        if self.rng.random() < 0.5:
+            self._kill_restart_gw()
+        else:
+            self.kill_gw_on_delivery += 1
+
+    def _kill_restart_gw(self, delay=0.0):
+        if delay:
+            time.sleep(delay)
         self.gw.kill9()
         self.stats["gw_kills"] += 1
         self.awaiting = []
         self.gw.start()
 
-    def _wait_gateway_partial(self):
-        # let the gateway be somewhere in its commit: some kills land mid-transaction
-        if self.awaiting and self.rng.random() < 0.5:
-            select.select([self.gw_master], [], [], self.rng.uniform(0, 0.01))
-
     def _node_cut(self, t, node_id, off_s):
+        """Cut a node's power at its next wake-up, 0-2 ms into the step: while it
+        samples, writes its flash log or transmits."""
         np_ = self.by_id[node_id]
-        if not np_.alive():          # still off from an earlier cut: cut it later
+        if not np_.alive() or np_.cut_pending is not None:   # off already: cut it later
             self._push(t + 900.0, "action", self._node_cut, (node_id, off_s))
             return
+        np_.cut_pending = off_s
+
+    def _do_cut(self, np_, t):
+        off_s, np_.cut_pending = np_.cut_pending, None
         mono = t - np_.boot_t
-        lines = np_.kill_in_step(mono, self.inputs(np_.spec, t), self.rng.uniform(0, 0.004))
+        lines = np_.kill_in_step(mono, self.inputs(np_.spec, t), self.rng.uniform(0, 0.002))
         self.stats["node_kills"] += 1
         self._node_lines(np_, lines, step_done=False)
         unpacked = self.by_node_unpacked.get(np_.id, [])
@@ -564,7 +582,7 @@ class Rig:
         del unpacked[:]
         self._transmit_from(np_, t)
         np_.wake_gen += 1
-        self._push(float(int(t + off_s) + 1), "action", self._node_boot, (node_id,))
+        self._push(float(int(t + off_s) + 1), "action", self._node_boot, (np_.id,))
 
     def _node_boot(self, t, node_id):
         np_ = self.by_id[node_id]
