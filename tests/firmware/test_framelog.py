@@ -247,3 +247,65 @@ def test_record_codec_roundtrip():
     recs, good = framelog.parse_records(rec + b"\xa5\x00", len(rec) + 2)
     assert good == len(rec)
     assert (recs[0].seq, recs[0].boot, recs[0].t_ref, recs[0].payload) == (7, 3, 12345, b"\x01\x02")
+
+
+def _unacked_on_log(log):
+    out = []
+    for g in log.segs:
+        recs = log._read_seg(g.no)[0]
+        assert len(recs) == g.n
+        for i, r in enumerate(recs):
+            if not g.is_acked(i):
+                out.append(r.seq)
+    return out
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.integers(1, 4), st.booleans()),
+    st.tuples(st.just("ack"), st.integers(0, 30), st.integers(0, 6)),
+    st.tuples(st.just("ack_next"), st.just(0), st.just(0)),
+    st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+), min_size=1, max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_log_matches_a_model_through_acks_and_reboots(tmp_path_factory, ops):
+    path = tmp_path_factory.mktemp("model")
+    log = log_at(path, segment_bytes=512, seq_block=4)
+    logged, acked, last_seq = [], set(), 0
+    for op, a, b in ops:
+        if op == "append":
+            for s in write_n(log, a, mtype=ALARM if b else READINGS):
+                assert s > last_seq
+                last_seq = s
+                logged.append(s)
+        elif op == "ack" and logged:
+            lo = logged[min(a, len(logged) - 1)]
+            hi = logged[min(a + b, len(logged) - 1)]
+            log.ack([(lo, hi)])
+            acked.update(s for s in logged if lo <= s <= hi)
+        elif op == "ack_next":
+            pending_alarms = alarm_seqs(log)
+            r = log.next_record()
+            if r is not None:
+                assert (r.mtype == ALARM) == bool(pending_alarms)     # alarms first
+                log.ack([(r.seq, r.seq)])
+                acked.add(r.seq)
+        elif op == "reopen":
+            log = log_at(path, segment_bytes=512, seq_block=4)
+        on_log = _unacked_on_log(log)
+        assert on_log == sorted(on_log) and len(set(on_log)) == len(on_log)
+        assert set(on_log) <= set(logged)
+        must = [s for s in logged if s not in acked]
+        assert set(must) <= set(on_log), "an unacked record vanished"
+        oldest = log.oldest_unacked()
+        assert oldest == (on_log[0] if on_log else None)
+        assert log.depth() == len(on_log)
+        files = [f for f in os.listdir(path / "log") if f.endswith(".seg")]
+        assert len(files) == len(log.segs)
+        assert {a[0] for a in log.alarms} <= set(on_log)
+
+
+def alarm_seqs(log):
+    return {a[0] for a in log.alarms}
