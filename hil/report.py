@@ -204,9 +204,14 @@ def evaluate(rig):
     if ex.get("alarms_first_on_reconnect"):
         n_before, n_alarms = _alarms_first(rig)
         f["data_batches_before_outage_alarms"] = n_before
-        res.check("outage alarms published before the backlog", n_alarms > 0 and n_before <= 8,
-                  "%d alarms, %d data batches ahead of them (in-flight window 8)"
-                  % (n_alarms, n_before))
+        window = sc.gateway["inflight"]
+        backlog = sum(1 for e in rig.sub.log if e[1] == "data" and rig.broker_restart_wall
+                      and e[0] >= rig.broker_restart_wall - 0.5)
+        f["data_batches_after_reconnect"] = backlog
+        res.check("outage alarms published before the backlog",
+                  n_alarms > 0 and n_before <= window and backlog > window,
+                  "%d alarms, %d of %d backlog batches ahead of them (in-flight window %d)"
+                  % (n_alarms, n_before, backlog, window))
     if ex.get("forged_rejected"):
         rej = sub.counters.get(3, 0)
         res.check("forged frames rejected and counted", rej > 0 and not unknown

@@ -350,10 +350,11 @@ class Rig:
                 f.write('"%d" = "%s"\n' % (n.id, n.key.hex()))
         lines = ['[site]', 'id = "%s"' % SITE, 'gateway_id = "%s"' % GW, '',
                  '[storage]', 'path = "%s"' % (d / "store.db"), 'quota_mb = 64', '',
-                 '[batch]', 'max_age_s = 0.2', '',
+                 '[batch]', 'max_age_s = %g' % self.sc.gateway["max_age_s"],
+                 'max_readings = %d' % self.sc.gateway["max_readings"], '',
                  '[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port,
                  'client_id = "stationgw-hil-gw1"', 'topic_prefix = "%s"' % PREFIX,
-                 'keepalive_s = 5', 'inflight = 8', '',
+                 'keepalive_s = 5', 'inflight = %d' % self.sc.gateway["inflight"], '',
                  '[radio]', 'port = "%s"' % radio_tty, 'module = "none"', 'channel = 18',
                  'air_rate = 2400', 'keys_file = "keys.toml"', '']
         for n in self.sc.nodes:

@@ -154,6 +154,9 @@ class Scenario:
                 if any(k + s in a for s, _ in _UNITS):
                     b[k] = secs(a, k, where)
             self.actions.append(b)
+        g = doc.get("gateway", {})
+        self.gateway = {"max_readings": g.get("max_readings", 5000),
+                        "max_age_s": g.get("max_age_s", 0.2), "inflight": g.get("inflight", 8)}
         self.expect = doc.get("expect", {})
         self.failure_s = None
         if any("failure" + s in self.expect for s, _ in _UNITS):
