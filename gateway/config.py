@@ -148,6 +148,8 @@ class Radio:
     address: int
     keys_file: str
     keys: Keys = field(repr=False, compare=False)
+    m0_gpio: int = 22           # BCM numbers of the module's M0/M1 pins (common Pi LoRa HATs)
+    m1_gpio: int = 27
 
 
 @dataclass(frozen=True)
@@ -513,8 +515,8 @@ def _radio(c, doc):
     t = c.table(doc, "radio", "radio", required=False)
     if t is None:
         return None
-    c.unknown(t, ("port", "baudrate", "module", "channel", "air_rate", "address", "keys_file"),
-              "radio")
+    c.unknown(t, ("port", "baudrate", "module", "channel", "air_rate", "address", "keys_file",
+                  "m0_gpio", "m1_gpio"), "radio")
     module = c.value(t, "module", "radio", str, choices=tuple(AIR_RATES))
     rates = AIR_RATES.get(module)
     r = dict(
@@ -526,6 +528,8 @@ def _radio(c, doc):
                         hi=RADIO_CHANNELS.get(module, 255)),
         air_rate=c.value(t, "air_rate", "radio", int, default=2400, choices=rates),
         address=c.value(t, "address", "radio", int, default=0, lo=0, hi=65535),
+        m0_gpio=c.value(t, "m0_gpio", "radio", int, default=22, lo=0, hi=511),
+        m1_gpio=c.value(t, "m1_gpio", "radio", int, default=27, lo=0, hi=511),
         keys_file=c.file_path(t, "keys_file", "radio", required=True, secret=True,
                               hint=": make it with `stationctl keygen` (mode 0600)"),
     )

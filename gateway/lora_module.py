@@ -15,7 +15,8 @@ E32 (SX1276/78): `C1 C1 C1` reads `C0 ADDH ADDL SPED CHAN OPTION`, `C0 <5 bytes>
 writes and saves; configuration (sleep) mode is M0=1 M1=1 at 9600 8N1.
 
 Mode pins are injected (`pins.set_mode("config" | "normal")`); `SysfsPins` drives two
-Linux GPIOs (default BCM 22 = M0, 27 = M1, the wiring of common Raspberry Pi LoRa HATs).
+Linux GPIOs (`radio.m0_gpio` / `radio.m1_gpio`; default BCM 22 = M0, 27 = M1, the wiring of
+common Raspberry Pi LoRa HATs).
 """
 import logging
 import os
@@ -228,7 +229,7 @@ def configure_from_config(ser, radio, pins=None):
     """The daemon's entry: radio is gateway.config.Radio. Returns a dict for the logs and
     status (with rssi_byte: the ingest must expect an RSSI byte after each packet)."""
     if pins is None:
-        pins = SysfsPins()
+        pins = SysfsPins(radio.m0_gpio, radio.m1_gpio)
     want = Settings(radio.address, radio.channel, radio.air_rate, radio.baudrate,
                     radio.module == "e22")
     have = configure(ser, radio.module, want, pins)

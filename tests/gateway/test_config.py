@@ -459,3 +459,12 @@ def test_systemd_unit_is_hardened_and_runs_commands_the_cli_has():
             argv = x.split("=", 1)[1].split()
             assert argv[0].endswith("/stationgw")
             cli.parser().parse_args(argv[1:])      # exits (SystemExit) if a command is wrong
+
+
+def test_module_mode_pins_are_configurable(site):
+    cfg = load(site, BASE)
+    assert (cfg.radio.m0_gpio, cfg.radio.m1_gpio) == (22, 27)
+    cfg = load(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = 5\nm1_gpio = 6\n"))
+    assert (cfg.radio.m0_gpio, cfg.radio.m1_gpio) == (5, 6)
+    msg = one(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = \"GPIO5\"\n"), "radio.m0_gpio")
+    assert "int" in msg or "integer" in msg
