@@ -8,8 +8,10 @@ other end is the rig's radio medium, driven by the real firmware.radio.loopback
 radio through the fake `machine` (tests/mpy_fakes/machine.py). Sensors: the 4-20 mA
 loop is the real firmware/drivers/loop420.py behind a fake ADC; rain and direct
 channels are fed values the rig computes from its world model. <workdir>/hil.json
-says which is which: {"sources": [["rain", chan], ["direct", chan],
-["loop420", chan, shunt_ohm, value_4ma, value_20ma]], "lora": [sf, bw_hz]}.
+says which is which: {"sources": [["rain", chan, mm_per_tip], ["counter", chan],
+["direct", chan], ["loop420", chan, shunt_ohm, value_4ma, value_20ma]],
+"lora": [sf, bw_hz]}. "rain" is the real firmware/drivers/rain.py counting reed-switch
+edges of a fake pin; the rig feeds the cumulative number of tips.
 
 Control pipe (stdin/stdout, one line each), lock-step with the rig's simulated time:
   rig  -> node: "T <mono_s> <input> <input> ..."  inputs in source order: an int, or
@@ -29,6 +31,7 @@ import machine
 from firmware.app import Node
 from firmware.drivers.adc_filter import AdcFilter
 from firmware.drivers.loop420 import Loop420
+from firmware.drivers.rain import RainGauge
 from firmware.hal import AdcChannel, Hal
 from firmware.nodeconfig import load
 from firmware.radio.loopback import LoopbackRadio
@@ -90,9 +93,9 @@ class Direct:
         return v, 0
 
 
-class Rain:
-    """A pulse counter: the rig feeds the cumulative total (0.1 mm); a read returns
-    what fell since the previous read, as firmware/drivers/rain.py does from tips."""
+class Counter:
+    """A plain counter: the rig feeds the cumulative total (0.1 mm); a read returns
+    what fell since the previous read."""
 
     def __init__(self, inputs, i, chan):
         self.inputs, self.i, self.chan = inputs, i, chan
@@ -107,6 +110,46 @@ class Rain:
         d = v - self.last
         self.last = v
         return d, 0
+
+
+class Reed:
+    """The real tipping-bucket driver (firmware/drivers/rain.py) on a fake reed pin: the
+    rig feeds the cumulative number of tips; the tips since the last step become
+    closures (falling edge, released 50 ms later) spread evenly over that interval on
+    the driver's own fake tick clock, so its IRQ handler and debounce do the counting."""
+
+    def __init__(self, inputs, i, chan, mm_per_tip):
+        self.inputs, self.i, self.chan = inputs, i, chan
+        self.pin = machine.Pin(200 + i, machine.Pin.IN, machine.Pin.PULL_UP)
+        self.ticks = machine.FakeClock()
+        self.drv = RainGauge(self.pin, self.ticks, mm_per_tip)
+        self.fed = None
+        self.last_ms = 0
+
+    def feed(self, now):
+        v = self.inputs.v[self.i]
+        now_ms = int(now * 1000)
+        if isinstance(v, str) or self.fed is None or v < self.fed:
+            self.fed = None if isinstance(v, str) else v
+            self.last_ms = now_ms
+            return
+        n = v - self.fed
+        if n:
+            gap = (now_ms - self.last_ms) // n
+            for k in range(n):
+                self.ticks.us = (self.last_ms + (k + 1) * gap - 50) * 1000
+                self.pin.drive(0)
+                self.ticks.advance_ms(50)
+                self.pin.drive(1)
+            self.fed = v
+        self.last_ms = now_ms
+        self.ticks.us = now_ms * 1000
+
+    def read(self):
+        v = self.inputs.v[self.i]
+        if isinstance(v, str):
+            return None, int(v[1:])
+        return self.drv.read()
 
 
 class Loop:
@@ -171,10 +214,14 @@ def main():
     srcs = spec["sources"]
     inputs = Inputs(len(srcs))
     sources = {}
+    reeds = []
     for i, s in enumerate(srcs):
         kind, chan = s[0], s[1]
-        if kind == "rain":
-            src = Rain(inputs, i, chan)
+        if kind == "counter":
+            src = Counter(inputs, i, chan)
+        elif kind == "rain":
+            src = Reed(inputs, i, chan, s[2])
+            reeds.append(src)
         elif kind == "loop420":
             src = Loop(inputs, i, chan, hal, s[2], s[3], s[4])
         else:
@@ -225,6 +272,8 @@ def main():
         for i in range(len(v)):
             x = parts[2 + i]
             v[i] = x if x[0] == "F" else int(x)
+        for r in reeds:
+            r.feed(now)
         wake = node.step(now)
         steps += 1
         if steps % 50 == 0:

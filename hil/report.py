@@ -216,6 +216,12 @@ def evaluate(rig):
         rej = sub.counters.get(3, 0)
         res.check("forged frames rejected and counted", rej > 0 and not unknown
                   and not alarms_unknown, "frames_rejected=%d" % rej)
+    rain = _rain_totals(rig)
+    if rain:
+        f["rain_mm_delivered"] = {k: v[0] / 10.0 for k, v in rain.items()}
+        bad = {k: v for k, v in rain.items() if v[0] != v[1]}
+        res.check("rain totals at the subscriber equal the gauges' tips", not bad,
+                  "node/chan: (delivered, fallen) in 0.1 mm %r" % bad if bad else "")
     if ex.get("faults_reported"):
         codes = sorted({r.fault for r in sub.readings.values() if r.fault is not None})
         want = [c for c in _fault_codes(sc)]
@@ -226,6 +232,29 @@ def evaluate(rig):
             res.check("%s done" % k, rig.stats[k] >= ex[k], "%d of %d" % (rig.stats[k], ex[k]))
     _lines(rig, res)
     return res
+
+
+def _rain_totals(rig):
+    """For tipping buckets on the real driver, the rain the subscriber got vs the tips
+    the world made between the node's boot and its last delivered sample (only for
+    runs without power cuts: a node that is off counts nothing)."""
+    if any(a["do"] == "node_power_cuts" for a in rig.sc.actions):
+        return {}
+    out = {}
+    for np_ in rig.nodes:
+        for c in np_.spec.channels:
+            if c.source != "rain":
+                continue
+            rs = [r for r in rig.sub.readings.values() if r.node == np_.id and r.chan == c.chan]
+            if not rs:
+                continue
+            tenths = int(round(c.tip_mm * 10))
+            t_last = max(r.t for r in rs) - rig.epoch
+            fallen = (c.sensor.sample(t_last) // tenths - c.sensor.sample(np_.first_boot_t)
+                      // tenths) * tenths
+            got = sum(r.value for r in rs if r.value is not None)
+            out["%d/0x%02x" % (np_.id, c.chan)] = (got, fallen)
+    return out
 
 
 def _fault_codes(sc):

@@ -202,6 +202,8 @@ class NodeProc:
     def start(self, t):
         self.boots += 1
         self.boot_t = t
+        if self.boots == 1:
+            self.first_boot_t = t
         cmd_env = dict(os.environ)
         if self.runtime == "micropython":
             exe = str(MICROPYTHON) if MICROPYTHON.exists() else shutil.which("micropython")
@@ -380,6 +382,8 @@ class Rig:
         for c in n.channels:
             if c.source == "loop420":
                 sources.append(["loop420", c.chan, 100, c.value_4ma, c.value_20ma])
+            elif c.source == "rain":
+                sources.append(["rain", c.chan, c.tip_mm])
             else:
                 sources.append([c.source, c.chan])
         spec = {"sources": sources, "lora": [self.sc.radio["sf"], self.sc.radio["bw_hz"]],
@@ -405,6 +409,8 @@ class Rig:
                     out.append(str(W.loop_current_ua(v, c.value_4ma, c.value_20ma)))
             elif isinstance(v, W.FaultCode):
                 out.append("F%d" % v.code)
+            elif c.source == "rain":
+                out.append(str(int(v) // int(round(c.tip_mm * 10))))    # tips so far
             else:
                 out.append(str(int(v)))
         return out

@@ -11,7 +11,7 @@ from hil import world as W
 from protocol import channels
 
 DIR = Path(__file__).resolve().parent / "scenarios"
-SOURCES = ("rain", "direct", "loop420")
+SOURCES = ("rain", "counter", "direct", "loop420")
 MODELS = ("storm", "dry", "creep", "hydrograph", "steady")
 FAULTS = ("spikes", "stuck", "drift", "broken_loop", "open_circuit")
 RUNTIMES = ("micropython", "cpython")
@@ -54,6 +54,7 @@ class Channel:
         if self.source not in SOURCES:
             raise ScenarioError("%s.source: %r: allowed %s" % (where, self.source,
                                                                ", ".join(SOURCES)))
+        self.tip_mm = d.get("tip_mm", 0.2)
         self.value_4ma = d.get("value_4ma", 0)
         self.value_20ma = d.get("value_20ma", 10000)
         self.sensor = W.Sensor(_model(d, where, seed), [
