@@ -270,7 +270,7 @@ class Store:
                 db.execute("ROLLBACK")
                 raise
             # Lane bookkeeping, still under the lock so take_batch sees it consistently.
-            cutoff = now - self.live_horizon_s
+            cutoff = int(now - self.live_horizon_s)          # as take_batch draws the line
             n_live = sum(1 for r in readings if r.t >= cutoff) if n_new else 0
             n_live = min(n_live, n_new)
             n_back = n_new - n_live
@@ -421,7 +421,9 @@ class Store:
             if lane == LIVE and len(rows) < max_readings:
                 self._live_n, self._live_since = 0, None
             elif lane == LIVE:
-                self._live_n = max(0, self._live_n - len(rows))
+                # A full batch: more may be waiting even if the estimate says none (it
+                # is only an estimate), so the lane stays due until a batch comes short.
+                self._live_n = max(1, self._live_n - len(rows))
             if lane == BACKLOG and len(rows) < max_readings:
                 self._backlog_hint = False
         if not rows and not statuses:

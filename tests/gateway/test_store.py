@@ -187,3 +187,17 @@ def test_not_a_database_is_a_clear_error(tmp_path):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "nope" / "store.db")
+
+
+def test_live_lane_stays_due_while_full_batches_come(make_store, mk):
+    """The live count is an estimate; a full batch must never leave readings stranded."""
+    clock = Clock(1_700_000_000.7)
+    s = make_store(clock=clock, monotonic=clock.monotonic, live_horizon_s=300)
+    cutoff = int(clock.t - 300)
+    s.commit(mk.frame(1, 1, cutoff, [1] * 5, step=0))            # on the line
+    s.commit(mk.frame(1, 2, cutoff + 10, [2] * 5, step=0))
+    taken = 0
+    while s.lane_hint()[0] > 0:
+        b = s.take_batch(LIVE, 5, enc, 100_000)
+        taken += b.n_readings if b else 0
+    assert taken == 10
