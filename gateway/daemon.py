@@ -30,6 +30,7 @@ import time
 import cbor2
 
 from gateway import downlink as dl
+from gateway import simclock
 from gateway.radio import RadioIngest, RadioPort
 from gateway.store import Store, StoreError
 from gateway.uplink import Uplink, UplinkSettings
@@ -251,7 +252,12 @@ class Daemon:
             log.info("event=modbus_device device=%s online=%s reason=%s", st.device, st.online,
                      st.reason)
 
-        self.bridge = ModbusBridge(self.cfg, sink, self.store.next_seq, on_state=on_state)
+        def alloc_seq(node):
+            # next_seq fsyncs: run it where the commits run, off the event loop, so radio
+            # acks never wait behind it
+            return self.loop.run_in_executor(self.commit_exec, self.store.next_seq, node)
+
+        self.bridge = ModbusBridge(self.cfg, sink, alloc_seq, on_state=on_state)
         await self.bridge.run()
 
     # ------------------------------------------------------------------ commands
@@ -413,7 +419,8 @@ def main(cfg):
     for w in cfg.warnings:
         log.warning("event=config_warning %s", w)
     try:
-        return asyncio.run(Daemon(cfg).run())
+        # simclock: wall time on a site; the HIL rig's shared clock when it sets the variable
+        return asyncio.run(Daemon(cfg, clock=simclock.from_env()).run())
     except KeyboardInterrupt:
         return EXIT_OK
 
