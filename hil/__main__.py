@@ -20,6 +20,10 @@ def main(argv=None):
     r.add_argument("--heap", default=None, help="MicroPython heap, e.g. 192K")
     r.add_argument("--workdir", default=None, help="keep the site here (default: a temp dir)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--hours", type=float, default=None,
+                   help="simulate this many hours instead of the scenario's duration")
+    r.add_argument("--sabotage", choices=("wrong-key",), default=None,
+                   help="check the checker: give the gateway a wrong key for the first node")
     b = sp.add_parser("board", help="real-board tier (needs HIL_PORT)")
     b.add_argument("scenario", nargs="?")
     a = ap.parse_args(argv)
@@ -36,10 +40,16 @@ def main(argv=None):
     except scen.ScenarioError as e:
         print("hil: %s" % e, file=sys.stderr)
         return 2
+    if a.hours is not None:
+        if a.hours <= 0:
+            print("hil: --hours %r: allowed a number > 0" % a.hours, file=sys.stderr)
+            return 2
+        sc.duration_s = a.hours * 3600.0
     from hil.rig import Rig
     out = (lambda s: None) if a.quiet else (lambda s: print(s, flush=True))
     with tempfile.TemporaryDirectory(prefix="hil-%s-" % sc.name) as tmp:
-        rig = Rig(sc, a.workdir or tmp, seed=a.seed, runtime=a.runtime, heap=a.heap, out=out)
+        rig = Rig(sc, a.workdir or tmp, seed=a.seed, runtime=a.runtime, heap=a.heap, out=out,
+                  sabotage=a.sabotage)
         res = rig.run()
     print(res.text())
     print(res.json_line(), flush=True)

@@ -9,7 +9,8 @@ radio through the fake `machine` (tests/mpy_fakes/machine.py). Sensors: the 4-20
 loop is the real firmware/drivers/loop420.py behind a fake ADC; rain and direct
 channels are fed values the rig computes from its world model. <workdir>/hil.json
 says which is which: {"sources": [["rain", chan, mm_per_tip], ["counter", chan],
-["direct", chan], ["loop420", chan, shunt_ohm, value_4ma, value_20ma]],
+["direct", chan], ["loop420", chan, shunt_ohm, value_4ma, value_20ma],
+["drawwire", chan, [ppm1, value1, ppm2, value2]]],
 "lora": [sf, bw_hz]}. "rain" is the real firmware/drivers/rain.py counting reed-switch
 edges of a fake pin; the rig feeds the cumulative number of tips.
 
@@ -30,6 +31,7 @@ import machine
 
 from firmware.app import Node
 from firmware.drivers.adc_filter import AdcFilter
+from firmware.drivers.drawwire import DrawWire
 from firmware.drivers.loop420 import Loop420
 from firmware.drivers.rain import RainGauge
 from firmware.hal import AdcChannel, Hal
@@ -170,6 +172,24 @@ class Loop:
         return self.drv.read()
 
 
+class Wire:
+    """The real draw-wire crack meter driver on a fake ADC; the rig feeds the wiper
+    voltage in uV (0 V: the wire is cut)."""
+
+    def __init__(self, inputs, i, chan, hal, cal):
+        self.inputs, self.i, self.chan = inputs, i, chan
+        self.adc = machine.ADC(300 + i)
+        ch = AdcChannel(self.adc, 100000, 3100000, uv_method=True)
+        self.drv = DrawWire(AdcFilter(ch, hal, samples=8), ((cal[0], cal[1]), (cal[2], cal[3])))
+
+    def read(self):
+        v = self.inputs.v[self.i]
+        if isinstance(v, str):
+            return None, int(v[1:])
+        self.adc.set_uv(v)
+        return self.drv.read()
+
+
 class Logged:
     """Wraps a source: every read is reported to the rig."""
 
@@ -222,6 +242,8 @@ def main():
         elif kind == "rain":
             src = Reed(inputs, i, chan, s[2])
             reeds.append(src)
+        elif kind == "drawwire":
+            src = Wire(inputs, i, chan, hal, s[2])
         elif kind == "loop420":
             src = Loop(inputs, i, chan, hal, s[2], s[3], s[4])
         else:

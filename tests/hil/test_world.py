@@ -120,3 +120,41 @@ def test_a_bad_scenario_names_file_key_and_allowed_values(tmp_path):
         scen.load(str(p))
     with pytest.raises(scen.ScenarioError, match="python -m hil list"):
         scen.load("no-such-scenario")
+
+
+class _Adc:
+    """A fixed ADC reading in uV (the rig's fake ADC does the same on the node)."""
+
+    def __init__(self):
+        self.uv = 0
+
+    def read_uv(self):
+        return self.uv
+
+
+def test_draw_wire_world_to_driver_round_trip_is_exact():
+    from firmware.drivers.adc_filter import AdcFilter
+    from firmware.drivers.drawwire import DrawWire
+    from firmware.hal import AdcChannel
+    adc = _Adc()
+    c = W.DRAWWIRE_CAL
+    drv = DrawWire(AdcFilter(AdcChannel(adc, 100000, 3100000, uv_method=True), samples=8),
+                   ((c[0], c[1]), (c[2], c[3])))
+    for d in (0, 1, 9999, 10000, 12345, 25017, 49999):
+        adc.uv = W.wiper_uv(d)
+        assert drv.read() == (d, 0)
+    adc.uv = W.wiper_uv(W.FaultCode(1))           # the wire snapped
+    assert drv.read() == (None, 1)
+
+
+def test_loop_current_world_to_driver_detects_a_cut_loop():
+    from firmware.drivers.adc_filter import AdcFilter
+    from firmware.drivers.loop420 import Loop420
+    from firmware.hal import AdcChannel
+    adc = _Adc()
+    drv = Loop420(AdcFilter(AdcChannel(adc, 100000, 3100000, uv_method=True), samples=8),
+                  100, 0, 10000)
+    adc.uv = W.loop_current_ua(2500, 0, 10000) * 100
+    assert drv.read() == (2500, 0)
+    adc.uv = 0                                    # BrokenLoop: 0 mA
+    assert drv.read() == (None, 8)
