@@ -21,7 +21,8 @@ Control pipe (stdin/stdout, one line each), lock-step with the rig's simulated t
                 "P <t_ref>"                     buffered samples went into a log record
                 "A <event> <chan> <rule> <level> <prev> <t> <value>"  an alarm event
                 "C <text>"                      a console line
-                "W <wake> <level> <depth> <siren>"  step done; next wake (mono s, -1 none)
+                "W <wake> <level> <depth> <siren> <tx>"  step done; next wake (mono s,
+                                -1 none); bytes written to the UART since boot
 """
 import gc
 import json
@@ -223,6 +224,16 @@ def main():
     f.close()
     machine.attach(1, tty)
     uart = machine.UART(1, 9600)
+    # count what goes to the UART: the rig waits for every byte of a step to cross the
+    # pty before it moves time on (a pty delivers through a kernel work queue)
+    tx = [0]
+    write = uart.write
+
+    def write_counted(buf):
+        n = write(buf)
+        tx[0] += n
+        return n
+    uart.write = write_counted
     hal = Hal(machine=machine, clock=_clock(), root=workdir)
 
     def console(s):
@@ -280,7 +291,7 @@ def main():
         log_alarms(now, events)
     node._log_alarms = log_alarms_logged
     node.start(0)
-    _out("W 0 0 %d 0" % node.log.depth())
+    _out("W 0 0 %d 0 %d" % (node.log.depth(), tx[0]))
     readline = sys.stdin.readline
     steps = 0
     while True:
@@ -300,8 +311,8 @@ def main():
         steps += 1
         if steps % 50 == 0:
             gc.collect()
-        _out("W %s %d %d %d" % ("-1" if wake is None else "%.3f" % wake, node.engine.level(),
-                                node.log.depth(), 1 if siren.on_ else 0))
+        _out("W %s %d %d %d %d" % ("-1" if wake is None else "%.3f" % wake, node.engine.level(),
+                                   node.log.depth(), 1 if siren.on_ else 0, tx[0]))
 
 
 main()

