@@ -43,3 +43,13 @@ class FileClock:
                 continue
             if struct.unpack("<Q", mm[0:8])[0] == s1:
                 return t
+
+
+class BridgeClock:
+    """The clock object gateway/modbus.py's ModbusBridge takes (`time()` for stamps,
+    `monotonic()` for its poll schedule), stamping on the daemon's clock while polls
+    keep wall-time pacing: `ModbusBridge(..., clock=BridgeClock(daemon.clock))`."""
+
+    def __init__(self, stamp_clock):
+        self.time = stamp_clock
+        self.monotonic = time.monotonic

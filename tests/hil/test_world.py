@@ -158,3 +158,13 @@ def test_loop_current_world_to_driver_detects_a_cut_loop():
     assert drv.read() == (2500, 0)
     adc.uv = 0                                    # BrokenLoop: 0 mA
     assert drv.read() == (None, 8)
+
+
+def test_bridge_clock_stamps_on_the_shared_clock_and_polls_on_wall_time(tmp_path):
+    import time
+    c = SimClock(tmp_path / "clock", 1_000_000)
+    c.set(7200)
+    b = simclock.BridgeClock(simclock.from_env({"STATIONGW_SIMCLOCK": str(tmp_path / "clock")}))
+    assert b.time() == 1_007_200
+    assert abs(b.monotonic() - time.monotonic()) < 1
+    c.close()
