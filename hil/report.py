@@ -142,7 +142,7 @@ def evaluate(rig):
     f = res.figures
     f.update({
         "seed": rig.seed, "runtime": rig.runtime, "sim_s": round(t_end),
-        "sent": len(packed), "delivered": delivered, "lost": lost,
+        "sent": len(packed), "stored": rig.stats["stored"], "delivered": delivered, "lost": lost,
         "lost_in_ram_at_power_cut": lost_ram, "pending_in_ram_at_end": pending,
         "duplicated": sub.duplicates, "conflicts": len(sub.conflicts),
         "unknown_readings": len(unknown), "approx_time_readings": approx,
@@ -308,8 +308,9 @@ def _lines(rig, res):
         "simulated %.1f h in %.1f s of wall time; %d node steps; %d frames to the gateway"
         % (f["sim_s"] / 3600.0, rig.stats.get("wall_s", 0), rig.stats["node_steps"],
            rig.stats["frames_to_gw"]),
-        "readings: sent %d, delivered %d, lost %d, duplicated %d, lost in RAM at power cuts %d,"
-        " still in RAM at the end %d" % (f["sent"], f["delivered"], f["lost"], f["duplicated"],
+        "readings: sent %d, stored %d, delivered %d, lost %d, duplicated %d, lost in RAM at power"
+        " cuts %d, still in RAM at the end %d" % (f["sent"], rig.stats["stored"], f["delivered"],
+                                                  f["lost"], f["duplicated"],
                                          f["lost_in_ram_at_power_cut"],
                                          f["pending_in_ram_at_end"]),
         "alarms: %d raised at nodes, %d delivered; max latency %s ms wall, %s s simulated;"

@@ -36,6 +36,8 @@ from hil.medium import GATEWAY, OK, Medium, split_packets
 from hil.subscriber import Subscriber
 from protocol import channels
 from protocol import frame as fr
+from protocol import messages as msg
+from protocol import readings as rd
 from protocol.framing import Deframer, wrap
 from protocol.mic import Hmac
 
@@ -358,7 +360,7 @@ class Rig:
         self.by_node_unpacked = {}
         self.node_alarms = []
         self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
-        self.stats = {"gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
+        self.stats = {"stored": 0, "gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
                       "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
                       "node_crashes": 0, "node_config_errors": 0, "gw_kills_mid_frame": 0,
                       "dropped_gw_down": 0}
@@ -367,6 +369,8 @@ class Rig:
         self.captured = []            # real uplink packets, for replay attacks
         self.kill_gw_on_delivery = 0
         self.gw_signers = {}          # node -> Hmac of the key the gateway was given
+        self.frame_readings = {}      # (node, seq) -> readings in it, until acked
+        self.stored_seqs = set()
 
     # ---------------------------------------------------------------- set-up
     def _write_site(self, mqtt_port, radio_tty):
@@ -524,6 +528,7 @@ class Rig:
         for pkt in split_packets(self.gw_rx):
             if self.awaiting:
                 self.awaiting.pop(0)
+            self._count_stored(pkt)
             tx = self.medium.transmit(GATEWAY, self.clock.t + GW_TURNAROUND_S, pkt)
             for np_ in self.nodes:
                 self._push(tx.arrive, "to_node", np_, tx)
@@ -544,15 +549,41 @@ class Rig:
 
     def _gateway_will_answer(self, pkt):
         """Pacing only: a frame the gateway cannot authenticate gets no ACK, so the
-        clock must not wait for one (the checks never rely on this)."""
+        clock must not wait for one (the checks never rely on this). Also notes how
+        many readings each READINGS frame carries, for the `stored` figure."""
         for item in Deframer().feed(pkt):
             if isinstance(item, bytes):
                 try:
-                    fr.decode(item, self.gw_signers.get, fr.UPLINK_TYPES)
-                    return True
+                    f = fr.decode(item, self.gw_signers.get, fr.UPLINK_TYPES)
                 except fr.FrameError:
-                    pass
+                    continue
+                if f.mtype == fr.READINGS and (f.node, f.seq) not in self.stored_seqs:
+                    try:
+                        n = sum(b.count if b.values is None else len(b.values)
+                                for b in rd.decode(f.payload))
+                    except ValueError:
+                        n = 0
+                    self.frame_readings[(f.node, f.seq)] = n
+                return True
         return False
+
+    def _count_stored(self, pkt):
+        """An ACK is written only after the commit (I1): the readings of every frame it
+        acknowledges are stored at the gateway."""
+        for item in Deframer().feed(pkt):
+            if not isinstance(item, bytes):
+                continue
+            try:
+                f = fr.decode(item, self.gw_signers.get, fr.DOWNLINK_TYPES)
+                if f.mtype != fr.ACK:
+                    continue
+                _re, _gw_time, ranges = msg.decode_ack(f.payload)
+            except (fr.FrameError, msg.PayloadError):
+                continue
+            for key in list(self.frame_readings):
+                if key[0] == f.node and any(lo <= key[1] <= hi for lo, hi in ranges):
+                    self.stats["stored"] += self.frame_readings.pop(key)
+                    self.stored_seqs.add(key)
 
     # ---------------------------------------------------------------- events
     def _on_event(self, t, kind, args):
@@ -673,12 +704,10 @@ class Rig:
         else:
             if kind == "unknown":
                 node = 4000 + self.rng.randrange(1000)
-            from protocol import readings as rd
             blocks = [rd.Block(channels.chan_id(2, 0), 90, 60, [99999, 99999])]
             mtype = fr.READINGS
             payload = rd.encode(blocks)
             if self.rng.random() < 0.5:
-                from protocol import messages as msg
                 mtype = fr.ALARM
                 payload = msg.encode_alarms([{msg.A_EVENT: 1, msg.A_LEVEL: 4, msg.A_PREV: 0,
                                               msg.A_CHAN: 0x10, msg.A_RULE: 9, msg.A_KIND: 1,
