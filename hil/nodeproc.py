@@ -21,6 +21,7 @@ Control pipe (stdin/stdout, one line each), lock-step with the rig's simulated t
                 "P <t_ref>"                     buffered samples went into a log record
                 "A <event> <chan> <rule> <level> <prev> <t> <value>"  an alarm event
                 "C <text>"                      a console line
+                "M <bytes>"                     at exit: most live heap seen after a GC
                 "W <wake> <level> <depth> <siren> <tx>"  step done; next wake (mono s,
                                 -1 none); bytes written to the UART since boot
 """
@@ -294,9 +295,14 @@ def main():
     _out("W 0 0 %d 0 %d" % (node.log.depth(), tx[0]))
     readline = sys.stdin.readline
     steps = 0
+    alloc = getattr(gc, "mem_alloc", None)
+    live_max = 0
     while True:
         line = readline()
         if not line or line[0] == "Q":
+            if alloc is not None:
+                gc.collect()
+                _out("M %d" % max(live_max, alloc()))
             break
         parts = line.split()
         now = float(parts[1])
@@ -311,6 +317,8 @@ def main():
         steps += 1
         if steps % 50 == 0:
             gc.collect()
+            if alloc is not None and alloc() > live_max:
+                live_max = alloc()
         _out("W %s %d %d %d %d" % ("-1" if wake is None else "%.3f" % wake, node.engine.level(),
                                    node.log.depth(), 1 if siren.on_ else 0, tx[0]))
 

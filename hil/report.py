@@ -159,6 +159,9 @@ def evaluate(rig):
         "gateway_counters": {str(k): v for k, v in sorted(sub.counters.items())},
         "schema_errors": len(sub.errors),
     })
+    heaps = [n.live_heap for n in rig.nodes if n.live_heap is not None]
+    f["node_live_heap_max_bytes"] = max(heaps) if heaps else None
+    f["node_heap_limit"] = rig.heap if rig.runtime == "micropython" else None
     f.update(rig.stats)
     f["medium"] = dict(rig.medium.counts)
     # ---- the checks every scenario makes

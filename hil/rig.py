@@ -205,6 +205,7 @@ class NodeProc:
         self.cut_pending = None       # off time of a power cut due at the next wake
         self.depth = 0
         self.siren = False
+        self.live_heap = None         # MicroPython: most live heap after a GC (bytes)
 
     def start(self, t):
         self.boots += 1
@@ -272,8 +273,11 @@ class NodeProc:
             try:
                 self.proc.stdin.write("Q\n")
                 self.proc.stdin.flush()
-                self.proc.wait(5)
-            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                out, _ = self.proc.communicate(timeout=5)
+                for line in out.splitlines():
+                    if line.startswith("M "):
+                        self.live_heap = int(line.split()[1])
+            except (BrokenPipeError, OSError, ValueError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)
 
