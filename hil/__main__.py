@@ -26,6 +26,8 @@ def main(argv=None):
                    help="check the checker: give the gateway a wrong key for the first node")
     b = sp.add_parser("board", help="real-board tier (needs HIL_PORT)")
     b.add_argument("scenario", nargs="?")
+    b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--hours", type=float, default=None)
     a = ap.parse_args(argv)
     if a.cmd == "list":
         for name in scen.names():
@@ -34,7 +36,7 @@ def main(argv=None):
         return 0
     if a.cmd == "board":
         from hil import board
-        return board.main(a.scenario)
+        return board.main(a.scenario, seed=a.seed, hours=a.hours)
     try:
         sc = scen.load(a.scenario)
     except scen.ScenarioError as e:

@@ -223,8 +223,12 @@ def main():
     f = open(workdir + "/hil.json")
     spec = json.loads(f.read())
     f.close()
-    machine.attach(1, tty)
-    uart = machine.UART(1, 9600)
+    if hasattr(machine, "attach"):          # the fake machine: the UART is the rig's pty
+        machine.attach(1, tty)
+        uart = machine.UART(1, 9600)
+    else:                                   # a real board: the LoRa UART pins of the wiring
+        u = spec["uart"]
+        uart = machine.UART(u[0], u[1], tx=u[2], rx=u[3])
     # count what goes to the UART: the rig waits for every byte of a step to cross the
     # pty before it moves time on (a pty delivers through a kernel work queue)
     tx = [0]

@@ -308,6 +308,9 @@ class NodeProc:
     def deliver(self, data, timeout=1.0):
         """Write a received packet to the node's UART and wait until the node's side of
         the pty can read all of it, so the step that follows sees it."""
+        if self.slave is None:             # a real UART: the bytes are on the wire
+            os.write(self.master, data)
+            return
         before = _pending(self.slave)
         os.write(self.master, data)
         deadline = time.monotonic() + timeout
@@ -343,7 +346,7 @@ class NodeAlarm:
 
 class Rig:
     def __init__(self, scenario, workdir, seed=None, runtime=None, heap=None, out=None,
-                 sabotage=None):
+                 sabotage=None, board=None):
         self.sc = scenario
         self.d = Path(workdir)
         self.seed = scenario.seed if seed is None else seed
@@ -354,6 +357,7 @@ class Rig:
             raise ValueError("sabotage %r: allowed %s" % (sabotage, ", ".join(
                 str(x) for x in SABOTAGE)))
         self.sabotage = sabotage
+        self.board = board            # hil.board.Bench: the first node is a real board
         self.out = out or (lambda s: None)
         self.epoch = int(time.time())
         self.events = []
@@ -430,6 +434,8 @@ class Rig:
                 sources.append([c.source, c.chan])
         spec = {"sources": sources, "lora": [self.sc.radio["sf"], self.sc.radio["bw_hz"]],
                 "boot_seed": self.rng.randrange(1, 1 << 30)}
+        if self.board is not None and n.id == self.sc.nodes[0].id:
+            spec["uart"] = self.board.uart_spec()
         (nd / "hil.json").write_text(json.dumps(spec))
         return nd
 
@@ -453,6 +459,8 @@ class Rig:
                 out.append(str(W.wiper_uv(v)))
             elif isinstance(v, W.FaultCode):
                 out.append("F%d" % v.code)
+            elif c.sensor.loop_broken(t):
+                out.append("F8")                 # what the loop driver would report
             elif c.source == "rain":
                 out.append(str(int(v) // int(round(c.tip_mm * 10))))    # tips so far
             else:
@@ -775,7 +783,11 @@ class Rig:
         try:
             self.gw.start()
             for i, n in enumerate(sc.nodes):
-                np_ = NodeProc(n, self._write_node(n), self.runtime, self.heap, mpy)
+                if i == 0 and self.board is not None:
+                    n = self.board.adapt(n)
+                    np_ = self.board.node(n, self._write_node(n), mpy or build_mpy())
+                else:
+                    np_ = NodeProc(n, self._write_node(n), self.runtime, self.heap, mpy)
                 self.nodes.append(np_)
                 self.by_id[n.id] = np_
                 self._push(float(i), "action", self._node_boot, (n.id,))
@@ -794,7 +806,8 @@ class Rig:
             os.close(self.gw_master)
             for np_ in self.nodes:
                 os.close(np_.master)
-                os.close(np_.slave)
+                if np_.slave is not None:
+                    os.close(np_.slave)
         self.stats["wall_s"] = round(time.time() - wall0, 1)
         return evaluate(self)
 

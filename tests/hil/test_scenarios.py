@@ -93,5 +93,26 @@ def test_unknown_scenario_is_a_clear_error():
 
 def test_real_board_tier_says_it_did_not_run():
     r = run_hil("board", "storm", timeout=30, env={"HIL_PORT": ""})
-    assert r.returncode != 0
+    assert r.returncode == 3
     assert "real-board tier NOT RUN: set HIL_PORT" in r.stdout + r.stderr
+    r = run_hil("board", "storm", timeout=30, env={"HIL_PORT": "/dev/no-such-board"})
+    assert r.returncode == 3 and "does not exist" in r.stdout
+
+
+STANDIN = "exec:%s" % (ROOT / ".venv" / "bin" / "micropython")
+
+
+@pytest.mark.broker
+@pytest.mark.mpy
+def test_stand_in_board_runs_a_scenario_through_the_raw_repl():
+    """The board tier's own code (raw REPL control, software test inputs) on the unix
+    port as a stand-in board: storm's node 101 is the "board"."""
+    r = run_hil("board", "storm", "--hours", "4", env={"HIL_PORT": STANDIN})
+    f = figures(r)
+    assert r.returncode == 0 and f["passed"], r.stdout[-3000:] + r.stderr[-2000:]
+    assert "ran on exec:" in r.stdout and f["alarms"] > 0 and f["lost"] == 0
+
+
+def test_board_tier_does_not_cut_power_it_cannot_cut():
+    r = run_hil("board", "node-power-cuts", timeout=30, env={"HIL_PORT": STANDIN})
+    assert r.returncode == 3 and "NOT RUN" in r.stdout
