@@ -10,8 +10,8 @@ What runs:
   a board), or CPython for speed;
 * the radio medium (hil/medium.py) between the nodes' ptys and the gateway's pty;
 * a real Mosquitto on a free loopback port;
-* the real gateway daemon as a subprocess with a generated site.toml and keys file
-  (hil/gwrun.py: `stationgw run` on the simulated clock);
+* the real gateway daemon as a subprocess (`python -m gateway.cli run -c site.toml`)
+  with a generated site.toml and keys file, on the simulated clock;
 * hil/subscriber.py, decoding everything with cbor2 and the uplink contract.
 
 Time: hil/clock.py. The loop below is a discrete-event simulation: it jumps to the next
@@ -147,7 +147,8 @@ class Gateway:
         env = dict(os.environ, STATIONGW_SIMCLOCK=str(self.clock_path),
                    PYTHONPATH=str(ROOT))
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "hil.gwrun", "-c", str(self.cfg)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c",
+                                          str(self.cfg)],
                                          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
