@@ -179,6 +179,11 @@ def evaluate(rig):
               "%d inversions" % f["order_errors"])
     res.check("every alarm delivered", not missing_alarms,
               "%d of %d missing" % (len(missing_alarms), len(rig.node_alarms)))
+    res.check("after a trip the node's next frame on the air is the ALARM (I3)",
+              rig.stats["alarm_not_first_on_air"] == 0,
+              "%d of %d trips sent something else first" % (
+                  rig.stats["alarm_not_first_on_air"],
+                  rig.stats["alarm_not_first_on_air"] + rig.stats["alarm_first_on_air"]))
     res.check("no alarm nobody raised", not alarms_unknown,
               "%d unknown alarms" % len(alarms_unknown))
     res.check("batch seqs without gaps", gaps == 0, "%d missing" % gaps)

@@ -204,6 +204,7 @@ class NodeProc:
         self.wake_gen = 0
         self.level = 0
         self.cut_pending = None       # off time of a power cut due at the next wake
+        self.alarm_pending = False    # tripped: its next frame must be the ALARM
         self.depth = 0
         self.siren = False
         self.live_heap = None         # MicroPython: most live heap after a GC (bytes)
@@ -369,7 +370,8 @@ class Rig:
         self.by_node_unpacked = {}
         self.node_alarms = []
         self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
-        self.stats = {"stored": 0, "gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
+        self.stats = {"stored": 0, "alarm_first_on_air": 0, "alarm_not_first_on_air": 0,
+                      "gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
                       "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
                       "node_crashes": 0, "node_config_errors": 0, "gw_kills_mid_frame": 0,
                       "dropped_gw_down": 0}
@@ -492,6 +494,7 @@ class Rig:
                 t_unix = self.epoch + np_.boot_t + int(parts[5])
                 a = NodeAlarm(np_.id, parts, t_unix, wall)
                 self.node_alarms.append(a)
+                np_.alarm_pending = True
                 self.out("  t=%s node %d ALARM %s" % (_hms(self.clock.t), np_.id, line))
             elif k == "C" and ("error" in line or "torn" in line):
                 self.notes.append("node %d: %s" % (np_.id, line[2:]))
@@ -525,8 +528,23 @@ class Rig:
 
     def _transmit_from(self, np_, t, wait=True):
         for pkt in np_.pull(np_.tx_total if wait else None):
+            if np_.alarm_pending:
+                # I3 on the node: after a trip, its next frame on the air is the ALARM
+                np_.alarm_pending = False
+                mtype = self._uplink_type(pkt)
+                self.stats["alarm_first_on_air" if mtype == fr.ALARM
+                           else "alarm_not_first_on_air"] += 1
             tx = self.medium.transmit(np_.id, t, pkt)
             self._push(tx.arrive, "to_gw", tx)
+
+    def _uplink_type(self, pkt):
+        for item in Deframer().feed(pkt):
+            if isinstance(item, bytes):
+                try:
+                    return fr.decode(item, self.gw_signers.get, fr.UPLINK_TYPES).mtype
+                except fr.FrameError:
+                    pass
+        return None
 
     # ---------------------------------------------------------------- gateway I/O
     def _pull_gw(self):
