@@ -8,8 +8,10 @@ reset, and read the console.
         b.put("config.json", data)          # to config.json.tmp, rename, hash check
         b.reset(); b.wait_for(rb"node 17 boot", 30)
 """
+import contextlib
 import errno
 import hashlib
+import io
 import os
 import re
 import time
@@ -99,7 +101,8 @@ class BoardLink:
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
         try:
-            t = SerialTransport(port, baudrate=115200)
+            # a read timeout, so that mpremote's own timeouts also work on a pty
+            t = SerialTransport(port, baudrate=115200, timeout=1)
         except TransportError as e:
             raise ToolError(PORT_BUSY, "cannot open %s: %s" % (port, e)) from None
         link = cls(port, t)
@@ -127,8 +130,14 @@ class BoardLink:
     def enter(self):
         """Stop whatever runs (Ctrl-C), raw REPL, soft reset: the node app is stopped."""
         from mpremote.transport import TransportError
+        quiet = io.StringIO()     # mpremote prints what it got when this fails
         try:
-            self.t.enter_raw_repl(soft_reset=True)
+            with contextlib.redirect_stdout(quiet):
+                try:
+                    self.t.enter_raw_repl(soft_reset=True)
+                except TransportError:
+                    # a Ctrl-C that landed in boot.py lets main.py start: interrupt that too
+                    self.t.enter_raw_repl(soft_reset=True)
         except TransportError:
             raise ToolError(NO_ANSWER, "the board on %s does not answer at the MicroPython "
                             "REPL: is MicroPython on it (stationctl flash)? If it is in its "

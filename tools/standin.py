@@ -41,8 +41,10 @@ What is not:
   - no flash wear, no littlefs power-cut semantics (files are host files), no USB
     re-enumeration on reset (the pty stays), no bootloader (`machine.bootloader()`
     does nothing useful), no `mpremote mount` (the agent's stdin is not the console);
-  - Ctrl-C reaches code only while it runs; console output nobody reads is kept up to
-    64 KB, then the oldest is dropped.
+  - Ctrl-C reaches code only while it runs, and Ctrl-C during boot.py also skips main.py
+    (a board would go on to main.py; skipping it makes mpremote's Ctrl-C right after a
+    reset reliable here, where the node's "press a key" escape cannot see the console);
+    console output nobody reads is kept up to 64 KB, then the oldest is dropped.
 """
 import argparse
 import os
@@ -74,6 +76,8 @@ PASTE = "paste"
 # It tells the shim B (busy), I (idle) and R (machine.reset) on a control pipe.
 AGENT = r'''
 import os, sys, time
+import micropython
+micropython.kbd_intr(3)
 root, fakes, ctl_fd, start = sys.argv[-4], sys.argv[-3], int(sys.argv[-2]), sys.argv[-1]
 ctl = open(ctl_fd, "wb")
 os.umount("/")
@@ -116,7 +120,7 @@ def run_file(name):
     try:
         os.stat(name)
     except OSError:
-        return
+        return True
     try:
         f = open(name)
         src = f.read()
@@ -124,12 +128,13 @@ def run_file(name):
         exec(compile(src, name, "exec"), g)
     except KeyboardInterrupt as e:
         sys.print_exception(e, out)
+        return False
     except Exception as e:
         sys.print_exception(e, out)
+    return True
 
 tell(b"B")
-run_file("boot.py")
-if start != "raw":
+if run_file("boot.py") and start != "raw":
     run_file("main.py")
     out.write("MicroPython (unix port) on stand-in board; tools/standin.py\r\n"
               "Type \"help()\" for more information.\r\n>>> ")
@@ -340,7 +345,9 @@ class StandIn:
         self.sel.register(self.agent.stdout, selectors.EVENT_READ, "agent")
         self.sel.register(r, selectors.EVENT_READ, "ctl")
         self.busy = True
-        self.agent_state = b"B"
+        # Ctrl-C waits for the agent's first B: a SIGINT before MicroPython has set up its
+        # handler would be lost (the host process takes it), and the program keeps running
+        self.agent_state = b"S"
 
     def _stop_agent(self):
         a = self.agent
