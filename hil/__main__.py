@@ -3,13 +3,20 @@
 run: prints the report, then one last line of JSON with the figures; exit 0 only if
 every check passed. The real-board tier: `python -m hil board SCENARIO` (HIL_PORT)."""
 import argparse
+import signal
 import sys
 import tempfile
 
 from hil import scenario as scen
 
 
+def _terminate(signum, frame):
+    # SIGTERM: unwind like Ctrl-C, so the rig stops its broker, gateway and nodes
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, _terminate)
     ap = argparse.ArgumentParser(prog="python -m hil", description="station HIL rig")
     sp = ap.add_subparsers(dest="cmd", required=True)
     sp.add_parser("list", help="the scenarios in hil/scenarios/")
@@ -59,4 +66,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("hil: interrupted; the site was stopped", file=sys.stderr)
+        sys.exit(130)
