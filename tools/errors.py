@@ -29,3 +29,4 @@ class ToolError(Exception):
 
     def __str__(self):
         return self.message
+SELFTEST_FAULTS = 18  # selftest ran and found faults (the table says which)
