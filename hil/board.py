@@ -36,7 +36,7 @@ import tempfile
 import time
 import tty
 
-from hil.rig import ROOT, NodeProc
+from hil.procs import ROOT, NodeProc
 
 NOT_RUN = 3
 RAW_TIMEOUT_S = 10.0
