@@ -187,6 +187,8 @@ def evaluate(rig):
     res.check("no alarm nobody raised", not alarms_unknown,
               "%d unknown alarms" % len(alarms_unknown))
     res.check("batch seqs without gaps", gaps == 0, "%d missing" % gaps)
+    res.check("the gateway never exited by itself", rig.stats["gw_crashes"] == 0,
+              "%d exits" % rig.stats["gw_crashes"])
     res.check("no node crashed or ran without its config",
               rig.stats["node_crashes"] == 0 and rig.stats["node_config_errors"] == 0,
               "; ".join(rig.notes[:2]))

@@ -97,6 +97,7 @@ class Rig:
         self.node_alarms = []
         self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
         self.stats = {"stored": 0, "alarm_first_on_air": 0, "alarm_not_first_on_air": 0,
+                      "gw_crashes": 0,
                       "gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
                       "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
                       "node_crashes": 0, "node_config_errors": 0, "gw_kills_mid_frame": 0,
@@ -560,6 +561,8 @@ class Rig:
         while self.events:
             self._pull_gw()
             self._wait_gateway()
+            if not self.gw.alive():
+                self._gateway_died()
             t = self.events[0][0]
             if t > until:
                 return False
@@ -570,6 +573,15 @@ class Rig:
             if stop is not None and stop():
                 return True
         return False
+
+    def _gateway_died(self):
+        """The daemon exited without being killed: a failure of the run (its log tail
+        goes in the notes); it is restarted so the run can show what it cost."""
+        rc = self.gw.proc.returncode if self.gw.proc is not None else None
+        tail = [x for x in self.gw.text().splitlines() if "level=ERROR" in x][-2:]
+        self.stats["gw_crashes"] += 1
+        self.notes.append("gateway exited by itself (rc %s): %s" % (rc, " | ".join(tail)))
+        self.gw.start()
 
     def _drain(self, end):
         """After the scenario: keep the site running until every node's log is empty
