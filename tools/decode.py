@@ -226,8 +226,9 @@ def frame_text(d):
             lines.append("  %-16s %d x fault %s, %s, every %d s (idx %d..)" % (
                 b["label"], b["count"], b["fault"], when, b["step_s"], b["first_idx"]))
         else:
-            lines.append("  %-16s %s, every %d s (idx %d..): %s" % (
-                b["label"], when, b["step_s"], b["first_idx"], ", ".join(b["text"])))
+            every = ("every %d s" % b["step_s"]) if b["count"] > 1 else "1 sample"
+            lines.append("  %-16s %s, %s (idx %d..): %s" % (
+                b["label"], when, every, b["first_idx"], ", ".join(b["text"])))
     for a in d.get("alarms", ()):
         lines.append("  %s %s (was %s) on %s: rule %s %s value %s threshold %s, %d s before send"
                      % (a["event"].upper() if isinstance(a["event"], str) else a["event"],

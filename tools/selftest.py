@@ -50,8 +50,10 @@ def readable(row):
                 r["value"] = value_text(chan, int(r["value"]))
             except ValueError:
                 pass
-    elif r["item"] == "supply_mv" and r["value"].isdigit():
-        r["item"], r["value"] = "supply", "%.2f V" % (int(r["value"]) / 1000)
+    elif r["item"] == "supply_mv":
+        r["item"] = "supply"
+        if r["value"].isdigit():
+            r["value"] = "%.2f V" % (int(r["value"]) / 1000)
     return r
 
 
