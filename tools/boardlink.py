@@ -171,6 +171,11 @@ class BoardLink:
             d = "/".join(parts[:i])
             self.exec("import os\ntry:\n os.mkdir(%r)\nexcept OSError:\n pass" % d)
 
+    def exists(self, path):
+        out = self.exec("import os\ntry:\n os.stat(%r)\n print(1)\nexcept OSError:\n print(0)"
+                        % path)
+        return out.strip() == b"1"
+
     def read(self, path):
         """File bytes, or None if there is no such file."""
         try:

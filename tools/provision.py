@@ -203,7 +203,7 @@ def run(args):
         note = _check_variant_chip(variant, platform, machine, args.port)
         if note:
             print(note)
-        if link.read("firmware/nodeconfig.mpy") is None:
+        if not link.exists("firmware/nodeconfig.mpy"):
             raise ToolError(CONFIG_INVALID, "the node application is not on the board on %s: "
                             "run `stationctl flash --port %s --board ...` first"
                             % (args.port, args.port))

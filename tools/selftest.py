@@ -71,7 +71,7 @@ def table(rows, color=False):
 
 
 def run_on(link):
-    if link.read("firmware/selftest.mpy") is None and link.read("firmware/selftest.py") is None:
+    if not (link.exists("firmware/selftest.mpy") or link.exists("firmware/selftest.py")):
         raise ToolError(BOARD_ERROR, "the board has no firmware/selftest: flash the current "
                         "application (stationctl flash --app-only)")
     text = link.exec("from firmware import selftest\nselftest.run()").decode(errors="replace")
