@@ -111,7 +111,7 @@ class RadioFeed:
     """The gateway's radio ingest on a pty pair: frames made with protocol/ go in on the
     master side, ACKs come back and are drained; commits go to `store`."""
 
-    def __init__(self, store):
+    def __init__(self, store, seq_start=1):
         import serial
 
         from gateway.radio import RadioIngest, RadioPort
@@ -123,13 +123,14 @@ class RadioFeed:
         self.fr, self.msg, self.rd, self.wrap, self.Hmac = fr, msg, rd, wrap, Hmac
         self.keys = {n: os.urandom(32) for n in range(1, NODES + 1)}
         self.signers = {n: Hmac(k) for n, k in self.keys.items()}
-        self.seq = {n: 0 for n in self.keys}
+        self.seq = {n: seq_start - 1 for n in self.keys}
         self.m, self.s = os.openpty()
         tty.setraw(self.m)
         tty.setraw(self.s)
         self.ser = serial.Serial(os.ttyname(self.s), 115200, timeout=0)
         self.ingest = RadioIngest(self.keys)
         self.port = RadioPort(self.ser, self.ingest, store, time.time)
+        self.port.load_state(self.keys)         # replay state from the store, as the daemon
         self.acks = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -324,18 +325,16 @@ def drain(port, workdir, n, alarm_every_ms, live_per_s, source):
                 alarms[0] += 1
             seq += 1
             if feed is not None:
-                if live_frames:
-                    feed.send([live_frames.pop()])
-                    live[0] += len(CHANS) * PER_CHAN
+                feed.send(feed.readings_frames(len(CHANS) * PER_CHAN))
+                live[0] += len(CHANS) * PER_CHAN
             else:
                 g = list(groups(len(CHANS) * PER_CHAN, int(now), seq_start=seq))[0]
                 live[0] += store.commit(g).readings
             time.sleep(period)
 
-    feed = RadioFeed(store) if source == "radio" else None
-    if feed is not None:
-        # readings frames for the live flow, made before the clock starts
-        live_frames = feed.readings_frames(int(live_per_s * 120))
+    # Radio frames carry seqs above those of the prefilled backlog (a node's counter
+    # only grows), so the gateway's replay window takes them as new.
+    feed = RadioFeed(store, seq_start=1_000_000) if source == "radio" else None
     cpu0, t0 = time.process_time(), time.perf_counter()
     up = make_uplink(store, port).start()
     th = threading.Thread(target=live_and_alarms, daemon=True)
