@@ -84,7 +84,7 @@ PROFILES = {
 
 BOOT_LINE = re.compile(rb"node (\d+) boot (\d+)")
 CONFIG_ERROR = re.compile(rb"config error: (.*)")
-NO_CONFIG = re.compile(rb"config: (no valid config|running on the last good config).*")
+BOOT_CONFIG = re.compile(rb"NodeConfig\(v(\d+) node")
 
 
 def load_profile(name):
@@ -248,6 +248,11 @@ def run(args):
             raise ToolError(CONFIG_INVALID, "the node booted as node %d, not %d: its config was "
                             "not taken; check the console" % (booted, args.node))
         line = [x for x in text.splitlines() if BOOT_LINE.search(x)][0]
+        v = BOOT_CONFIG.search(line)
+        if v is not None and int(v.group(1)) != version:
+            raise ToolError(CONFIG_INVALID, "the node booted with config v%s, not the v%d just "
+                            "written: it fell back to its last good config; check the console "
+                            "(mpremote connect %s)" % (v.group(1).decode(), version, args.port))
         print("node %d is up: %s" % (args.node, line.decode(errors="replace").strip()))
         print("the gateway knows its key from %s (restart it if keygen ran since it started)"
               % args.registry)
