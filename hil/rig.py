@@ -41,6 +41,7 @@ from protocol.mic import Hmac
 GW_ANSWER_WALL_S = 10.0
 GW_TURNAROUND_S = 0.02
 RX_GAP_S = 0.005
+PROGRESS_S = 6 * 3600
 SITE, GW, PREFIX = "hil", "gw1", "stations"
 # Deliberate faults that the checks must catch (tests/hil proves the rig can fail).
 SABOTAGE = (None, "wrong-key")
@@ -106,6 +107,7 @@ class Rig:
         self.broker_restart_wall = None
         self.captured = []            # real uplink packets, for replay attacks
         self.kill_gw_on_delivery = 0
+        self.next_progress = PROGRESS_S
         self.gw_signers = {}          # node -> Hmac of the key the gateway was given
         self.frame_readings = {}      # (node, seq) -> readings in it, until acked
         self.stored_seqs = set()
@@ -568,6 +570,11 @@ class Rig:
                 return False
             t, _, kind, args = heapq.heappop(self.events)
             if t > self.clock.t:
+                if t >= self.next_progress:
+                    self.next_progress = (t // PROGRESS_S + 1) * PROGRESS_S
+                    self.out("  t=%s  %d readings taken, %d at the subscriber, %d alarms"
+                             % (_hms(t), len(self.sent), self.sub.snapshot()[0],
+                                len(self.node_alarms)))
                 self.clock.set(t)
             self._on_event(t, kind, args)
             if stop is not None and stop():
