@@ -284,10 +284,20 @@ def plan_text(args, files, image_data=None, cmds=None, bootsel=None):
 def _flash_esp(args, cmds):
     for c in cmds:
         print("$ " + shlex.join(c), file=sys.stderr)
-        r = subprocess.run(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        sys.stderr.write(r.stdout)
-        if r.returncode:
-            raise esptool_failure(r.stdout, args.port, r.returncode)
+        # esptool draws its own progress bar: pass it through live, keep a copy to
+        # explain a failure
+        p = subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seen = bytearray()
+        while True:
+            chunk = os.read(p.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+        code = p.wait()
+        if code:
+            raise esptool_failure(seen.decode(errors="replace"), args.port, code)
 
 
 def esptool_failure(text, port, code):

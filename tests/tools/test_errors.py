@@ -194,3 +194,14 @@ def test_board_lacking_the_driver_input(registry, capsys):
 def test_exit_codes_are_distinct():
     codes = [v for k, v in vars(errors).items() if k.isupper() and isinstance(v, int)]
     assert len(codes) == len(set(codes)) and 0 not in codes and 1 not in codes
+
+
+def test_esptool_failure_output_is_streamed_and_explained(capfd):
+    import argparse
+    import sys
+    fake = [sys.executable, "-c", "import sys; sys.stdout.write('Connecting....\\nA fatal error "
+            "occurred: Failed to connect to ESP32: No serial data received.\\n'); sys.exit(2)"]
+    with pytest.raises(ToolError) as e:
+        flash._flash_esp(argparse.Namespace(port="/dev/ttyUSB0"), [fake])
+    assert e.value.code == errors.NOT_IN_BOOTLOADER
+    assert "Failed to connect to ESP32" in capfd.readouterr().err   # the technician saw it
