@@ -28,6 +28,7 @@ Threading: one connection guarded by a lock, so the ingest (commit), the Modbus 
 """
 import bisect
 import collections
+import logging
 import os
 import sqlite3
 import threading
@@ -44,6 +45,8 @@ from gateway.records import (
     Reading,
 )
 from protocol import channels
+
+log = logging.getLogger("stationgw.store")
 
 SCHEMA_VERSION = 1
 QUICK_CHECK_ABOVE_BYTES = 256 * 1024 * 1024
@@ -284,8 +287,13 @@ class Store:
             self._status_n += len(statuses)
             if n_back:
                 self._backlog_hint = True
-        for fn in self._listeners:
-            fn(new_alarms, n_live, n_back, len(statuses))
+        for fn in list(self._listeners):
+            try:
+                fn(new_alarms, n_live, n_back, len(statuses))
+            except Exception:
+                # The data is committed: a listener's failure must not make the caller
+                # think otherwise (it would withhold acks for stored frames).
+                log.exception("store listener %r failed after a commit", fn)
         return CommitResult(n_new, new_alarms, dups)
 
     def _frames(self, db, frames):

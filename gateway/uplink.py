@@ -140,6 +140,7 @@ class Uplink:
         self._inflight = 0                   # batches handed to paho, not yet acked
         self._window = settings.inflight
         self._connected = False
+        self._state_saved = None
         self._need_birth = False
         self._thread = None
         self._next_quota = 0.0
@@ -370,6 +371,12 @@ class Uplink:
             timeout = 0.5
             try:
                 self._process_acks()
+                if self._connected != self._state_saved:
+                    # for `stationgw status` in another process; written here, never from
+                    # paho's callbacks (they must not wait for the store's lock)
+                    self._state_saved = self._connected
+                    self.store.set_meta("broker_state",
+                                        "connected" if self._connected else "disconnected")
                 if not self._connected:
                     continue
                 now = self._mono()
@@ -379,7 +386,6 @@ class Uplink:
                     self._publish("s", None, batcher.encode_status(
                         s.site, s.gateway_id, batcher.STATE_ONLINE, self._clock(), s.sw_version,
                         self.store.last_seen()), 0)
-                    self.store.set_meta("broker_state", "connected")
                 if self._retry:
                     due = [r for r in self._retry if r[0] <= now]
                     self._retry = [r for r in self._retry if r[0] > now]

@@ -201,3 +201,16 @@ def test_live_lane_stays_due_while_full_batches_come(make_store, mk):
         b = s.take_batch(LIVE, 5, enc, 100_000)
         taken += b.n_readings if b else 0
     assert taken == 10
+
+
+def test_a_failing_listener_does_not_undo_or_hide_a_commit(make_store, store_path, mk):
+    s = make_store()
+
+    def broken(*args):
+        raise RuntimeError("listener bug")
+    seen = []
+    s.add_listener(broken)
+    s.add_listener(lambda alarms, *rest: seen.append(len(alarms)))
+    r = s.commit(mk.frame(1, 1, 1000, [1, 2]) + [mk.alarm(1, 1, 1000)])
+    assert r.readings == 2 and seen == [1]
+    assert count(store_path, "readings") == 2

@@ -107,3 +107,13 @@ def _wait(pred, timeout):
             return True
         time.sleep(0.01)
     return False
+
+
+def test_broker_state_is_kept_in_the_store_for_status(broker, make_store, make_uplink):
+    store = make_store()
+    make_uplink(store)
+    assert _wait(lambda: store.stats()["broker_state"] == "connected", 5)
+    broker.stop()
+    assert _wait(lambda: store.stats()["broker_state"] == "disconnected", 5)
+    broker.start()
+    assert _wait(lambda: store.stats()["broker_state"] == "connected", 10)
