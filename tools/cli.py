@@ -115,6 +115,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("stationctl %s: interrupted" % args.command, file=sys.stderr)
         return 130
+    except OSError as e:
+        # a serial line that dies mid-session (cable pulled, board reset by hand)
+        import serial
+        if not isinstance(e, serial.SerialException):
+            raise
+        print("stationctl %s: error: the serial connection failed: %s. Check the cable and "
+              "that nothing else uses the port, then run the same command again"
+              % (args.command, e), file=sys.stderr)
+        from tools.errors import NO_ANSWER
+        return NO_ANSWER
 
 
 if __name__ == "__main__":
