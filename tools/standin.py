@@ -12,7 +12,7 @@ real `micropython` unix-port process (the *agent*).
 
 What is real:
   - the serial side: a real pty, opened by pyserial/mpremote like a USB-serial board;
-    exclusive locks work as on a real port;
+    exclusive locks work as on a real port; no baud rate, no DTR/RTS reset;
   - the REPL protocols as mpremote speaks them: friendly REPL (echo, one line at a
     time), raw REPL (Ctrl-A, Ctrl-D execute with "OK", output, 0x04, error, 0x04, ">"),
     raw-paste mode (Ctrl-E "A" Ctrl-A, window-based flow control), Ctrl-B back to the
@@ -27,7 +27,8 @@ What is real:
     globals kept between raw-REPL commands;
   - the filesystem: the node directory is mounted as "/" inside the interpreter
     (os.mount(os.VfsPosix(dir), "/")), so absolute and relative paths, os.rename,
-    hashlib, .mpy imports behave as on a board's flash and the files survive reboots;
+    hashlib, .mpy imports behave as on a board's flash and the files survive reboots
+    (os.ilistdir gives no sizes there, so `mpremote fs ls` shows 0 bytes);
   - `machine.reset()` reboots: boot.py and main.py run and print on the console;
     `machine.lightsleep(ms)` pauses for ms, `machine.deepsleep(ms)` pauses, then reboots;
     reset_cause() says power on, hard or soft reset accordingly.
@@ -40,7 +41,9 @@ What is not:
     flash --board esp32` refuses it as a wrong board (use --board unix);
   - no flash wear, no littlefs power-cut semantics (files are host files), no USB
     re-enumeration on reset (the pty stays), no bootloader (`machine.bootloader()`
-    does nothing useful), no `mpremote mount` (the agent's stdin is not the console);
+    does nothing useful); code that reads sys.stdin (input(), `mpremote mount`, the
+    node's "press a key" escape) does not see the console: the agent's stdin carries
+    the shim's commands;
   - Ctrl-C reaches code only while it runs, and Ctrl-C during boot.py also skips main.py
     (a board would go on to main.py; skipping it makes mpremote's Ctrl-C right after a
     reset reliable here, where the node's "press a key" escape cannot see the console);
