@@ -117,3 +117,58 @@ def test_broker_state_is_kept_in_the_store_for_status(broker, make_store, make_u
     assert _wait(lambda: store.stats()["broker_state"] == "disconnected", 5)
     broker.start()
     assert _wait(lambda: store.stats()["broker_state"] == "connected", 10)
+
+
+SITE_TOML = """
+[site]
+id = "valley-3"
+gateway_id = "gw7"
+[storage]
+path = "store.db"
+[batch]
+max_readings = 1234
+max_age_s = 0.2
+[mqtt]
+host = "127.0.0.1"
+port = %d
+protocol = "v311"
+client_id = "gw7-client"
+topic_prefix = "county/geo"
+inflight = 9
+[[modbus.buses]]
+name = "net"
+type = "tcp"
+host = "127.0.0.1"
+port = 1502
+[[modbus.devices]]
+name = "gauge"
+bus = "net"
+node = 9001
+device_id = 1
+poll_s = 5
+[[modbus.devices.points]]
+chan = "water_level.0"
+table = "holding"
+address = 4
+type = "i16"
+"""
+
+
+def test_settings_from_the_site_config_reach_the_broker(broker, make_store, subscriber, mk,
+                                                        tmp_path):
+    from gateway import config as gconfig
+    from gateway.uplink import Uplink, UplinkSettings
+    cfg = gconfig.parse(SITE_TOML % broker.port, str(tmp_path / "site.toml"))
+    s = UplinkSettings.from_config(cfg, backoff_min_s=0.05)
+    assert (s.site, s.gateway_id, s.protocol, s.client_id, s.inflight, s.max_readings,
+            s.max_age_s) == ("valley-3", "gw7", "v311", "gw7-client", 9, 1234, 0.2)
+    sub = subscriber(topic="county/geo/#")
+    store = make_store()
+    up = Uplink(store, s).start()
+    try:
+        store.commit(mk.frame(9001, 1, int(time.time()), [3210]))
+        assert sub.wait_for(lambda x: any(t == "county/geo/valley-3/gw7/data"
+                                          for t, *_ in x.snapshot()), 10)
+        assert sub.keys() == {(9001, 1, 0)}
+    finally:
+        up.stop(timeout=1.0)
