@@ -10,6 +10,8 @@ A run is a stretch of readings of one channel from one frame with consecutive id
 a constant time step: [seq, idx, t0, step, [values], flags?]. Reading k of the run has
 time t0 + k*step and dedup key (node, seq, idx + k).
 """
+from operator import itemgetter
+
 import cbor2
 
 from gateway.records import NODE_STATUS_KEYS
@@ -17,6 +19,8 @@ from gateway.records import NODE_STATUS_KEYS
 SCHEMA = 1
 LIVE = "live"
 BACKLOG = "backlog"
+
+_SEQ_IDX = itemgetter(2, 3)
 
 STATE_OFFLINE = 0
 STATE_ONLINE = 1
@@ -65,7 +69,7 @@ def node_blocks(rows):
         blocks = []
         for chan in sorted(chans):
             rs = chans[chan]
-            rs.sort(key=lambda r: (r[2], r[3]))
+            rs.sort(key=_SEQ_IDX)
             blocks.append([chan, _runs(rs)])
         out.append([node, blocks])
     return out

@@ -37,6 +37,7 @@ SW_VERSION = "stationgw 0.1.0"
 CONTENT_TYPE = "application/cbor"
 ALARM_RESERVE = 4          # receive-maximum slots kept free for alarms and status
 RETRY_REFUSED_S = 5.0      # a publish the broker refused (v5 reason >= 0x80) is retried
+IDLE_WAKE_S = 1.0
 PRUNE_MARKS_S = 3600.0     # how often alarm marks no reading can be near are forgotten
 
 
@@ -364,11 +365,13 @@ class Uplink:
             self._retry.extend(refused)
 
     def _run(self):
-        timeout = 0.5
+        # Everything that matters sets _wake; the timeout only paces the quota check and
+        # retries, so an idle gateway wakes once a second.
+        timeout = IDLE_WAKE_S
         while not self._stopping.is_set():
             self._wake.wait(timeout)
             self._wake.clear()
-            timeout = 0.5
+            timeout = IDLE_WAKE_S
             try:
                 self._process_acks()
                 if self._connected != self._state_saved:
