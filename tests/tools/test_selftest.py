@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_micropython
+from harness import run_micropython
 
 from tools import cli, errors, provision, selftest
 from tools.errors import ToolError
