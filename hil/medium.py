@@ -57,6 +57,7 @@ class Medium:
         self.dead = {}                 # node -> [(start, end), ...]
         self.recent = []               # transmissions that may still overlap a new one
         self.airtime = {}              # src -> seconds on air
+        self.busy_until = {}           # src -> end of its last transmission
         self.counts = dict((r, 0) for r in REASONS)
         self.packets = 0
 
@@ -76,13 +77,17 @@ class Medium:
         return airtime_s(n, self.sf, self.bw_hz, self.cr)
 
     def transmit(self, src, t, data):
-        """A packet leaves `src` at simulated time t; returns its Tx (arrival at tx.arrive)."""
+        """A packet handed to `src`'s module at simulated time t; returns its Tx
+        (arrival at tx.arrive). A module sends one packet at a time: a packet handed
+        over while it is still sending goes on the air when the previous one ends."""
         air = self.airtime_of(len(data))
-        tx = Tx(src, float(t), t + air, bytes(data), t + air + self.delay_s)
+        start = max(float(t), self.busy_until.get(src, 0.0))
+        tx = Tx(src, start, start + air, bytes(data), start + air + self.delay_s)
+        self.busy_until[src] = tx.end
         self.airtime[src] = self.airtime.get(src, 0.0) + air
         self.packets += 1
         # a transmission can only overlap ones that ended less than the longest airtime ago
-        horizon = t - 10.0
+        horizon = start - 10.0
         self.recent = [x for x in self.recent if x.end > horizon]
         self.recent.append(tx)
         return tx

@@ -232,6 +232,27 @@ def evaluate(rig):
         bad = {k: v for k, v in rain.items() if v[0] != v[1]}
         res.check("rain totals at the subscriber equal the gauges' tips", not bad,
                   "node/chan: (delivered, fallen) in 0.1 mm %r" % bad if bad else "")
+    if rig.commands:
+        f["commands"] = {}
+        for _t, _verb, cid, _payload in rig.commands:
+            results = [d.get(5) for d in sub.results_for(cid)]
+            f["commands"][cid] = results
+            res.check("command %s applied at the node" % cid, "applied" in results,
+                      "results %s" % results)
+    for node, (start, end, quiet_until) in ex.get("emergency_window", {}).items():
+        iv = sc.intervals_of(int(node))
+        a, b = rig.epoch + start * 3600, rig.epoch + end * 3600
+        c = rig.epoch + quiet_until * 3600
+        ts = sorted({r.t for r in sub.readings.values() if r.node == int(node)})
+        gaps = [y - x for x, y in zip(ts, ts[1:])]
+        inside = [g for (x, g) in zip(ts, gaps) if a <= x < b]
+        after = [g for (x, g) in zip(ts, gaps) if b + iv["sample_s"] <= x < c]
+        tol = TIME_TOL_S      # each stamp may be a second off (receive time rounding)
+        ok = bool(inside) and min(inside) <= iv["intensified_s"] + tol and \
+            (not after or min(after) >= iv["sample_s"] - tol)
+        res.check("node %s sampled at its intensified interval in emergency mode, and only "
+                  "then" % node, ok, "" if ok else "steps inside %s, after %s" % (
+                      sorted(set(inside))[:5], sorted(set(after))[:5]))
     if ex.get("faults_reported"):
         codes = sorted({r.fault for r in sub.readings.values() if r.fault is not None})
         want = [c for c in _fault_codes(sc)]

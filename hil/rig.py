@@ -107,6 +107,7 @@ class Rig:
         self.broker_restart_wall = None
         self.captured = []            # real uplink packets, for replay attacks
         self.kill_gw_on_delivery = 0
+        self.commands = []            # (t, verb, id, payload) sent by the operator
         self.next_progress = PROGRESS_S
         self.gw_signers = {}          # node -> Hmac of the key the gateway was given
         self.frame_readings = {}      # (node, seq) -> readings in it, until acked
@@ -479,6 +480,22 @@ class Rig:
         tx = self.medium.transmit("attacker", t, pkt)
         self._push(tx.arrive, "to_gw", tx)
 
+    def _command(self, t, verb, payload):
+        """An operator's command over MQTT; simulated time waits (wall) until the
+        gateway has queued it, so the node's next uplink can fetch it."""
+        cid = "hil-%d-%s" % (len(self.commands) + 1, verb)
+        payload = dict(payload, id=cid)
+        self.commands.append((t, verb, cid, payload))
+        self.out("  t=%s command %s %s" % (_hms(t), verb, payload))
+        self.sub.command(verb, payload)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            self._pull_gw()
+            if any(d.get(5) in ("queued", "invalid") for d in self.sub.results_for(cid)):
+                return
+            time.sleep(0.01)
+        self.notes.append("command %s: no 'queued' result from the gateway in 10 s" % cid)
+
     def _schedule_actions(self):
         sc = self.sc
         for a in sc.actions:
@@ -496,6 +513,8 @@ class Rig:
                     n = sc.nodes[self.rng.randrange(len(sc.nodes))].id
                     self._push(self.rng.uniform(at, a["until"]), "action", self._node_cut,
                                (n, self.rng.uniform(0, a.get("max_off", 600.0))))
+            elif do == "command":
+                self._push(at, "action", self._command, (a["verb"], a.get("payload", {})))
             elif do == "attack":
                 kinds = ("forged", "unknown", "replay", "garbage")
                 for i in range(a["count"]):
@@ -503,7 +522,7 @@ class Rig:
                                (kinds[i % len(kinds)],))
             else:
                 raise ValueError("%s: action %r: allowed dead_zone, broker_down, "
-                                 "gateway_kills, node_power_cuts, attack" % (sc.path, do))
+                                 "gateway_kills, node_power_cuts, attack, command" % (sc.path, do))
 
     # ---------------------------------------------------------------- run
     def run(self):

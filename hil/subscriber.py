@@ -48,6 +48,7 @@ class Subscriber:
         self.counters = {}          # latest cumulative counters
         self.statuses = []
         self.node_status = []
+        self.cmd_results = []       # (wall, {3: verb, 4: id, 5: result, 6: node, ...})
         self.errors = []
         self.log = []               # (wall, kind, key) in arrival order
         self.connected = threading.Event()
@@ -89,6 +90,8 @@ class Subscriber:
     def _on_message(self, client, userdata, m):
         wall = time.time()
         sub = m.topic[len(self.base) + 1:] if m.topic.startswith(self.base + "/") else None
+        if (sub or "").startswith("cmd/"):
+            return                  # the operator's own commands (JSON), not uplink
         try:
             doc = cbor2.loads(m.payload)
         except Exception as e:
@@ -101,8 +104,11 @@ class Subscriber:
                 self._alarm(doc, wall)
             elif sub == "status":
                 self.statuses.append((wall, doc))
-            elif sub == "cmd-result" or (sub or "").startswith("cmd/"):
-                pass
+            elif sub == "cmd-result":
+                if isinstance(doc, dict):
+                    self.cmd_results.append((wall, doc))
+                else:
+                    self._err("cmd-result: not a CBOR map")
             else:
                 self._err("unexpected topic %s" % m.topic)
 
@@ -207,6 +213,16 @@ class Subscriber:
         a["wall"] = wall
         self.alarms[key] = a
         self.log.append((wall, "alarm", key, 1))
+
+    def command(self, verb, payload):
+        """Publish an operator command (JSON) on <base>/cmd/<verb>, QoS 1."""
+        import json
+        info = self.client.publish(self.base + "/cmd/" + verb, json.dumps(payload), qos=1)
+        info.wait_for_publish(5)
+
+    def results_for(self, cid):
+        with self.lock:
+            return [d for _, d in self.cmd_results if d.get(4) == cid]
 
     def snapshot(self):
         with self.lock:

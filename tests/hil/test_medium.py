@@ -44,6 +44,16 @@ def test_back_to_back_transmissions_do_not_collide():
     assert m.outcome(a, GATEWAY) == OK and m.outcome(b, GATEWAY) == OK
 
 
+def test_a_module_sends_back_to_back_packets_one_after_the_other():
+    m = Medium()
+    ack = m.transmit(GATEWAY, 5.0, bytes(20))
+    cfg = m.transmit(GATEWAY, 5.0, bytes(60))          # handed over together (ACK + CONFIG)
+    assert cfg.start == ack.end
+    assert m.outcome(ack, 101) == OK and m.outcome(cfg, 101) == OK
+    later = m.transmit(GATEWAY, cfg.end + 1.0, bytes(20))
+    assert later.start == cfg.end + 1.0
+
+
 def test_half_duplex_a_transmitting_module_hears_nothing():
     m = Medium()
     up = m.transmit(101, 0.0, bytes(30))
