@@ -1,5 +1,6 @@
-"""docs/tools.md as a new technician uses it: the "Try it without a board first" commands,
-the decode example and the monitor command, run as written (paths moved to a temp dir)."""
+"""README.md's "Flashing a node" section as a new technician uses it: the "Try it without
+a board first" commands, the decode example and the monitor command, run as written
+(paths moved to a temp dir)."""
 import os
 import re
 import shlex
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = (ROOT / "docs" / "tools.md").read_text()
+DOC = (ROOT / "README.md").read_text()
 BIN = ROOT / ".venv" / "bin"
 
 
