@@ -298,3 +298,63 @@ def _pending(fd):
 def last_line(text):
     lines = [x for x in text.strip().splitlines() if x.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+class ModbusGauge:
+    """A wired water-level gauge: a pymodbus TCP server on 127.0.0.1 (its own thread and
+    event loop) whose holding register 4 is the stage in mm, as i16. `silence()` takes
+    it off the bus (connections refused: an unplugged or dead gauge); `serve()` brings
+    it back."""
+
+    REGISTER = 4
+
+    def __init__(self, port=None):
+        import asyncio
+        import threading
+        self.port = port or free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="gauge", daemon=True)
+        self.thread.start()
+        self.server = None
+        self.value = 0
+        self.served = set()
+
+    def _call(self, coro, timeout=10):
+        import asyncio
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def serve(self):
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        async def start():
+            dev = SimDevice(id=1, simdata=[SimData(0, values=[0] * 16,
+                                                   datatype=DataType.REGISTERS)])
+            self.server = ModbusTcpServer(dev, address=("127.0.0.1", self.port))
+            await self.server.serve_forever(background=True)
+            await self.server.async_setValues(1, 3, self.REGISTER, [self.value & 0xFFFF])
+        self._call(start())
+        return self
+
+    def silence(self):
+        if self.server is not None:
+            self._call(self.server.shutdown())
+            self.server = None
+
+    def set(self, value):
+        """The stage the gauge reads now (mm)."""
+        value = int(value)
+        if value == self.value and value in self.served:
+            return
+        self.value = value
+        if self.server is not None:
+            # not waited for: the loop runs it in order, before any later silence()
+            import asyncio
+            self.served.add(value)
+            asyncio.run_coroutine_threadsafe(
+                self.server.async_setValues(1, 3, self.REGISTER, [value & 0xFFFF]), self.loop)
+
+    def close(self):
+        self.silence()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

@@ -8,6 +8,8 @@ TIME_TOL_S unless the gateway flagged them approximate (a node that lost its clo
 base in a power cut); those match by value within the node's possible off time."""
 import json
 
+from hil import world as W
+
 TIME_TOL_S = 2
 APPROX_TOL_S = 6 * 3600
 ALARM_WALL_MS_MAX = 2000
@@ -46,6 +48,7 @@ class Result:
 
 def _match_readings(rig, res):
     sub = rig.sub
+    gauges = {spec.node for spec, _g in rig.gauges}
     index = {}
     by_chan = {}
     for s in rig.sent:
@@ -53,6 +56,8 @@ def _match_readings(rig, res):
         by_chan.setdefault((s.node, s.chan), []).append(s)
     unknown, time_err, approx = [], 0, 0
     for r in sub.readings.values():
+        if r.node in gauges:
+            continue                 # checked against what the gauge served (_gauges)
         hit = None
         for dt in (0, -1, 1, -2, 2):
             for s in index.get((r.node, r.chan, r.t + dt), ()):
@@ -159,6 +164,10 @@ def evaluate(rig):
         "gateway_counters": {str(k): v for k, v in sorted(sub.counters.items())},
         "schema_errors": len(sub.errors),
     })
+    ans = sorted(rig.answer_ms)
+    if ans:
+        f["gw_ack_wall_ms_p50"] = round(ans[len(ans) // 2], 1)
+        f["gw_ack_wall_ms_p99"] = round(ans[min(len(ans) - 1, int(len(ans) * 0.99))], 1)
     heaps = [n.live_heap for n in rig.nodes if n.live_heap is not None]
     f["node_live_heap_max_bytes"] = max(heaps) if heaps else None
     f["node_heap_limit"] = rig.heap if rig.runtime == "micropython" else None
@@ -232,6 +241,18 @@ def evaluate(rig):
         bad = {k: v for k, v in rain.items() if v[0] != v[1]}
         res.check("rain totals at the subscriber equal the gauges' tips", not bad,
                   "node/chan: (delivered, fallen) in 0.1 mm %r" % bad if bad else "")
+    for spec, g in rig.gauges:
+        rs = [r for r in sub.readings.values() if r.node == spec.node]
+        foreign = sorted({r.value for r in rs if r.value not in g.served})
+        f.setdefault("gauge_readings", {})[spec.name] = len(rs)
+        res.check("gauge %s: readings delivered, each a value it served" % spec.name,
+                  rs and not foreign, "%d readings, values never served: %s" % (
+                      len(rs), foreign[:5]))
+        if any(isinstance(x, W.Silent) for x in spec.channel.sensor.faults):
+            res.check("gauge %s stops answering: offline, then back online" % spec.name,
+                      rig.stats["gauge_offline"] > 0 and rig.stats["gauge_online_again"] > 0,
+                      "offline %d, online again %d" % (rig.stats["gauge_offline"],
+                                                       rig.stats["gauge_online_again"]))
     if rig.commands:
         f["commands"] = {}
         for _t, _verb, cid, _payload in rig.commands:
@@ -290,7 +311,6 @@ def _rain_totals(rig):
 
 def _fault_codes(sc):
     """Fault codes the scenario's faults must produce: open circuit 1, broken loop 8."""
-    from hil import world as W
     out = set()
     for n in sc.nodes:
         for c in n.channels:

@@ -29,7 +29,7 @@ from pathlib import Path
 from hil import world as W
 from hil.clock import SimClock
 from hil.medium import GATEWAY, OK, Medium, split_packets
-from hil.procs import ROOT, Broker, Gateway, NodeProc, build_mpy, last_line
+from hil.procs import ROOT, Broker, Gateway, ModbusGauge, NodeProc, build_mpy, last_line
 from hil.subscriber import Subscriber
 from protocol import channels
 from protocol import frame as fr
@@ -39,6 +39,8 @@ from protocol.framing import Deframer, wrap
 from protocol.mic import Hmac
 
 GW_ANSWER_WALL_S = 10.0
+GAUGE_UPDATE_S = 60.0         # simulated seconds between updates of a gauge's register
+GAUGE_POLL_S = 0.5           # the gateway polls gauges on wall time
 GW_TURNAROUND_S = 0.02
 RX_GAP_S = 0.005
 PROGRESS_S = 6 * 3600
@@ -98,6 +100,7 @@ class Rig:
         self.node_alarms = []
         self.allowed_loss = set()     # ids of Sent lost with a node's RAM at a power cut
         self.stats = {"stored": 0, "alarm_first_on_air": 0, "alarm_not_first_on_air": 0,
+                      "gauge_offline": 0, "gauge_online_again": 0,
                       "gw_crashes": 0,
                       "gw_answer_timeouts": 0, "node_steps": 0, "frames_to_gw": 0,
                       "gw_kills": 0, "node_kills": 0, "broker_outages": 0, "forged_sent": 0,
@@ -107,6 +110,9 @@ class Rig:
         self.broker_restart_wall = None
         self.captured = []            # real uplink packets, for replay attacks
         self.kill_gw_on_delivery = 0
+        self.gauges = []              # (GaugeSpec, procs.ModbusGauge)
+        self.answer_ms = []           # wall ms from a frame on the gateway's port to its ACK
+        self.next_gauge_update = 0.0
         self.commands = []            # (t, verb, id, payload) sent by the operator
         self.next_progress = PROGRESS_S
         self.gw_signers = {}          # node -> Hmac of the key the gateway was given
@@ -139,6 +145,17 @@ class Rig:
         for n in self.sc.nodes:
             lines += ['[[nodes]]', 'id = %d' % n.id, 'name = "hil-%d"' % n.id,
                       'channels = [%s]' % ", ".join('"%s"' % c.name for c in n.channels), '']
+        for spec, g in self.gauges:              # each gauge on its own TCP "bus"
+            lines += ['[[modbus.buses]]', 'name = "bus-%s"' % spec.name, 'type = "tcp"',
+                      'host = "127.0.0.1"', 'port = %d' % g.port, '']
+        for spec, g in self.gauges:
+            lines += ['[[modbus.devices]]', 'name = "%s"' % spec.name,
+                      'bus = "bus-%s"' % spec.name,
+                      'node = %d' % spec.node, 'device_id = 1', 'poll_s = %g' % GAUGE_POLL_S,
+                      'timeout_s = 0.3', 'retries = 0', '',
+                      '[[modbus.devices.points]]', 'chan = "%s"' % spec.channel.name,
+                      'table = "holding"', 'address = %d' % g.REGISTER, 'type = "i16"',
+                      'scale = 0.001', '']
         path = d / "site.toml"
         path.write_text("\n".join(lines))
         return path
@@ -288,7 +305,8 @@ class Rig:
             pass
         for pkt in split_packets(self.gw_rx):
             if self.awaiting:
-                self.awaiting.pop(0)
+                sent = self.awaiting.pop(0) - GW_ANSWER_WALL_S
+                self.answer_ms.append((time.time() - sent) * 1000)
             self._count_stored(pkt)
             tx = self.medium.transmit(GATEWAY, self.clock.t + GW_TURNAROUND_S, pkt)
             for np_ in self.nodes:
@@ -539,6 +557,9 @@ class Rig:
         self.clock = SimClock(self.d / "simclock", self.epoch)
         self.broker = Broker(self.d / "mq").start()
         self.sub = Subscriber(self.broker.port, PREFIX, SITE, GW).start()
+        for spec in sc.gauges:
+            self.gauges.append((spec, ModbusGauge()))
+        self._start_gauges()
         self.gw_master, gw_slave = os.openpty()
         tty.setraw(gw_slave)
         tty.setraw(self.gw_master)
@@ -568,6 +589,8 @@ class Rig:
             self.gw.stop()
             self.sub.stop()
             self.broker.stop()
+            for _spec, g in self.gauges:
+                g.close()
             self.clock.close()
             os.close(gw_slave)
             os.close(self.gw_master)
@@ -595,9 +618,55 @@ class Rig:
                              % (_hms(t), len(self.sent), self.sub.snapshot()[0],
                                 len(self.node_alarms)))
                 self.clock.set(t)
+                if self.gauges and t >= self.next_gauge_update:
+                    self.next_gauge_update = t + GAUGE_UPDATE_S
+                    self._update_gauges(t)
             self._on_event(t, kind, args)
             if stop is not None and stop():
                 return True
+        return False
+
+    def _start_gauges(self):
+        import logging
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        for spec, g in self.gauges:
+            g.set(0)
+            g.serve()
+            g.set(spec.channel.sensor.sample(0.0))
+            g.silent_now = False
+
+    def _update_gauges(self, t):
+        for spec, g in self.gauges:
+            silent = spec.channel.sensor.silent(t)
+            if silent and not g.silent_now:
+                self.out("  t=%s gauge %s stops answering" % (_hms(t), spec.name))
+                g.silence()
+                g.silent_now = True
+                self._await_gw_log("event=modbus_device device=%s online=False" % spec.name,
+                                   "gauge_offline")
+            elif not silent and g.silent_now:
+                self.out("  t=%s gauge %s answers again" % (_hms(t), spec.name))
+                g.serve()
+                g.silent_now = False
+                self._await_gw_log("event=modbus_device device=%s online=True" % spec.name,
+                                   "gauge_online_again")
+            if not silent:
+                v = spec.channel.sensor.sample(t)
+                if not isinstance(v, W.FaultCode):
+                    g.set(v)
+
+    def _await_gw_log(self, text, stat, timeout=10.0):
+        """Hold simulated time (wall seconds) until the gateway logs `text` once more:
+        its Modbus bridge runs on wall time, so an outage must last in wall time."""
+        seen = self.gw.text().count(text)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self._pull_gw()
+            if self.gw.text().count(text) > seen:
+                self.stats[stat] += 1
+                return True
+            time.sleep(0.05)
+        self.notes.append("the gateway did not log %r within %g s" % (text, timeout))
         return False
 
     def _gateway_died(self):
@@ -623,10 +692,11 @@ class Rig:
         """Wall time for the gateway to publish what it stored."""
         deadline = time.time() + timeout
         want = sum(1 for s in self.sent if s.packed)
+        gauges = {spec.node for spec, _g in self.gauges}   # they publish all the time
         last, stable_since = None, time.time()
         while time.time() < deadline:
             self._pull_gw()
-            got = self.sub.snapshot()
+            got = self.sub.snapshot(exclude=gauges)
             if got != last:
                 last, stable_since = got, time.time()
             if got[0] >= want and time.time() - stable_since > 0.5:

@@ -13,7 +13,7 @@ from protocol import channels
 DIR = Path(__file__).resolve().parent / "scenarios"
 SOURCES = ("rain", "counter", "direct", "loop420", "drawwire")
 MODELS = ("storm", "dry", "creep", "hydrograph", "steady")
-FAULTS = ("spikes", "stuck", "drift", "broken_loop", "open_circuit")
+FAULTS = ("spikes", "stuck", "drift", "broken_loop", "open_circuit", "silent")
 RUNTIMES = ("micropython", "cpython")
 _UNITS = (("_h", 3600.0), ("_min", 60.0), ("_s", 1.0))
 
@@ -105,7 +105,23 @@ def _fault(f, where, seed):
         return W.BrokenLoop(start, end)
     if k == "open_circuit":
         return W.OpenCircuit(start, end)
+    if k == "silent":
+        return W.Silent(start, end)
     raise ScenarioError("%s.kind: %r: allowed %s" % (where, k, ", ".join(FAULTS)))
+
+
+class GaugeSpec:
+    """A Modbus-wired gauge at the gateway: a virtual node (SPEC: per-device seqs)."""
+
+    def __init__(self, d, where, seed):
+        self.node = d.get("node")
+        if not isinstance(self.node, int) or not 1 <= self.node <= 65534:
+            raise ScenarioError("%s.node: %r: allowed an integer 1..65534" % (where, self.node))
+        self.name = d.get("name", "gauge-%d" % self.node)
+        self.channel = Channel(d, where, seed)
+        if channels.kind_of(self.channel.chan) != 3:
+            raise ScenarioError("%s.id: %r: a gauge measures water_level" % (where,
+                                                                          self.channel.name))
 
 
 class NodeSpec:
@@ -146,6 +162,8 @@ class Scenario:
                       for i, n in enumerate(doc.get("nodes", []))]
         if not self.nodes:
             raise ScenarioError("%s: nodes: at least one [[nodes]] table is required" % self.path)
+        self.gauges = [GaugeSpec(g, "%s: gauges[%d]" % (self.path, i), self.seed * 31 + i)
+                       for i, g in enumerate(doc.get("gauges", []))]
         self.actions = []
         for i, a in enumerate(doc.get("actions", [])):
             where = "%s: actions[%d]" % (self.path, i)

@@ -224,6 +224,9 @@ class Subscriber:
         with self.lock:
             return [d for _, d in self.cmd_results if d.get(4) == cid]
 
-    def snapshot(self):
+    def snapshot(self, exclude=()):
+        """(readings, alarms) received so far, not counting nodes in `exclude`."""
         with self.lock:
+            if exclude:
+                return sum(1 for k in self.readings if k[0] not in exclude), len(self.alarms)
             return len(self.readings), len(self.alarms)

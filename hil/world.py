@@ -235,6 +235,11 @@ class OpenCircuit(Fault):
         return FaultCode(1) if self.active(t) else v
 
 
+class Silent(Fault):
+    """A Modbus device that stops answering (unplugged, dead, its bus cut)."""
+    silent = True
+
+
 class Sensor:
     """A signal and its faults, as one node channel sees them."""
 
@@ -249,6 +254,12 @@ class Sensor:
                 break
             v = f.apply(t, v)
         return v
+
+    def silent(self, t):
+        for f in self.faults:
+            if getattr(f, "silent", False) and f.active(t):
+                return True
+        return False
 
     def loop_broken(self, t):
         for f in self.faults:
