@@ -334,6 +334,7 @@ class ModbusGauge:
             await self.server.serve_forever(background=True)
             await self.server.async_setValues(1, 3, self.REGISTER, [self.value & 0xFFFF])
         self._call(start())
+        self.served.add(self.value)
         return self
 
     def silence(self):
