@@ -34,6 +34,10 @@ class NodeClock:
         self.offset = None         # unix - mono, once synced
         self.synced_at = None      # mono time of the last sync
         self.boot_ends = {}        # earlier boot -> newest t_ref seen in its records
+        # Clock corrections of this boot: (Unix time of the change in the old base, step).
+        # A record stamped before a correction holds a t_ref in the old base; without this
+        # its age would be off by the step when it is finally sent.
+        self.corrections = []
 
     def synced(self):
         return self.offset is not None
@@ -47,6 +51,10 @@ class NodeClock:
         by more than `SYNC_TOLERANCE_S` (real drift, or a gateway clock step)."""
         new = gw_time - int(mono)
         if self.offset is None or abs(new - self.offset) > SYNC_TOLERANCE_S:
+            if self.offset is not None:
+                self.corrections.append((int(mono) + self.offset, new - self.offset))
+                if len(self.corrections) > 16:
+                    self.corrections.pop(0)   # older steps only matter to records long gone
             self.offset = new
         self.synced_at = mono
 
@@ -79,6 +87,10 @@ class NodeClock:
         if base == BASE_UNIX:
             if self.offset is None:
                 return None
+            if boot == self.boot:
+                for at, step in self.corrections:
+                    if t_ref < at:
+                        t_ref += step     # stamped before this correction: move to the new base
             return max(0, mono + self.offset - t_ref), False
         if boot == self.boot:
             return max(0, mono - t_ref), False
