@@ -257,7 +257,9 @@ class Daemon:
             # acks never wait behind it
             return self.loop.run_in_executor(self.commit_exec, self.store.next_seq, node)
 
-        self.bridge = ModbusBridge(self.cfg, sink, alloc_seq, on_state=on_state)
+        # stamps follow the daemon's clock (simulated under the HIL rig), polls wall time
+        self.bridge = ModbusBridge(self.cfg, sink, alloc_seq, clock=simclock.BridgeClock(self.clock),
+                                   on_state=on_state)
         await self.bridge.run()
 
     # ------------------------------------------------------------------ commands
