@@ -122,64 +122,23 @@ def restart_delay_s(crashes):
 # --- wiring -------------------------------------------------------------------------
 
 def build_sources(hal, board, cfg, console=print):
-    """chan id -> driver, from the config's channel list and the board file."""
+    """chan id -> driver, from the config's channel list and the board file, through the
+    one driver factory (firmware/drivers/factory.py). A channel that cannot be built
+    reports not_available; the others still run: one broken sensor must not silence
+    the station."""
     from firmware import faults
-    from firmware.drivers.adc_filter import AdcFilter
-    out = {}
-    master = None
-    for chan, driver, p in cfg.channels:
-        try:
-            if driver == "rain":
-                from firmware.drivers.rain import RainGauge
-                # on esp32 an edge during light sleep is only seen if the pin may wake
-                # the chip; rp2 keeps counting through its light sleep
-                wake = getattr(hal.machine, "SLEEP", None) if board.mcu.startswith("esp32") else None
-                src = RainGauge(board.input_pin(hal, "rain"), hal, mm_per_tip=p.get("mm_per_tip", 0.2),
-                                debounce_ms=p.get("debounce_ms", 250), wake=wake)
-            elif driver == "drawwire":
-                from firmware.drivers.drawwire import DrawWire
-                exc = None
-                div = (0, 1)
-                if board.has("adc", "excitation"):
-                    exc = AdcFilter(board.adc(hal, "excitation"), hal)
-                    div = tuple(board.spec("adc", "excitation").get("divider", (0, 1)))
-                src = DrawWire(AdcFilter(board.adc(hal, "drawwire"), hal), _cal_ppm(p["cal"]), exc, div)
-            elif driver == "loop420":
-                from firmware.drivers.loop420 import Loop420
-                src = Loop420(AdcFilter(board.adc(hal, "loop420"), hal),
-                              board.spec("adc", "loop420")["shunt_ohm"], p["value_4ma"], p["value_20ma"])
-            elif driver == "rs485":
-                from firmware.drivers.modbus_rtu import ModbusMaster
-                from firmware.drivers.rs485_sensor import Rs485Sensor
-                if master is None:
-                    s = board.spec("uarts", "rs485")
-                    master = ModbusMaster(board.uart(hal, "rs485"), hal, de=hal.pin_out(s["de"]),
-                                          baudrate=s.get("baudrate", 9600))
-                src = Rs485Sensor(master, chan, p)
-            elif driver in ("battery", "supply"):
-                from firmware.drivers.supply import Battery
-                src = Battery(AdcFilter(board.adc(hal, "battery"), hal),
-                              board.spec("adc", "battery")["divider"])
-            elif driver == "temperature":
-                from firmware.drivers.supply import BoardTemperature
-                src = BoardTemperature(board.data.get("temperature", {}).get("source", "none"), hal)
-            else:
-                raise ValueError("driver %r is for tests only" % driver)
-        except (ValueError, KeyError) as e:
-            console("channel 0x%02x (%s): cannot build the driver: %s: it reports "
-                    "not_available until the config or board file is fixed" % (chan, driver, e))
-            src = Unavailable(faults.NOT_AVAILABLE)
-        out[chan] = src
-    return out
+    from firmware.drivers import factory
 
+    def unavailable(chan, driver, e):
+        console("channel 0x%02x (%s): cannot build the driver: %s: it reports "
+                "not_available until the config or board file is fixed" % (chan, driver, e))
+        return Unavailable(faults.NOT_AVAILABLE)
 
-def _cal_ppm(cal):
-    """Draw-wire calibration points as (wiper ratio in ppm, value): the config may give
-    the ratio as a fraction (0.1) or in ppm (100000)."""
-    out = []
-    for ratio, value in cal:
-        out.append((int(ratio * 1000000 + 0.5) if ratio <= 1 else int(ratio), value))
-    return out
+    # on esp32 an edge during light sleep is only seen if the rain pin may wake the chip;
+    # rp2 keeps counting through its light sleep
+    wake = getattr(hal.machine, "SLEEP", None) if board.mcu.startswith("esp32") else None
+    return factory.build_sources(hal, board, cfg.channels, source="config.json",
+                                 on_error=unavailable, rain_wake=wake)
 
 
 def build_radio(hal, board, cfg, console=print):

@@ -68,10 +68,11 @@ def _ppm_cal(chan, cal):
 
 
 class _Builder:
-    def __init__(self, hal, board):
+    def __init__(self, hal, board, rain_wake=None):
         self.hal = hal
         self.board = board
         self.master = None
+        self.rain_wake = rain_wake
 
     def filt(self, role, params):
         from firmware.drivers.adc_filter import AdcFilter
@@ -85,7 +86,7 @@ class _Builder:
             from firmware.drivers.rain import RainGauge
             return RainGauge(b.input_pin(hal, "rain"), hal, mm_per_tip=params.get("mm_per_tip", 0.2),
                              debounce_ms=params.get("debounce_ms", 250),
-                             stuck_reads=params.get("stuck_reads", 2))
+                             stuck_reads=params.get("stuck_reads", 2), wake=self.rain_wake)
         if drv == "drawwire":
             from firmware.drivers.drawwire import DrawWire
             exc = None
@@ -158,7 +159,7 @@ def _validate(chan, drv, params):
             _err(chan, drv, "mm_per_tip", str(e))
 
 
-def build_sources(hal, board, chans, extra=None, source=None, on_error=None):
+def build_sources(hal, board, chans, extra=None, source=None, on_error=None, rain_wake=None):
     """{chan: driver} for config channels [(chan, driver name, params), ...].
 
     Every channel is checked before any pin, ADC or UART is set up; `source` (the
@@ -166,7 +167,8 @@ def build_sources(hal, board, chans, extra=None, source=None, on_error=None):
     channel raises ValueError. With on_error(chan, driver, error) -> stand-in, a bad
     channel (bad params, or a role the board lacks) gets the stand-in (e.g. a source
     that reports NOT_AVAILABLE) and the others are built: one broken sensor must not
-    silence the station."""
+    silence the station. `rain_wake` (e.g. machine.SLEEP on esp32) lets the rain pin wake
+    the chip from light sleep."""
     stand_in = {}
     for chan, drv, params in chans:
         if extra and drv in extra:
@@ -179,7 +181,7 @@ def build_sources(hal, board, chans, extra=None, source=None, on_error=None):
             if on_error is None:
                 raise e
             stand_in[chan] = on_error(chan, drv, e)
-    builder = _Builder(hal, board)
+    builder = _Builder(hal, board, rain_wake)
     out = {}
     for chan, drv, params in chans:
         if chan in stand_in:
