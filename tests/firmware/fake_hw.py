@@ -45,3 +45,33 @@ class HostClock:
 
     def time(self):
         return int(self._time.time())
+
+
+class StillClock:
+    """For code that only uses the hal's files (frame log, config): no time passes."""
+
+    def ticks_ms(self):
+        return 0
+
+    ticks_us = ticks_ms
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def sleep_ms(self, ms):
+        pass
+
+    sleep_us = sleep_ms
+
+
+class NoMachine:
+    """A `machine` with nothing on it: any hardware access fails loudly."""
+
+
+def fs_at(path):
+    """A Hal whose filesystem root is `path` and that has no hardware and no time."""
+    from firmware.hal import Hal
+    return Hal(machine=NoMachine(), clock=StillClock(), root=str(path))

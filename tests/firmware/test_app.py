@@ -4,10 +4,10 @@ against what a gateway built from protocol/ receives and decodes."""
 import math
 
 import pytest
+from fake_hw import fs_at
 
 from firmware import faults
 from firmware.app import Node
-from firmware.hal import Hal
 from firmware.nodeconfig import NodeConfig
 from firmware.radio.radio import lora_airtime_ms
 from protocol import frame as fr
@@ -24,32 +24,6 @@ RAIN, DISP, WATER, BATT = 0x08, 0x10, 0x18, 0x28
 TF = 20 * 3600            # the slope fails at 20:00
 
 
-class NoMachine:
-    pass
-
-
-class StillClock:
-    """The frame log and config only use the hal's files; no time passes for them."""
-
-    def ticks_ms(self):
-        return 0
-
-    ticks_us = ticks_ms
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, b):
-        return a + b
-
-    def sleep_ms(self, ms):
-        pass
-
-    sleep_us = sleep_ms
-
-
-def fs_at(path):
-    return Hal(machine=NoMachine(), clock=StillClock(), root=str(path))
 
 
 class Relay:

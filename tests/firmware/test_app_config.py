@@ -3,34 +3,14 @@ values; fallback to the last good config; safe defaults never transmit."""
 import json
 
 import pytest
+from fake_hw import fs_at
 
 from firmware import nodeconfig
-from firmware.hal import Hal
 from firmware.nodeconfig import ConfigError, NodeConfig
 
 KEY = bytes(range(1, 33)).hex()
 
 
-class NoMachine:
-    pass
-
-
-class StillClock:
-    def ticks_ms(self):
-        return 0
-
-    ticks_us = ticks_ms
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, b):
-        return a + b
-
-    def sleep_ms(self, ms):
-        pass
-
-    sleep_us = sleep_ms
 
 
 def good(**over):
@@ -74,7 +54,7 @@ def test_repr_never_shows_the_key():
 def fs(tmp_path):
     (tmp_path / "firmware" / "variants").mkdir(parents=True, exist_ok=True)
     (tmp_path / "firmware" / "variants" / "esp32_devkitc.json").write_text("{}")
-    return Hal(machine=NoMachine(), clock=StillClock(), root=str(tmp_path))
+    return fs_at(tmp_path)
 
 
 def test_broken_config_falls_back_to_last_good(tmp_path):

@@ -2,12 +2,12 @@
 import os
 
 import pytest
+from fake_hw import fs_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware import framelog
 from firmware.framelog import FrameLog, thin_payload
-from firmware.hal import Hal
 from firmware.nodeclock import NodeClock
 from protocol import readings
 from protocol.channels import chan_id
@@ -17,32 +17,6 @@ RAIN = chan_id(1)
 DISP = chan_id(2)
 
 
-class NoMachine:
-    pass
-
-
-class StillClock:
-    """The frame log and config only use the hal's files; no time passes for them."""
-
-    def ticks_ms(self):
-        return 0
-
-    ticks_us = ticks_ms
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, b):
-        return a + b
-
-    def sleep_ms(self, ms):
-        pass
-
-    sleep_us = sleep_ms
-
-
-def fs_at(path):
-    return Hal(machine=NoMachine(), clock=StillClock(), root=str(path))
 
 
 def payload(t_ref, n=10, step=60, base=100):

@@ -129,30 +129,9 @@ def _root_conftest():
     return mod
 
 
-class NoClock:
-    def ticks_ms(self):
-        return 0
-
-    ticks_us = ticks_ms
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def ticks_add(self, a, b):
-        return a + b
-
-    def sleep_ms(self, ms):
-        pass
-
-    sleep_us = sleep_ms
-
-
 def _records(flash):
-    from firmware.hal import Hal
-
-    class NoMachine:
-        pass
-    log = FrameLog(Hal(machine=NoMachine(), clock=NoClock(), root=str(flash)), "log",
+    from fake_hw import fs_at
+    log = FrameLog(fs_at(flash), "log",
                    capacity=4096, segment_bytes=512, seq_block=8)
     log.open()
     recs = []
