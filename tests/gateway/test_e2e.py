@@ -227,6 +227,13 @@ def test_alarm_overtakes_a_draining_backlog(site, subscriber, tmp_path):
 
 # ------------------------------------------------------------------ downlink end to end
 
+def wait_for_birth(subscriber):
+    """The gateway subscribes to cmd/# before it publishes its birth message, so once the
+    birth is seen a command cannot fall into the gap before its subscription exists."""
+    st = subscriber(topic="stations/demo/gw1/status", client_id="test-birth-watch")
+    assert st.wait_for(lambda s: any(cbor2.loads(m[1]).get(3) == 1 for m in s.snapshot()), 20)
+
+
 def test_command_over_mqtt_reaches_the_node_and_the_result_comes_back(site, subscriber, broker):
     import paho.mqtt.client as mqtt
     sub = subscriber(topic="stations/demo/gw1/cmd-result")
@@ -234,6 +241,7 @@ def test_command_over_mqtt_reaches_the_node_and_the_result_comes_back(site, subs
     air, gw = site([node], speed=10.0)
     gw.start()
     air.start()
+    wait_for_birth(subscriber)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator",
                       protocol=mqtt.MQTTv5)
     pub.connect("127.0.0.1", broker.port)
@@ -265,6 +273,7 @@ def test_queued_command_survives_a_gateway_restart(site, subscriber, broker):
     node = sim(102, site.keys)
     air, gw = site([node], speed=10.0)
     gw.start()                                     # the node is silent for now
+    wait_for_birth(subscriber)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator2",
                       protocol=mqtt.MQTTv5)
     pub.connect("127.0.0.1", broker.port)
