@@ -101,8 +101,12 @@ class BoardLink:
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
         try:
-            # a read timeout, so that mpremote's own timeouts also work on a pty
-            t = SerialTransport(port, baudrate=115200, timeout=1)
+            # a read timeout, so that mpremote's own timeouts also work on a pty. Not 1 s:
+            # mpremote gives up raw-paste mode for good when the 2-byte answer to its probe
+            # is late, and then misreads that late answer as a failed exec (seen with the
+            # stand-in board on a loaded 2-core CI box). A board answers in milliseconds;
+            # this only sets how long a dead link takes to report.
+            t = SerialTransport(port, baudrate=115200, timeout=5)
         except TransportError as e:
             raise ToolError(PORT_BUSY, "cannot open %s: %s" % (port, e)) from None
         link = cls(port, t)
