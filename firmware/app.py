@@ -26,12 +26,34 @@ from firmware import faults
 from firmware.alarm_out import AlarmOut
 from firmware.framelog import R_BOOT_BASE, FrameLog
 from firmware.nodeclock import BASE_BOOT, NodeClock
-from firmware.sampler import Sampler
+from firmware.sampler import PAYLOAD_BUDGET, Sampler
 from protocol import frame as fr
 from protocol import framing, messages, readings
 from protocol.mic import Hmac
 from protocol.nodelink import NodeLink
 from protocol.trip import TripEngine
+
+# Bytes a frame adds around its payload on the UART: COBS + CRC + 2 delimiters (5),
+# fixed header (12), `back` (up to 5), MIC (8).
+FRAME_OVERHEAD = 30
+# HELLO / STATUS keys given up first when a small module packet cannot carry them all
+_HELLO_SHED = (messages.H_BOARD, messages.H_FW, messages.H_BOOT_COUNT, messages.H_RESET_CAUSE)
+_STATUS_SHED = (messages.S_FW, messages.S_UPTIME, messages.S_FREE_HEAP, messages.S_THINNED,
+                messages.S_DROPPED, messages.S_RESET_CAUSE, messages.S_SUPPLY_MV, messages.S_TEMP_DECIC,
+                messages.S_MODE)
+
+
+# the largest CBOR of one alarm map (nine keys, value/threshold/age up to 5 bytes each)
+# inside its array: a module packet of less than 64 bytes cannot carry every alarm
+ALARM_MAX = 34
+MIN_PACKET = ALARM_MAX + FRAME_OVERHEAD
+
+
+def _payload_max(radio):
+    mp = getattr(radio, "max_payload", None) if radio is not None else None
+    if not mp:
+        return fr.MAX_FRAME - FRAME_OVERHEAD + 5
+    return mp - FRAME_OVERHEAD
 
 FW_VERSION = "0.1.0"
 MAX_RX_PACKETS = 8          # per step: a babbling radio cannot starve sampling
@@ -82,7 +104,14 @@ class Node:
         self.clock = NodeClock(0)
         self.log = FrameLog(fs, log_dir, cfg.log_bytes, segment_bytes)
         iv = cfg.intervals
-        self.sampler = Sampler(cfg.chan_ids(), iv["sample_s"], iv["intensified_s"], iv["report_s"])
+        # A frame must fit one module packet (SPEC 1): an E32's is 58 bytes, an E22's 240.
+        self.payload_max = _payload_max(radio)
+        if radio is not None and self.payload_max < ALARM_MAX:
+            console("radio: module packets of %d bytes are too small for an alarm frame: use "
+                    "an E22 with sub_packet >= %d (an E32's 58-byte packets are not enough)"
+                    % (self.payload_max + FRAME_OVERHEAD, MIN_PACKET))
+        self.sampler = Sampler(cfg.chan_ids(), iv["sample_s"], iv["intensified_s"], iv["report_s"],
+                               budget=min(PAYLOAD_BUDGET, self.payload_max))
         self.engine = TripEngine(cfg.rules)
         self.alarm = AlarmOut(siren, strobe)
         self.link = link or NodeLink(rand or _xorshift(cfg.node or 1))
@@ -217,10 +246,12 @@ class Node:
                         messages.A_AGE: max(0, now_i - ev.t)})
             self.console("alarm: %r" % (ev,))
         base_boot, boot, t_ref = self._stamp(now)
-        # an ALARM frame is small, but a config with many rules can trip many at once
-        for i in range(0, len(out), 4):
+        # an ALARM frame is small, but a config with many rules can trip many at once;
+        # an alarm takes at most ALARM_MAX bytes, and a frame must fit one module packet
+        per = max(1, min(4, self.payload_max // ALARM_MAX))
+        for i in range(0, len(out), per):
             seq = self.log.take_seq()
-            self.log.append(seq, fr.ALARM, messages.encode_alarms(out[i:i + 4]), base_boot, boot,
+            self.log.append(seq, fr.ALARM, messages.encode_alarms(out[i:i + per]), base_boot, boot,
                             t_ref, True)
         self.keep_until = now + 2 * self.sampler.report_s
 
@@ -241,11 +272,11 @@ class Node:
             return c.payload
         cfg = self.cfg
         if c.mtype == fr.HELLO:
-            return messages.encode_map({
+            return self._fitting({
                 messages.H_FW: FW_VERSION, messages.H_CONFIG_VERSION: cfg.version,
                 messages.H_RESET_CAUSE: _reset_index(self.reset_cause),
                 messages.H_BOOT_COUNT: self.log.boot, messages.H_CHANNELS: cfg.chan_ids(),
-                messages.H_BOARD: cfg.board})
+                messages.H_BOARD: cfg.board}, _HELLO_SHED)
         m = {messages.S_FW: FW_VERSION, messages.S_CONFIG_VERSION: cfg.version,
              messages.S_RESET_CAUSE: _reset_index(self.reset_cause),
              messages.S_LOG_DEPTH: self.log.depth(), messages.S_UPTIME: int(now - self.started),
@@ -258,7 +289,19 @@ class Node:
             v = self._last_value(chan)
             if v is not None:
                 m[key] = v
-        return messages.encode_map(m)
+        return self._fitting(m, _STATUS_SHED)
+
+    def _fitting(self, m, shed):
+        """The map's CBOR, leaving out the least needed keys (in `shed` order) until it
+        fits one frame: every HELLO and STATUS key is optional to the gateway."""
+        b = messages.encode_map(m)
+        for k in shed:
+            if len(b) <= self.payload_max:
+                break
+            if k in m:
+                del m[k]
+                b = messages.encode_map(m)
+        return b
 
     def _last_value(self, chan):
         for c in self.sampler.chans:

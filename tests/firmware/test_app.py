@@ -476,3 +476,44 @@ def test_reboot_without_a_clock_marks_old_times_approximate(tmp_path):
     assert all(b - a == 60 for a, b in zip(ts, ts[1:], strict=False))
     true_first = UNIX0 + 0
     assert ts[0] >= true_first and ts[0] - true_first <= 600 + 600 + 5
+
+
+class SmallPacketRadio(AirRadio):
+    """An E22 set to 64-byte sub-packets: the module refuses anything longer."""
+    max_payload = 64
+
+    def send(self, data):
+        if len(data) > self.max_payload:
+            return False
+        return AirRadio.send(self, data)
+
+
+def test_frames_fit_a_small_module_packet_and_readings_still_arrive(tmp_path):
+    sim = Sim()
+    sources = {RAIN: Source(sim, RAIN, sim.rain_rate, increment=True),
+               DISP: Source(sim, DISP, sim.disp), WATER: Source(sim, WATER, sim.water)}
+    radio = SmallPacketRadio()
+    said = []
+    node = Node(fs_at(tmp_path), config(), sources, radio, Relay(), Relay(), rand=lambda: 0.5,
+                console=said.append)
+    node.sent_log = []
+    gw = Gateway()
+    node.start(0.0)
+    run(node, sim, radio, gw, 23 * 3600)      # a storm and high water: alarms and STATUS go too
+    sizes = [len(w) for _, _, w in node.sent_log]
+    assert sizes and max(sizes) <= 64
+    assert not node.counts.get("radio_refused")
+    kinds = {f.mtype for _, f in gw.frames}
+    assert {fr.HELLO, fr.READINGS, fr.ALARM, fr.STATUS} <= kinds
+    series, dups = gw.readings()
+    assert dups == 0 and len(series[WATER]) > 1000
+    assert not any("too small" in s for s in said)
+
+
+def test_a_module_packet_too_small_for_an_alarm_is_reported(tmp_path):
+    class E32Radio(AirRadio):
+        max_payload = 58
+    said = []
+    Node(fs_at(tmp_path), config(), {}, E32Radio(), Relay(), Relay(), rand=lambda: 0.5,
+         console=said.append)
+    assert any("too small for an alarm frame" in s and "sub_packet >= 64" in s for s in said)
