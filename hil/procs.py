@@ -58,7 +58,8 @@ def build_mpy(dest=BUILD / "mpy"):
 # ------------------------------------------------------------------ processes
 
 class Broker:
-    """A real Mosquitto on 127.0.0.1 with persistence (as tests/conftest.py's)."""
+    """A real Mosquitto on 127.0.0.1:<port>, with persistence so kill -9 tests mean
+    something. The rig's broker, and the tests' `broker` fixture (tests/harness.py)."""
 
     def __init__(self, d, port=None):
         self.dir = Path(d)
@@ -70,6 +71,7 @@ class Broker:
                 "autosave_interval 1", "log_dest file %s/broker.log" % self.dir,
                 "max_inflight_messages 0", "max_queued_messages 0"]
         if os.geteuid() == 0:
+            # Without it Mosquitto 2.x drops to user 'mosquitto' and cannot write persistence.
             conf.insert(0, "user root")
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(conf) + "\n")
@@ -77,8 +79,8 @@ class Broker:
     def start(self, timeout=5.0):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(binary):
-            raise RuntimeError("mosquitto is not installed: `make setup` or "
-                               "`sudo apt-get install -y mosquitto`")
+            raise RuntimeError("mosquitto is not installed: run `make test` or `make setup` "
+                               "(they install it) or `sudo apt-get install -y mosquitto`")
         self.proc = subprocess.Popen([binary, "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -94,8 +96,15 @@ class Broker:
 
     def stop(self, kill=False):
         if self.proc and self.proc.poll() is None:
-            self.proc.kill() if kill else self.proc.terminate()
-            self.proc.wait(5)
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
         self.proc = None
 
 

@@ -4,10 +4,8 @@ the MicroPython unix port runner and the mpy-cross build. Import it as `harness`
 helper binds to 127.0.0.1 only."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,77 +14,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "mpy"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mosquitto_bin():
-    for c in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
-class Broker:
-    """A real Mosquitto on 127.0.0.1:<port>, with persistence so kill -9 tests mean something."""
-
-    def __init__(self, workdir: Path, port=None):
-        self.dir = workdir
-        self.port = port or free_port()
-        self.proc = None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "data").mkdir(exist_ok=True)
-        conf = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {self.dir}/data/",
-            "autosave_interval 1",
-            f"log_dest file {self.dir}/broker.log",
-            "max_inflight_messages 0",
-            "max_queued_messages 0",
-        ]
-        if os.geteuid() == 0:
-            # Without it Mosquitto 2.x drops to user 'mosquitto' and cannot write persistence.
-            conf.insert(0, "user root")
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text("\n".join(conf) + "\n")
-
-    def start(self, timeout=5.0):
-        binary = _mosquitto_bin()
-        if binary is None:
-            raise RuntimeError("mosquitto is not installed: run `make test` (it installs it) "
-                               "or `sudo apt-get install -y mosquitto`")
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: see {self.dir}/broker.log") from None
-                time.sleep(0.01)
-        raise RuntimeError("mosquitto did not accept connections in time")
-
-    def stop(self, kill=False):
-        if self.proc and self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-
-
+# One broker and one port picker for the tests and the HIL rig (hil/procs.py).
+from hil.procs import Broker, free_port  # noqa: E402,F401
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
