@@ -27,6 +27,7 @@ from firmware.alarm_out import AlarmOut
 from firmware.framelog import R_BOOT_BASE, FrameLog
 from firmware.nodeclock import BASE_BOOT, NodeClock
 from firmware.sampler import PAYLOAD_BUDGET, Sampler
+from firmware.unload import unload
 from protocol import frame as fr
 from protocol import framing, messages, readings
 from protocol.mic import Hmac
@@ -466,6 +467,8 @@ class Node:
             self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
             return
         new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
+        del nodeconfig
+        unload("firmware.nodeconfig")     # a monthly event: give its heap back
         version = m.get(messages.C_VERSION)
         if new is not None:
             self._apply_config(new, now)

@@ -70,11 +70,8 @@ def unload():
     ADCs and UARTs; its checks are most of this module's RAM (~8 KB on the 64-bit unix
     port, about half that on an ESP32). Drop every Board object as well, since its
     methods keep the module alive."""
-    import sys
-    sys.modules.pop("firmware.board", None)
-    pkg = sys.modules.get("firmware")
-    if pkg is not None and "board" in pkg.__dict__:
-        delattr(pkg, "board")
+    from firmware.unload import unload as drop
+    drop("firmware.board")
 
 
 def load(hal, name, directory=VARIANTS_DIR):

@@ -187,6 +187,7 @@ def run(hal, console=print, max_steps=None):
     from firmware import board as board_mod
     from firmware import nodeconfig
     from firmware.app import Node
+    from firmware.unload import unload
     cfg = nodeconfig.load(hal, console)
     board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else "esp32_devkitc")
     sources = build_sources(hal, board, cfg, console)
@@ -195,6 +196,9 @@ def run(hal, console=print, max_steps=None):
     strobe = board.output(hal, "strobe") if board.has("outputs", "strobe") else None
     board = None
     board_mod.unload()
+    del nodeconfig
+    for name in ("firmware.nodeconfig", "firmware.drivers.factory"):
+        unload(name)       # boot-only code: its heap goes back to the node's data
     gc.collect()
     wdt = hal.watchdog(cfg.watchdog_ms)
     clock = MonoClock(hal)

@@ -26,6 +26,7 @@ is answered STALE. The version goes out in HELLO and STATUS.
 """
 import json
 
+from firmware.runconfig import DEFAULT_INTERVALS, NodeConfig, SafeConfig
 from protocol import channels, messages
 
 CONFIG_FILE = "config.json"
@@ -34,7 +35,6 @@ GOOD_FILE = "config.good.json"
 DRIVERS = ("rain", "drawwire", "loop420", "rs485", "battery", "supply", "temperature", "fake")
 SLEEP_MODES = ("none", "light")
 INTERVAL_KEYS = ("sample_s", "intensified_s", "report_s", "status_s")
-DEFAULT_INTERVALS = {"sample_s": 60, "intensified_s": 10, "report_s": 600, "status_s": 3600}
 _WIRE_INTERVALS = {messages.I_SAMPLE_S: "sample_s", messages.I_INTENSIFIED_S: "intensified_s",
                    messages.I_REPORT_S: "report_s", messages.I_STATUS_S: "status_s"}
 
@@ -53,67 +53,31 @@ def _int(source, key, v, lo, hi):
     return v
 
 
-class NodeConfig:
-    """A checked configuration. `raw` is the JSON dict it came from (saved as is)."""
-
-    def __init__(self, raw, source=CONFIG_FILE):
-        if not isinstance(raw, dict):
-            raise ConfigError("%s: the top level must be a JSON object" % source)
-        self.raw = raw
-        self.source = source
-        self.version = _int(source, "version", raw.get("version"), 1, 0x7FFFFFFF)
-        self.node = _int(source, "node", raw.get("node"), 1, 0xFFFF)
-        self.key = _key(source, raw.get("key"))
-        b = raw.get("board")
-        if not isinstance(b, str) or not b:
-            _fail(source, "board", "%r: allowed the name of a file in firmware/variants/ "
-                  "(e.g. \"esp32_devkitc\")" % (b,))
-        self.board = b
-        self.channels = _channels(source, raw.get("channels"))
-        self.intervals = _intervals(source, raw.get("intervals", DEFAULT_INTERVALS))
-        self.rules = _rules(source, raw.get("rules", []), self.channels)
-        s = raw.get("sleep", "light")
-        if s not in SLEEP_MODES:
-            _fail(source, "sleep", "%r: allowed %s" % (s, ", ".join(SLEEP_MODES)))
-        self.sleep = s
-        self.log_bytes = _int(source, "log_kb", raw.get("log_kb", 128), 16, 4096) * 1024
-        self.watchdog_ms = _int(source, "watchdog_s", raw.get("watchdog_s", 60), 10, 3600) * 1000
-        self.radio = raw.get("radio", {})
-        self.safe = False
-
-    def chan_ids(self):
-        return [c[0] for c in self.channels]
-
-    def __repr__(self):
-        # never the key: consoles end up in photos and support tickets
-        return "NodeConfig(v%d node %d board %s, %d channels, %d rules)" % (
-            self.version, self.node, self.board, len(self.channels), len(self.rules))
-
-
-class SafeConfig:
-    """No valid config on flash: sample the supply, log, never transmit (no key)."""
-
-    def __init__(self, board="unknown"):
-        self.raw = {}
-        self.source = "built-in safe defaults"
-        self.version = 0
-        self.node = 0
-        self.key = None
-        self.board = board
-        self.channels = [(channels.chan_id(channels.kind_by_name("battery")), "battery", {})]
-        self.intervals = dict(DEFAULT_INTERVALS)
-        self.rules = []
-        self.sleep = "none"
-        self.log_bytes = 64 * 1024
-        self.watchdog_ms = 60000
-        self.radio = {}
-        self.safe = True
-
-    def chan_ids(self):
-        return [c[0] for c in self.channels]
-
-    def __repr__(self):
-        return "SafeConfig(no key: logging only)"
+def check_into(cfg, raw, source=CONFIG_FILE):
+    """Check `raw` and set the fields of the record `cfg` (runconfig.NodeConfig)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("%s: the top level must be a JSON object" % source)
+    cfg.raw = raw
+    cfg.source = source
+    cfg.version = _int(source, "version", raw.get("version"), 1, 0x7FFFFFFF)
+    cfg.node = _int(source, "node", raw.get("node"), 1, 0xFFFF)
+    cfg.key = _key(source, raw.get("key"))
+    b = raw.get("board")
+    if not isinstance(b, str) or not b:
+        _fail(source, "board", "%r: allowed the name of a file in firmware/variants/ "
+              "(e.g. \"esp32_devkitc\")" % (b,))
+    cfg.board = b
+    cfg.channels = _channels(source, raw.get("channels"))
+    cfg.intervals = _intervals(source, raw.get("intervals", DEFAULT_INTERVALS))
+    cfg.rules = _rules(source, raw.get("rules", []), cfg.channels)
+    s = raw.get("sleep", "light")
+    if s not in SLEEP_MODES:
+        _fail(source, "sleep", "%r: allowed %s" % (s, ", ".join(SLEEP_MODES)))
+    cfg.sleep = s
+    cfg.log_bytes = _int(source, "log_kb", raw.get("log_kb", 128), 16, 4096) * 1024
+    cfg.watchdog_ms = _int(source, "watchdog_s", raw.get("watchdog_s", 60), 10, 3600) * 1000
+    cfg.radio = raw.get("radio", {})
+    cfg.safe = False
 
 
 def _key(source, k):

@@ -22,7 +22,8 @@ from binascii import hexlify
 
 from firmware.app import Node
 from firmware.hal import Hal
-from firmware.nodeconfig import NodeConfig
+from firmware.runconfig import NodeConfig
+from firmware.unload import unload
 from protocol import frame as fr
 from protocol import framing, messages
 from protocol.mic import Hmac
@@ -139,6 +140,7 @@ def main():
         "rules": [[2, RAIN, 3, 3, 3600, 300, 50, 1800], [6, DISP, 2, 2, 3600, 200, 50, 1800],
                   [7, DISP, 4, 4, 7200, 3600, 900, 3600], [8, WATER, 1, 2, 1, 3000, 100, 2, 600]],
         "log_kb": 64})
+    unload("firmware.nodeconfig")     # as firmware/main.py does after boot
     radio = Radio()
     siren = Relay()
     strobe = Relay()

@@ -1,0 +1,22 @@
+"""Free modules that are needed only at boot or on a rare downlink.
+
+On a board without frozen modules (stock MicroPython plus `.mpy` files copied by
+`stationctl flash`) a module's bytecode lives in the heap for as long as the module
+can be reached. Dropping it from sys.modules and from its package lets the collector
+take it back, provided no live object still refers to one of its classes or
+functions (their globals keep the whole module alive). Importing it again later
+loads it again: slow, but only on a path that runs once or once a month.
+
+A no-op on CPython, where tests hold modules and their exception classes by
+identity and the heap is not the constraint."""
+import sys
+
+
+def unload(name):
+    if sys.implementation.name != "micropython":
+        return
+    sys.modules.pop(name, None)
+    pkg_name, _, attr = name.rpartition(".")
+    pkg = sys.modules.get(pkg_name)
+    if pkg is not None and attr in pkg.__dict__:
+        delattr(pkg, attr)
