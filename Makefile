@@ -3,15 +3,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker lint bench clean
+.PHONY: run test setup broker mp32 lint bench clean
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker
+setup: $(READY) broker mp32
 
 broker:
 	@sh tools/setup/ensure-mosquitto.sh
+
+# 32-bit MicroPython (WebAssembly port under Node) for tests/firmware/test_node_32bit.py
+mp32:
+	@sh tools/setup/ensure-mp32.sh
 
 # pytest exits 5 when it collected nothing: that is a failure, never a pass.
 test: setup
