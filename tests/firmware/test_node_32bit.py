@@ -1,0 +1,220 @@
+"""The node on a 32-bit MicroPython: the WebAssembly port (wasm32: 4-byte pointers and
+16-byte GC blocks, as on an ESP32) under Node, via tools/mp32/run.mjs (`make setup`
+installs it). protocol/ and firmware/ and tests/mpy/node_day.py are loaded as .mpy, the
+node's flash log lives in the wasm FS, and the whole process (code and data together) is
+held to 96 KB (issue #4: a stand-in for an ESP32 without PSRAM). The 64-bit unix port
+(test_node_mpy.py) doubles every object, so there the code is measured apart.
+
+Two things about this build shape the test (tools/mp32/run.mjs says more):
+- its heap grows on demand (heapsize caps nothing), so the peak of gc.mem_alloc() is
+  read instead of running out of memory;
+- its collector only runs when control is back in JS: gc.collect() and the
+  gc.threshold(4096) trigger inside a long Python call just mark a collection as due.
+  The day is therefore resumed one node step at a time from JS, through
+  node_day.day(workdir, hours), a generator; node_day's peak_alloc is then live data plus
+  at most one step's garbage above the threshold (an upper bound of a device's figure).
+  Without day() the day cannot be measured here, and those tests are skipped, saying so.
+
+`pytest -s` prints the figures: code bytes after import (collected) and the whole peak,
+beside the 64-bit unix port's."""
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import MPY_CROSS, mpy_build, run_micropython
+
+from protocol import frame as fr
+from protocol import messages, readings
+from protocol.mic import Hmac
+
+pytestmark = pytest.mark.mpy
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "mpy" / "node_day.py"
+RUNNER = ROOT / "tools" / "mp32" / "run.mjs"
+PKG = ROOT / "tools" / "mp32" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
+KEY = bytes(range(1, 33))
+UNIX0 = 1780000000
+DISP, WATER = 0x10, 0x18
+TF = 20 * 3600
+HOURS = 21.5
+WHOLE_HEAP = 96 * 1024          # issue #4: code + data on a 32-bit MicroPython
+UNIX_DATA_HEAP = 96 * 1024      # as test_node_mpy.py runs the 64-bit day
+
+
+def disp(t):
+    return int(-600 * math.log((TF - t) / 3600.0) + 600 * math.log(TF / 3600.0) + 0.5)
+
+
+def has_day_generator():
+    return re.search(r"^def day\(", SCRIPT.read_text(), re.M) is not None
+
+
+def run_mp32(trees, module, args=(), steps=None, timeout=120):
+    """tools/mp32/run.mjs with /flash made, allocation reports on; CompletedProcess."""
+    node = shutil.which("node")
+    if not node or not (PKG / "micropython.wasm").exists():
+        pytest.fail("the 32-bit MicroPython (Node + npm package) is missing: run `make setup` "
+                    "(tools/setup/ensure-mp32.sh)")
+    cmd = [node, str(RUNNER), "--timeout=%d" % timeout, "--report-alloc", "--mkdir=/flash"]
+    if steps:
+        cmd.append("--steps=" + steps)
+    cmd += [":".join(str(t) for t in trees), module, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30, cwd=ROOT)
+
+
+def parse(stdout):
+    """(frame lines "F t hex", DAY_RESULT dict or None, {MP32_ALLOC phase: bytes}, CODE_BYTES)."""
+    frames, result, alloc, code = [], None, {}, None
+    for line in stdout.splitlines():
+        if line.startswith("F "):
+            frames.append(line)
+        elif line.startswith("DAY_RESULT "):
+            result = json.loads(line[len("DAY_RESULT "):])
+        elif line.startswith("MP32_ALLOC "):
+            _, phase, n = line.split()
+            alloc[phase] = int(n)
+        elif line.startswith("CODE_BYTES "):
+            code = int(line.split()[1])
+    return frames, result, alloc, code
+
+
+def decode(lines):
+    signer = Hmac(KEY)
+    out = []
+    for line in lines:
+        _, t, hx = line.split()
+        out.append((UNIX0 + int(t), fr.decode(bytes.fromhex(hx), lambda n: signer, fr.UPLINK_TYPES)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """(build/mpy, dir with node_day.mpy), compiled as test_node_mpy.py does."""
+    d = tmp_path_factory.mktemp("nodeday32")
+    subprocess.run([str(MPY_CROSS), "-o", str(d / "node_day.mpy"), "-s", "node_day.py", str(SCRIPT)],
+                   check=True, capture_output=True)
+    return mpy_build(), d
+
+
+@pytest.fixture(scope="module")
+def code32(compiled):
+    """node_day --code on 32-bit: the heap the imported code takes."""
+    r = run_mp32(compiled, "node_day", ["--code"], timeout=60)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    _, _, alloc, code = parse(r.stdout)
+    return alloc["import"], code
+
+
+@pytest.fixture(scope="module")
+def day32(compiled):
+    if not has_day_generator():
+        pytest.skip("tests/mpy/node_day.py has no day(workdir, hours) generator yet: this build "
+                    "collects garbage only between JS calls, so the day must be resumed step by "
+                    "step (tools/mp32/run.mjs --steps) to measure its heap")
+    r = run_mp32(compiled, "node_day", ["--code"], steps="day('/flash', %r)" % HOURS, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    lines, result, alloc, _ = parse(r.stdout)
+    assert result is not None, r.stdout[-2000:]
+    result["code_bytes"] = alloc["import"]
+    return lines, decode(lines), result
+
+
+@pytest.fixture(scope="module")
+def day64(compiled, tmp_path_factory):
+    """The same day on the 64-bit unix port, as test_node_mpy.py runs it (for comparison)."""
+    _, d = compiled
+    launch = d / "launch.py"
+    launch.write_text("import node_day\n")
+    r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=60)
+    assert r.returncode == 0, r.stderr
+    code = int(r.stdout.split("CODE_BYTES ")[1].split()[0])
+    work = tmp_path_factory.mktemp("flash64")
+    heap = "%dK" % ((code + UNIX_DATA_HEAP) // 1024 + 1)
+    r = run_micropython(launch, heap=heap, args=[str(work), str(HOURS)], extra_path=[d], timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    lines, result, _, _ = parse(r.stdout)
+    result["code_bytes"] = code
+    return lines, result
+
+
+def test_code_imports_on_32bit(code32):
+    """The whole node (firmware, protocol, the day script) imports as .mpy on wasm32."""
+    collected, in_call = code32
+    print("\nnode on 32-bit MicroPython (wasm32): code %d B after import (node_day --code in the "
+          "call, before the deferred collection: %d B)" % (collected, in_call))
+    assert 0 < collected <= in_call
+
+
+def test_day_runs_and_frames_match_the_64bit_port(day32, day64):
+    """The same day, frame for frame, as on the 64-bit unix port; only STATUS payloads
+    may differ (they report gc.mem_free(), ~128 MB in this growable heap)."""
+    _, frames32, res32 = day32
+    lines64, res64 = day64
+    for k in ("red_at", "siren_at", "first_after_red", "steps", "rain_total", "log_depth",
+              "level", "siren_on"):
+        assert res32[k] == res64[k], (k, res32[k], res64[k])
+    frames64 = decode(lines64)
+    assert len(frames32) == len(frames64)
+    for (t32, f32), (t64, f64) in zip(frames32, frames64):
+        assert (t32, f32.mtype, f32.seq) == (t64, f64.mtype, f64.seq)
+        if f32.mtype != fr.STATUS:
+            assert f32.payload == f64.payload, (t32, f32)
+
+
+def test_frames_decode_and_seqs_never_repeat(day32):
+    _, frames, _ = day32
+    assert frames[0][1].mtype == fr.HELLO
+    seqs = [f.seq for _, f in frames]
+    assert len(seqs) == len(set(seqs))
+    assert {f.mtype for _, f in frames} >= {fr.HELLO, fr.READINGS, fr.ALARM, fr.STATUS}
+
+
+def test_readings_have_the_right_times_and_values(day32):
+    _, frames, res = day32
+    disp_seen = {}
+    water_faults = []
+    for t_rx, f in frames:
+        if f.mtype != fr.READINGS:
+            continue
+        for b in readings.decode(f.payload):
+            for k, ts in enumerate(b.times(t_rx)):
+                if b.chan == DISP and b.values is not None:
+                    disp_seen[ts - UNIX0] = b.values[k]
+                elif b.chan == WATER and b.values is None:
+                    water_faults.append((ts - UNIX0, b.fault))
+    assert len(disp_seen) > 1100
+    for t, v in disp_seen.items():
+        assert v == disp(t), (t, v)
+    assert water_faults and all(f == 8 and 43200 <= t < 44400 for t, f in water_faults)
+
+
+def test_red_creep_alarm_leaves_first(day32):
+    _, frames, res = day32
+    assert 0 < res["red_at"] <= TF - 1800
+    assert res["first_after_red"] == fr.ALARM
+    assert res["siren_on"] == 1 and res["level"] == 4
+    reds = [t_rx - a[messages.A_AGE] - UNIX0 for t_rx, f in frames if f.mtype == fr.ALARM
+            for a in messages.decode_alarms(f.payload) if a[messages.A_LEVEL] == 4]
+    assert reds and abs(reds[0] - res["red_at"]) <= 1
+
+
+def test_whole_node_peak_fits_96k_on_32bit(day32, day64):
+    """ISSUE #4 BUDGET: code + data, the highest gc.mem_alloc() of the day on wasm32,
+    at most 96 KB. Not to be loosened: the code footprint is what has to shrink."""
+    _, _, res = day32
+    _, res64 = day64
+    peak = res["peak_alloc"]
+    print("\nnode, whole process on 32-bit (wasm32): code %d B, peak %d B (%.1f KB) of %d B "
+          "budget; data over code %d B; live at the end %d B"
+          % (res["code_bytes"], peak, peak / 1024.0, WHOLE_HEAP, peak - res["code_bytes"],
+             res["live_alloc"]))
+    print("node on the 64-bit unix port:          code %d B, peak %d B; data over code %d B"
+          % (res64["code_bytes"], res64["peak_alloc"], res64["peak_alloc"] - res64["code_bytes"]))
+    assert peak <= WHOLE_HEAP, (
+        "whole-node peak on 32-bit MicroPython is %d B (%.1f KB), over the 96 KB budget by %d B"
+        % (peak, peak / 1024.0, peak - WHOLE_HEAP))
