@@ -7,7 +7,7 @@ the CPython side decodes and checks them with protocol/. Storm 06:00-08:00, wate
 level rise, a broken 4-20 mA loop at 12:00, a radio outage 18:30-19:40, creep to
 failure at 20:00 (then the draw-wire reads open circuit).
 
-Usage: micropython node_day.py <workdir> [hours]
+Usage: micropython node_day.py <workdir> [hours]   (or step day(workdir, hours) yourself)
        micropython node_day.py --code     (prints the heap the imported code takes)
 
 On a board the modules are frozen into flash and cost no heap; the unix port cannot
@@ -125,13 +125,10 @@ class Radio:
         return 100 + 2 * n
 
 
-def main():
-    if sys.argv[1] == "--code":
-        gc.collect()
-        print("CODE_BYTES %d" % gc.mem_alloc())
-        return
-    workdir = sys.argv[1]
-    hours = float(sys.argv[2]) if len(sys.argv) > 2 else 21.5
+def day(workdir, hours=21.5):
+    """The day as a generator that yields after every node step: the 32-bit (wasm) runner
+    resumes it from JS, the only place that build collects garbage
+    (tests/firmware/test_node_32bit.py); main() below just runs it through."""
     cfg = NodeConfig({
         "version": 1, "node": NODE, "key": "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
         "board": "esp32_devkitc",
@@ -150,6 +147,7 @@ def main():
                 mem_free=gc.mem_free)
     signer = Hmac(KEY)
     deframer = framing.Deframer()
+    yield
     gc.collect()
     base = gc.mem_alloc()
     gc.threshold(4096)
@@ -195,12 +193,22 @@ def main():
         if radio.inbox:
             nxt = min(nxt, t + 0.3)
         t = max(min(nxt, t + 60), t + 0.05)
+        yield
     gc.collect()
     print("DAY_RESULT {\"red_at\": %d, \"siren_at\": %d, \"first_after_red\": %d, \"steps\": %d, "
           "\"peak_alloc\": %d, \"base_alloc\": %d, \"live_alloc\": %d, \"rain_total\": %d, "
           "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d}"
           % (red_at, siren_at, first_after_red, steps, peak, base, gc.mem_alloc(), rain.total,
              node.log.depth(), node.engine.level(), 1 if siren.on_ else 0))
+
+
+def main():
+    if sys.argv[1] == "--code":
+        gc.collect()
+        print("CODE_BYTES %d" % gc.mem_alloc())
+        return
+    for _ in day(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 21.5):
+        pass
 
 
 main()
