@@ -17,14 +17,26 @@ period_ms means steady on.
     orange  2 s on / 2 s off    0.2 s flash every 1 s    (warning: prepare to leave)
     red     steady              0.2 s flash every 0.5 s  (danger: leave now)
 """
-from protocol.levels import BLUE, NORMAL, ORANGE, RED, YELLOW
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+# protocol/levels.py's numbers as private consts: compiled in, so this module does not
+# keep protocol.levels in a node's heap. tests/firmware/test_app_alarm.py checks they agree.
+_NORMAL = const(0)
+_BLUE = const(1)
+_YELLOW = const(2)
+_ORANGE = const(3)
+_RED = const(4)
 
 PATTERNS = {
-    NORMAL: (None, None),
-    BLUE: (None, (200, 10000)),
-    YELLOW: (None, (200, 2000)),
-    ORANGE: ((2000, 4000), (200, 1000)),
-    RED: ((1000, 1000), (200, 500)),
+    _NORMAL: (None, None),
+    _BLUE: (None, (200, 10000)),
+    _YELLOW: (None, (200, 2000)),
+    _ORANGE: ((2000, 4000), (200, 1000)),
+    _RED: ((1000, 1000), (200, 500)),
 }
 
 
@@ -53,7 +65,7 @@ class AlarmOut:
         self.siren = siren
         self.strobe = strobe
         self.patterns = patterns
-        self.level = NORMAL
+        self.level = _NORMAL
         self.set_at = 0
         self.changes = 0
         self._apply(0)
@@ -69,7 +81,7 @@ class AlarmOut:
 
     def state(self, now_ms):
         """(siren on, strobe on) at now_ms."""
-        p = self.patterns.get(self.level, self.patterns[RED])
+        p = self.patterns.get(self.level, self.patterns[_RED])
         el = now_ms - self.set_at
         return _is_on(p[0], el), _is_on(p[1], el)
 
@@ -87,7 +99,7 @@ class AlarmOut:
 
     def next_change(self, now_ms):
         """Absolute ms of the next relay change, or None."""
-        p = self.patterns.get(self.level, self.patterns[RED])
+        p = self.patterns.get(self.level, self.patterns[_RED])
         el = now_ms - self.set_at
         best = None
         for pat in p:

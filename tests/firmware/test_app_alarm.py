@@ -77,3 +77,12 @@ def test_missing_relays_are_allowed_and_every_level_has_a_pattern():
     out.set_level(RED, 0)
     out.update(10)
     assert set(PATTERNS) == {NORMAL, BLUE, YELLOW, ORANGE, RED}
+
+
+def test_private_level_numbers_agree_with_protocol_levels():
+    """alarm_out compiles the level numbers in (so a node need not keep protocol.levels
+    in its heap); they must be the wire's numbers."""
+    from firmware import alarm_out
+    assert (alarm_out._NORMAL, alarm_out._BLUE, alarm_out._YELLOW, alarm_out._ORANGE, alarm_out._RED) \
+        == (NORMAL, BLUE, YELLOW, ORANGE, RED)
+    assert sorted(PATTERNS) == [NORMAL, BLUE, YELLOW, ORANGE, RED]
