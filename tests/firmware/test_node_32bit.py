@@ -13,13 +13,11 @@ Two things about this build shape the test (tools/mp32/run.mjs says more):
   The day is therefore resumed one node step at a time from JS, through
   node_day.day(workdir, hours), a generator; node_day's peak_alloc is then live data plus
   at most one step's garbage above the threshold (an upper bound of a device's figure).
-  Without day() the day cannot be measured here, and those tests are skipped, saying so.
 
 `pytest -s` prints the figures: code bytes after import (collected) and the whole peak,
 beside the 64-bit unix port's."""
 import json
 import math
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,10 +46,6 @@ UNIX_DATA_HEAP = 96 * 1024      # as test_node_mpy.py runs the 64-bit day
 
 def disp(t):
     return int(-600 * math.log((TF - t) / 3600.0) + 600 * math.log(TF / 3600.0) + 0.5)
-
-
-def has_day_generator():
-    return re.search(r"^def day\(", SCRIPT.read_text(), re.M) is not None
 
 
 def run_mp32(trees, module, args=(), steps=None, timeout=120):
@@ -112,10 +106,6 @@ def code32(compiled):
 
 @pytest.fixture(scope="module")
 def day32(compiled):
-    if not has_day_generator():
-        pytest.skip("tests/mpy/node_day.py has no day(workdir, hours) generator yet: this build "
-                    "collects garbage only between JS calls, so the day must be resumed step by "
-                    "step (tools/mp32/run.mjs --steps) to measure its heap")
     r = run_mp32(compiled, "node_day", ["--code"], steps="day('/flash', %r)" % HOURS, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     lines, result, alloc, _ = parse(r.stdout)
