@@ -27,7 +27,7 @@ from firmware.alarm_out import AlarmOut
 from firmware.framelog import R_BOOT_BASE, FrameLog
 from firmware.nodeclock import BASE_BOOT, NodeClock
 from firmware.sampler import PAYLOAD_BUDGET, Sampler
-from firmware.unload import unload
+from firmware.unload import unload_config
 from protocol import frame as fr
 from protocol import framing, messages, readings
 from protocol.mic import Hmac
@@ -461,17 +461,20 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        from firmware import nodeconfig
         re, m = messages.decode_config(f.payload)
         if not self.link.is_fresh_re(now, re):
             self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
             return
-        new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
-        del nodeconfig
-        unload("firmware.nodeconfig")     # a monthly event: give its heap back
         version = m.get(messages.C_VERSION)
+        try:
+            new, result, reason = self._check_config(m, now)
+        except MemoryError:
+            # No ack: the gateway sends the CONFIG again, by when the heap may have room.
+            self.count("config_no_memory")
+            self.console("config v%r: too little free heap to check it now: the gateway "
+                         "will send it again" % (version,))
+            return
         if new is not None:
-            self._apply_config(new, now)
             es = m.get(messages.C_EMERGENCY_S)
             if isinstance(es, int) and es >= 0:
                 self.emergency_until = now + es if es else 0
@@ -482,6 +485,21 @@ class Node:
             ack[messages.K_REASON] = reason
         self.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
         self._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
+
+    def _check_config(self, m, now):
+        """Check and apply a CONFIG map. The checks (firmware/nodeconfig.py and the rule
+        checks) are loaded for this and dropped after it (firmware/unload.py): on a board
+        without frozen modules that takes a few KB of heap, which a fragmented heap may
+        not have (MemoryError, nothing applied or acked)."""
+        try:
+            from firmware import nodeconfig
+            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
+            del nodeconfig
+            if new is not None:
+                self._apply_config(new, now)
+            return new, result, reason
+        finally:
+            unload_config()
 
     def _apply_config(self, new, now):
         iv = new.intervals

@@ -187,7 +187,7 @@ def run(hal, console=print, max_steps=None):
     from firmware import board as board_mod
     from firmware import nodeconfig
     from firmware.app import Node
-    from firmware.unload import unload
+    from firmware.unload import unload, unload_config
     cfg = nodeconfig.load(hal, console)
     board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else "esp32_devkitc")
     sources = build_sources(hal, board, cfg, console)
@@ -197,14 +197,14 @@ def run(hal, console=print, max_steps=None):
     board = None
     board_mod.unload()
     del nodeconfig
-    for name in ("firmware.nodeconfig", "firmware.drivers.factory"):
-        unload(name)       # boot-only code: its heap goes back to the node's data
-    gc.collect()
     wdt = hal.watchdog(cfg.watchdog_ms)
     clock = MonoClock(hal)
     seed = hal.ticks_us() ^ (cfg.node << 8)
     node = Node(hal, cfg, sources, radio, siren, strobe, wdt, rand=_rand(seed),
                 reset_cause=hal.reset_cause(), console=console, mem_free=getattr(gc, "mem_free", None))
+    unload_config()        # boot-only code: its heap goes back to the node's data
+    unload("firmware.drivers.factory")
+    gc.collect()
     node.start(clock.now())
     cap_ms = cfg.watchdog_ms // 2
     clean = False

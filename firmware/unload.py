@@ -11,6 +11,10 @@ A no-op on CPython, where tests hold modules and their exception classes by
 identity and the heap is not the constraint."""
 import sys
 
+# What checking a config loads (firmware/nodeconfig.py and what it imports): needed at
+# boot and for a CONFIG downlink, dropped after each.
+CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels")
+
 
 def unload(name):
     if sys.implementation.name != "micropython":
@@ -20,3 +24,8 @@ def unload(name):
     pkg = sys.modules.get(pkg_name)
     if pkg is not None and attr in pkg.__dict__:
         delattr(pkg, attr)
+
+
+def unload_config():
+    for name in CONFIG_MODULES:
+        unload(name)

@@ -408,6 +408,45 @@ def test_config_downlink_applied_once_and_acked(tmp_path):
     assert cfg2.version == 4 and cfg2.intervals["sample_s"] == 30 and len(cfg2.rules) == 1
 
 
+class _TightHeapFs:
+    """The node's filesystem, but writing a config file runs out of heap `fails` times:
+    what a board without frozen modules may meet when a CONFIG makes it load the checks."""
+
+    def __init__(self, fs, fails):
+        self.fs = fs
+        self.fails = fails
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def open(self, p, mode="rb"):
+        if "w" in mode and p.startswith("config") and self.fails:
+            self.fails -= 1
+            raise MemoryError("memory allocation failed")
+        return self.fs.open(p, mode)
+
+
+def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp_path):
+    node, sim, radio, *_ = make_node(tmp_path)
+    node.fs = _TightHeapFs(node.fs, fails=1)
+    gw = Gateway()
+    node.start(0.0)
+    run(node, sim, radio, gw, sim.t + 5)
+    said = []
+    node.console = said.append
+    for _ in range(2):                      # the gateway resends until it hears CONFIG_ACK
+        gw.configs.append((None, {messages.C_VERSION: 2, messages.C_INTERVALS: {messages.I_SAMPLE_S: 30}}))
+        node._queue(fr.STATUS, max_tries=3)
+        run(node, sim, radio, gw, sim.t + 5)
+        if gw.of_type(fr.CONFIG_ACK):
+            break
+        assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
+        assert any("too little free heap" in s for s in said)
+    acks = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
+    assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
+    assert node.cfg.version == 2 and node.sampler.sample_s == 30
+
+
 def test_forged_downlink_is_counted_and_ignored(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()

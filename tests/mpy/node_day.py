@@ -7,8 +7,9 @@ the CPython side decodes and checks them with protocol/. Storm 06:00-08:00, wate
 level rise, a broken 4-20 mA loop at 12:00, a radio outage 18:30-19:40, creep to
 failure at 20:00 (then the draw-wire reads open circuit).
 
-Usage: micropython node_day.py <workdir> [hours]   (or step day(workdir, hours) yourself)
+Usage: micropython node_day.py <workdir> [hours]
        micropython node_day.py --code     (prints the heap the imported code takes)
+       micropython node_day.py --lib      (imports only: step day(workdir, hours) yourself)
 
 On a board the modules are frozen into flash and cost no heap; the unix port cannot
 freeze them, so the wrapper measures the code's heap with --code first and runs the
@@ -19,14 +20,6 @@ import gc
 import math
 import sys
 from binascii import hexlify
-
-from firmware.app import Node
-from firmware.hal import Hal
-from firmware.runconfig import NodeConfig
-from firmware.unload import unload
-from protocol import frame as fr
-from protocol import framing, messages
-from protocol.mic import Hmac
 
 KEY = bytes(range(1, 33))
 NODE = 17
@@ -129,6 +122,16 @@ def day(workdir, hours=21.5):
     """The day as a generator that yields after every node step: the 32-bit (wasm) runner
     resumes it from JS, the only place that build collects garbage
     (tests/firmware/test_node_32bit.py); main() below just runs it through."""
+    yield                       # wasm: the runner collects here, before any firmware loads
+    gc.collect()
+    start = gc.mem_alloc()      # the runtime and this script: not part of the node
+    from firmware.app import Node
+    from firmware.hal import Hal
+    from firmware.runconfig import NodeConfig
+    from firmware.unload import unload_config
+    from protocol import frame as fr
+    from protocol import framing, messages
+    from protocol.mic import Hmac
     cfg = NodeConfig({
         "version": 1, "node": NODE, "key": "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
         "board": "esp32_devkitc",
@@ -137,7 +140,6 @@ def day(workdir, hours=21.5):
         "rules": [[2, RAIN, 3, 3, 3600, 300, 50, 1800], [6, DISP, 2, 2, 3600, 200, 50, 1800],
                   [7, DISP, 4, 4, 7200, 3600, 900, 3600], [8, WATER, 1, 2, 1, 3000, 100, 2, 600]],
         "log_kb": 64})
-    unload("firmware.nodeconfig")     # as firmware/main.py does after boot
     radio = Radio()
     siren = Relay()
     strobe = Relay()
@@ -145,6 +147,7 @@ def day(workdir, hours=21.5):
     node = Node(Hal(machine=NoMachine(), root=workdir), cfg, {RAIN: rain, DISP: Disp(), WATER: Water()},
                 radio, siren, strobe, rand=lambda: 0.5, console=lambda s: None,
                 mem_free=gc.mem_free)
+    unload_config()             # boot-only code, dropped as firmware/main.py does
     signer = Hmac(KEY)
     deframer = framing.Deframer()
     yield
@@ -194,18 +197,27 @@ def day(workdir, hours=21.5):
             nxt = min(nxt, t + 0.3)
         t = max(min(nxt, t + 60), t + 0.05)
         yield
+    yield                       # wasm: collect before the live figure below
     gc.collect()
     print("DAY_RESULT {\"red_at\": %d, \"siren_at\": %d, \"first_after_red\": %d, \"steps\": %d, "
           "\"peak_alloc\": %d, \"base_alloc\": %d, \"live_alloc\": %d, \"rain_total\": %d, "
-          "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d}"
+          "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d, \"start_alloc\": %d}"
           % (red_at, siren_at, first_after_red, steps, peak, base, gc.mem_alloc(), rain.total,
-             node.log.depth(), node.engine.level(), 1 if siren.on_ else 0))
+             node.log.depth(), node.engine.level(), 1 if siren.on_ else 0, start))
 
 
 def main():
+    if sys.argv[1] == "--lib":
+        return                  # imported for day(), which the caller steps itself
     if sys.argv[1] == "--code":
         gc.collect()
-        print("CODE_BYTES %d" % gc.mem_alloc())
+        print("SCRIPT_BYTES %d" % gc.mem_alloc())     # the runtime and this script
+        import firmware.app
+        import firmware.hal
+        import firmware.runconfig  # noqa: F401
+        import protocol.mic  # noqa: F401
+        gc.collect()
+        print("CODE_BYTES %d" % gc.mem_alloc())       # and the node's modules
         return
     for _ in day(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 21.5):
         pass
