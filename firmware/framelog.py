@@ -22,6 +22,9 @@ next append starts a fresh segment instead of writing after the torn bytes. Noth
 is ever rewritten in place: thinning writes a whole new segment to a .tmp file and
 renames it over the old one, so a cut leaves either the old or the new segment.
 
+The scan after a reboot (meta.json, every segment's CRCs, the RAM state below) is
+firmware/logscan.py: FrameLog.open() imports it and unloads it again (boot-only code).
+
 Sequence numbers come from protocol.nodelink.SeqAllocator; its reservation is in
 meta.json before a seq is used, so a seq is never reused after a reboot.
 
@@ -53,13 +56,12 @@ day, ~100x below what would wear out 100k-cycle NOR flash within 10 years. Savin
 the tail at every ack would double the writes for little gain (it saves duplicate
 resends after a reboot only), so it is saved with the other meta writes.
 """
-import json
 import struct
 
-from protocol import channels, readings
+from firmware.unload import unload
+from protocol import readings
 from protocol.crc16 import crc16
 from protocol.frame import ALARM, READINGS
-from protocol.nodelink import SeqAllocator
 
 try:
     from micropython import const
@@ -133,32 +135,43 @@ def encode_record(seq, mtype, rflags, boot, t_ref, payload):
     return out
 
 
+def record_end(buf, pos, n, verify=True):
+    """End of the record at buf[pos:n], or -1 if there is no good one there (magic,
+    length or, with verify, CRC). Allocates nothing: the node steps through a segment
+    with it instead of building a list of offsets."""
+    if pos + HEAD + BODY_FIXED > n or buf[pos] != MAGIC:
+        return -1
+    end = pos + HEAD + ((buf[pos + 1] << 8) | buf[pos + 2])
+    if end < pos + HEAD + BODY_FIXED or end > n:
+        return -1
+    if verify and crc16(buf, 0xFFFF, pos + HEAD, end) != (buf[pos + 3] << 8) | buf[pos + 4]:
+        return -1
+    return end
+
+
 def walk(buf, n, verify=True, out=None):
     """Offsets of the good records in buf[:n], stopping at the first bad one (length or,
     with verify, CRC). -> (offsets, good_end): good_end < n means a torn tail."""
     if out is None:
         out = []
     pos = 0
-    while pos + HEAD + BODY_FIXED <= n:
-        magic, body_len, c = struct.unpack_from(">BHH", buf, pos)
-        end = pos + HEAD + body_len
-        if magic != MAGIC or body_len < BODY_FIXED or end > n:
-            break
-        if verify and crc16(buf, 0xFFFF, pos + HEAD, end) != c:
-            break
+    end = record_end(buf, 0, n, verify)
+    while end >= 0:
         out.append(pos)
         pos = end
+        end = record_end(buf, pos, n, verify)
     return out, pos
 
 
 def record_at(buf, pos):
-    body_len = struct.unpack_from(">H", buf, pos + 1)[0]
+    body_len = (buf[pos + 1] << 8) | buf[pos + 2]
     seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, pos + HEAD)
-    return Record(seq, mtype, rflags, boot, t_ref, bytes(buf[pos + HEAD + BODY_FIXED:pos + HEAD + body_len]))
+    return Record(seq, mtype, rflags, boot, t_ref, bytes(memoryview(buf)[pos + HEAD + BODY_FIXED:pos + HEAD + body_len]))
 
 
 def seq_at(buf, pos):
-    return struct.unpack_from(">I", buf, pos + HEAD)[0]
+    pos += HEAD
+    return (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
 
 
 def parse_records(buf, n):
@@ -170,6 +183,9 @@ def parse_records(buf, n):
 def thin_payload(payload):
     """READINGS payload with every other sample of each block removed, newest kept.
     Rain increments of a dropped sample go to the next kept sample. -> (payload, removed)."""
+    # imported here, not at module level: only thinning (a full log) needs the channel
+    # table, and it stays loaded once used (thinning can run at every append)
+    from protocol import channels
     blocks = readings.decode(payload)
     removed = 0
     for b in blocks:
@@ -201,6 +217,9 @@ class FrameLog:
             raise ValueError("segment_bytes must be 512..65535")
         self.fs = fs
         self.dir = directory
+        self._prefix = directory + "/"
+        self._meta_tmp = self._prefix + "meta.tmp"
+        self._meta = self._prefix + "meta.json"
         self.capacity = capacity
         self.segment_bytes = segment_bytes
         self.seq_block = seq_block
@@ -218,102 +237,61 @@ class FrameLog:
 
     # --- files ---------------------------------------------------------------------
     def _path(self, name):
-        return self.dir + "/" + name
+        return self._prefix + name
 
     def _seg_name(self, no):
-        return self._path("%08d.seg" % no)
+        return self._prefix + "%08d.seg" % no
 
-    def _load(self, no, verify=False):
-        """Read segment `no` into the preallocated buffer -> (offsets, good_end, size).
-        CRCs are checked at open; after that the node reads back what it wrote."""
+    def _load(self, no):
+        """Read segment `no` into the preallocated buffer -> bytes read. CRCs are checked
+        at open; after that the node reads back what it wrote."""
         f = self.fs.open(self._seg_name(no), "rb")
         try:
-            n = f.readinto(self._buf) or 0
+            return f.readinto(self._buf) or 0
         finally:
             f.close()
-        offs, good = walk(self._buf, n, verify)
-        return offs, good, n
+
+    def _next(self, pos, n):
+        """Offset of the record after the one at `pos` in the loaded segment (n bytes)."""
+        end = record_end(self._buf, pos, n, False)
+        if end < 0:
+            raise IndexError("no record at %d" % pos)
+        return end
+
+    def _offset(self, n, index):
+        """Offset of record `index` in the loaded segment (n bytes), without a list."""
+        pos = 0
+        for _ in range(index):
+            pos = self._next(pos, n)
+        self._next(pos, n)      # record `index` itself must be there
+        return pos
 
     def _read_seg(self, no):
-        offs, good, _ = self._load(no)
         buf = self._buf
+        offs, good = walk(buf, self._load(no), False)
         return [record_at(buf, p) for p in offs], good
 
     def _write_meta(self):
-        data = json.dumps({"reserve": self.alloc.reserved if self.alloc else 1, "boot": self.boot,
-                           "tail": list(self.tail), "thinned": self.thinned, "dropped": self.dropped})
-        tmp = self._path("meta.tmp")
-        f = self.fs.open(tmp, "w")
+        f = self.fs.open(self._meta_tmp, "w")
         try:
-            f.write(data)
+            # the JSON json.dumps gave, formatted in one go: no dict or list built for it
+            f.write('{"reserve": %d, "boot": %d, "tail": [%d, %d], "thinned": %d, "dropped": %d}' % (
+                self.alloc.reserved if self.alloc else 1, self.boot, self.tail[0], self.tail[1],
+                self.thinned, self.dropped))
         finally:
             f.close()
-        self.fs.rename(tmp, self._path("meta.json"))
-
-    def _read_meta(self):
-        try:
-            f = self.fs.open(self._path("meta.json"), "r")
-        except OSError:
-            return {}
-        try:
-            m = json.loads(f.read())
-        except ValueError:
-            m = {}
-        finally:
-            f.close()
-        return m if isinstance(m, dict) else {}
+        self.fs.rename(self._meta_tmp, self._meta)
 
     # --- open ----------------------------------------------------------------------
     def open(self, clock=None):
-        """Scan the log after a (re)boot. Returns the boot number (persisted)."""
-        fs = self.fs
-        fs.mkdir(self.dir)
-        names = fs.listdir(self.dir)
-        for name in names:
-            if name.endswith(".tmp"):
-                fs.remove(self._path(name))
-        meta = self._read_meta()
-        self.boot = int(meta.get("boot", 0)) + 1
-        self.thinned = int(meta.get("thinned", 0))
-        self.dropped = int(meta.get("dropped", 0))
-        tail = meta.get("tail", [0, 0])
-        self.tail = (int(tail[0]), int(tail[1]))
-        reserve = int(meta.get("reserve", 1))
-        if clock is not None:
-            clock.boot = self.boot
-        nos = sorted(int(nm[:-4]) for nm in names if nm.endswith(".seg") and nm[:-4].isdigit())
-        self.segs = []
-        self.alarms = []
-        self.last_no = max([self.tail[0]] + nos)
-        max_seq = 0
-        buf = self._buf
-        for no in nos:
-            offs, good, _ = self._load(no, True)
-            size = fs.size(self._seg_name(no))
-            if good < size:
-                self.torn += 1
-            if not offs or no < self.tail[0]:
-                fs.remove(self._seg_name(no))
-                continue
-            seg = _Segment(no, self._bitmap)
-            seg.size = good
-            seg.sealed = good < size
-            seg.n = len(offs)
-            seg.first = seq_at(buf, offs[0])
-            seg.last = seq_at(buf, offs[-1])
-            for i in range(len(offs)):
-                seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, offs[i] + HEAD)
-                if seq > max_seq:
-                    max_seq = seq
-                if no == self.tail[0] and i < self.tail[1]:
-                    seg.set_acked(i)
-                elif mtype == ALARM:
-                    self.alarms.append((seq, no, i))
-                if clock is not None:
-                    clock.saw_record(2 if rflags & R_BOOT_BASE else 1, boot, t_ref)
-            self.segs.append(seg)
-        # the reservation always covers every seq on flash, even if meta.json was lost
-        self.alloc = SeqAllocator(max(reserve, max_seq + 1), self.seq_block)
+        """Scan the log after a (re)boot. Returns the boot number (persisted). The scan
+        is firmware/logscan.py, loaded for this call and dropped again (boot-only code)."""
+        from firmware.logscan import scan
+        try:
+            scan(self, clock)
+        finally:
+            scan = None
+            unload("firmware.logscan")
         self._reclaim()
         self._write_meta()
         return self.boot
@@ -367,8 +345,7 @@ class FrameLog:
         return None
 
     def get(self, seg_no, index):
-        offs, _, _ = self._load(seg_no)
-        r = record_at(self._buf, offs[index])
+        r = record_at(self._buf, self._offset(self._load(seg_no), index))
         r.seg = seg_no
         r.index = index
         return r
@@ -379,21 +356,20 @@ class FrameLog:
         for seq, no, i in self.alarms:
             if seq != exclude:
                 return self.get(no, i)
+        buf = self._buf
         for g in self.segs:
             if g.nacked == g.n:
                 continue
-            offs = None
+            n = self._load(g.no)
+            pos = 0
             for i in range(g.n):
-                if g.is_acked(i):
-                    continue
-                if offs is None:
-                    offs, _, _ = self._load(g.no)
-                if seq_at(self._buf, offs[i]) == exclude:
-                    continue
-                r = record_at(self._buf, offs[i])
-                r.seg = g.no
-                r.index = i
-                return r
+                end = self._next(pos, n)
+                if not g.is_acked(i) and seq_at(buf, pos) != exclude:
+                    r = record_at(buf, pos)
+                    r.seg = g.no
+                    r.index = i
+                    return r
+                pos = end
         return None
 
     def oldest_unacked(self):
@@ -406,8 +382,7 @@ class FrameLog:
                 i += 1
             if i == 0:
                 return g.first
-            offs, _, _ = self._load(g.no)
-            return seq_at(self._buf, offs[i])
+            return seq_at(self._buf, self._offset(self._load(g.no), i))
         return None
 
     def depth(self):
@@ -439,18 +414,21 @@ class FrameLog:
                     break
             if not hit:
                 continue
-            offs, _, _ = self._load(g.no)
-            for i in range(len(offs)):
-                if g.is_acked(i):
-                    continue
-                s = seq_at(self._buf, offs[i])
-                for lo, hi in ranges:
-                    if lo <= s <= hi:
-                        g.set_acked(i)
-                        newly += 1
-                        break
+            n = self._load(g.no)
+            pos = 0
+            for i in range(g.n):
+                end = self._next(pos, n)
+                if not g.is_acked(i):
+                    s = seq_at(self._buf, pos)
+                    for lo, hi in ranges:
+                        if lo <= s <= hi:
+                            g.set_acked(i)
+                            newly += 1
+                            break
+                pos = end
         if newly:
-            self.alarms = [a for a in self.alarms if not self._is_acked(a[1], a[2])]
+            if self.alarms:
+                self.alarms = [a for a in self.alarms if not self._is_acked(a[1], a[2])]
             self._reclaim()
         return newly
 
@@ -483,7 +461,7 @@ class FrameLog:
     def _make_room(self, need):
         """Thin, then drop, oldest segments first, until `need` more bytes fit."""
         for pass_drop in (False, True):
-            for g in list(self.segs[:-1]) if len(self.segs) > 1 else []:
+            for g in self.segs[:-1]:    # a copy: _rewrite may remove g from self.segs
                 if self.live_bytes() + need <= self.capacity:
                     return
                 if g.spent < (2 if pass_drop else 1):

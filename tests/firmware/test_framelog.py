@@ -1,4 +1,5 @@
 """Flash frame log: records survive reopen, torn writes, acks, thinning and drops."""
+import json
 import os
 
 import pytest
@@ -283,3 +284,17 @@ def test_log_matches_a_model_through_acks_and_reboots(tmp_path_factory, ops):
 
 def alarm_seqs(log):
     return {a[0] for a in log.alarms}
+
+
+def test_meta_json_is_what_json_dumps_wrote(tmp_path):
+    # _write_meta formats the JSON itself (no dict built on the node's heap): the file
+    # stays byte for byte what json.dumps of the same dict gave
+    log = log_at(tmp_path, seq_block=4)
+    write_n(log, 5)
+    log.thinned, log.dropped = 7, 3
+    log._write_meta()
+    text = (tmp_path / "log" / "meta.json").read_text()
+    want = {"reserve": log.alloc.reserved, "boot": log.boot, "tail": list(log.tail),
+            "thinned": 7, "dropped": 3}
+    assert text == json.dumps(want)
+    assert log_at(tmp_path).thinned == 7
