@@ -34,7 +34,7 @@ import logging
 import cbor2
 
 from protocol import cbor as pcbor
-from protocol import channels, levels, trip
+from protocol import channels, levels, ruleparse, trip
 from protocol import frame as fr
 from protocol import messages as msg
 
@@ -192,13 +192,13 @@ def _rule_wire(d):
         if kind not in kinds:
             raise ValueError("kind %r unknown: allowed %s" % (kind, ", ".join(sorted(kinds))))
         kind = kinds[kind]
-    if kind not in trip.PARAMS:
+    if kind not in ruleparse.PARAMS:
         raise ValueError("kind %r unknown: allowed %s" % (kind, ", ".join(sorted(kinds))))
     level = d.get("level")
     if isinstance(level, str):
         level = levels.parse(level)
-    spec = trip.PARAMS[kind]
-    opt = trip.OPTIONAL.get(kind, ())
+    spec = ruleparse.PARAMS[kind]
+    opt = ruleparse.OPTIONAL.get(kind, ())
     names = [p[0] for p in spec + opt]
     allowed = ["id", "rule_id", "chan", "kind", "level"] + names
     for k in d:

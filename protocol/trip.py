@@ -8,6 +8,10 @@ time is injected as int seconds on a monotonic clock, nothing here does I/O.
         ...                                   # TRIP / LEVEL / CLEAR AlarmEvent
     eng.tick(now)                             # clears that fall due with no new sample
     eng.near()                                # drive the intensified sampling interval
+
+Checking and building rules (Rule's range checks, from_wire, from_dict, the parameter
+tables PARAMS/OPTIONAL, the rule-list checks) live in protocol/ruleparse.py, imported
+only inside the functions that need it, so a node can drop it once its rules are built.
 """
 try:
     from micropython import const
@@ -15,8 +19,8 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from protocol import channels
-from protocol.tripstate import ABOVE, BELOW, NO_FAILURE, VMAX, new_state
+# ABOVE and BELOW are re-exported: callers write trip.ABOVE in THRESHOLD rules.
+from protocol.tripstate import ABOVE, BELOW, NO_FAILURE, VMAX, new_state  # noqa: F401
 
 THRESHOLD = const(1)
 RATE = const(2)
@@ -28,38 +32,14 @@ LEVEL = const(2)
 CLEAR = const(3)
 
 MAX_RULES = const(32)
-MAX_HOLD_S = const(604800)   # 7 days
 
 KIND_NAMES = {THRESHOLD: "threshold", RATE: "rate", SUM: "sum", INVVEL: "invvel"}
 EVENT_NAMES = {TRIP: "trip", LEVEL: "level", CLEAR: "clear"}
 LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
 
-# Parameters after [rule_id, chan, kind, level], in wire order: (name, lo, hi).
-PARAMS = {
-    THRESHOLD: (("op", ABOVE, BELOW), ("threshold", -VMAX, VMAX), ("hysteresis", 0, VMAX),
-                ("debounce_n", 1, 255), ("hold_s", 0, MAX_HOLD_S)),
-    RATE: (("window_s", 60, 86400), ("threshold", -VMAX, VMAX), ("hysteresis", 0, VMAX),
-           ("hold_s", 0, MAX_HOLD_S)),
-    SUM: (("window_s", 60, MAX_HOLD_S), ("threshold", 1, VMAX), ("hysteresis", 0, VMAX),
-          ("hold_s", 0, MAX_HOLD_S)),
-    INVVEL: (("window_s", 960, 172800), ("lead_s", 60, MAX_HOLD_S), ("min_r2", 500, 999),
-             ("hold_s", 0, MAX_HOLD_S)),
-}
-# Optional trailing parameters: THRESHOLD may carry an explicit near band.
-OPTIONAL = {THRESHOLD: (("near", 0, VMAX),)}
-
-_HEAD = ("rule_id", "chan", "kind", "level")
-
 
 def _is_int(x):
     return isinstance(x, int) and x is not True and x is not False
-
-
-def _layout(kind):
-    names = []
-    for p in PARAMS[kind]:
-        names.append(p[0])
-    return "[rule_id, chan, kind, level, %s]" % ", ".join(names)
 
 
 class Rule:
@@ -67,118 +47,22 @@ class Rule:
     (tuple in wire order) and each parameter by name (op, threshold, window_s, ...)."""
 
     def __init__(self, rule_id, chan, kind, level, params):
-        rid = rule_id if _is_int(rule_id) else "?"
-        if not _is_int(rule_id) or not 0 <= rule_id <= 255:
-            raise ValueError("rule %s: rule_id %r out of range: allowed 0..255" % (rid, rule_id))
-        if not _is_int(chan) or not 0 <= chan <= 255:
-            raise ValueError("rule %s: chan %r out of range: allowed a channel id byte 0..255" % (rid, chan))
-        if (chan >> 3) not in channels.KINDS:
-            raise ValueError("rule %s: chan 0x%02x has unknown channel kind %d: allowed kinds %s"
-                             % (rid, chan, chan >> 3, sorted(channels.KINDS)))
-        if not _is_int(kind) or kind not in PARAMS:
-            raise ValueError("rule %s: kind %r unknown: allowed 1 (threshold), 2 (rate), 3 (sum), "
-                             "4 (invvel)" % (rid, kind))
-        if not _is_int(level) or not 1 <= level <= 4:
-            raise ValueError("rule %s: level %r out of range: allowed 1..4 (blue, yellow, orange, red)"
-                             % (rid, level))
-        spec = PARAMS[kind]
-        opt = OPTIONAL.get(kind, ())
-        params = tuple(params)
-        if not len(spec) <= len(params) <= len(spec) + len(opt):
-            raise ValueError("rule %s: a %s rule needs %d items %s, got %d"
-                             % (rid, KIND_NAMES[kind], 4 + len(spec), _layout(kind), 4 + len(params)))
-        self.rule_id = rule_id
-        self.chan = chan
-        self.kind = kind
-        self.level = level
-        self.params = params
-        self.near = -1
-        allp = spec + opt
-        for j in range(len(params)):
-            name, lo, hi = allp[j]
-            v = params[j]
-            if not _is_int(v) or not lo <= v <= hi:
-                raise ValueError("rule %d: %s %r out of range: allowed %d..%d" % (rule_id, name, v, lo, hi))
-            setattr(self, name, v)
-        if kind == RATE and self.threshold == 0:
-            raise ValueError("rule %d: threshold 0 is not allowed for a rate rule: use a positive "
-                             "rate for rising, a negative one for falling" % rule_id)
-        if kind in (RATE, SUM) and self.hysteresis >= abs(self.threshold):
-            raise ValueError("rule %d: hysteresis %d must be below |threshold| %d, or the rule "
-                             "could never clear" % (rule_id, self.hysteresis, abs(self.threshold)))
+        from protocol.ruleparse import init_rule
+        init_rule(self, rule_id, chan, kind, level, params)
 
     @staticmethod
     def from_wire(arr):
         """Rule from its wire list [rule_id, chan, kind, level, p1, p2, ...]."""
-        if not isinstance(arr, (list, tuple)):
-            raise ValueError("rule ?: expected a list of ints [rule_id, chan, kind, level, params...], "
-                             "got %s" % type(arr).__name__)
-        rid = arr[0] if len(arr) and _is_int(arr[0]) else "?"
-        for j in range(len(arr)):
-            if not _is_int(arr[j]):
-                what = _HEAD[j] if j < 4 else "parameter %d" % (j - 3)
-                raise ValueError("rule %s: item %d (%s) is %r: allowed integers only" % (rid, j, what, arr[j]))
-        if len(arr) < 4:
-            raise ValueError("rule %s: needs at least [rule_id, chan, kind, level], got %d items" % (rid, len(arr)))
-        return Rule(arr[0], arr[1], arr[2], arr[3], arr[4:])
+        from protocol.ruleparse import from_wire
+        return from_wire(arr)
 
     @staticmethod
     def from_dict(d):
         """Rule from a config table: "rule_id" (or "id"), "chan" (id byte or a name like
         "water_level.0"), "kind" (name or number), "level" (name or number) and the
         kind's parameters by their wire names (section 2 of TRIP.md)."""
-        if not isinstance(d, dict):
-            raise ValueError("rule ?: expected a table of rule settings, got %s" % type(d).__name__)
-        rid = d.get("rule_id", d.get("id", "?"))
-        if rid == "?":
-            raise ValueError("rule ?: missing key 'rule_id': every rule needs its own id 0..255")
-        for key in ("chan", "kind", "level"):
-            if key not in d:
-                raise ValueError("rule %s: missing key %r: every rule needs rule_id, chan, kind, "
-                                 "level and the kind's parameters" % (rid, key))
-        kind = d["kind"]
-        if isinstance(kind, str):
-            low = kind.lower()
-            for k in KIND_NAMES:
-                if KIND_NAMES[k] == low:
-                    kind = k
-        if not _is_int(kind) or kind not in PARAMS:
-            raise ValueError("rule %s: kind %r unknown: allowed threshold, rate, sum, invvel"
-                             % (rid, d["kind"]))
-        level = d["level"]
-        if isinstance(level, str):
-            if level.lower() not in LEVEL_NAMES[1:]:
-                raise ValueError("rule %s: level %r unknown: allowed blue, yellow, orange, red"
-                                 % (rid, level))
-            level = LEVEL_NAMES.index(level.lower())
-        chan = d["chan"]
-        if isinstance(chan, str):
-            parts = chan.split(".")
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError("rule %s: chan %r is not a channel name: write kind.instance, "
-                                 "e.g. rain.0, or the channel id byte" % (rid, chan))
-            try:
-                chan = channels.chan_id(channels.kind_by_name(parts[0]), int(parts[1]))
-            except ValueError as e:
-                raise ValueError("rule %s: chan %r: %s" % (rid, chan, e))
-        spec = PARAMS[kind] + OPTIONAL.get(kind, ())
-        allowed = ["rule_id", "id", "chan", "kind", "level"]
-        for p in spec:
-            allowed.append(p[0])
-        for key in d:
-            if key not in allowed:
-                raise ValueError("rule %s: unknown key %r for a %s rule: allowed %s"
-                                 % (rid, key, KIND_NAMES[kind], ", ".join(allowed)))
-        params = []
-        for p in PARAMS[kind]:
-            if p[0] not in d:
-                raise ValueError("rule %s: missing key %r: a %s rule needs %s"
-                                 % (rid, p[0], KIND_NAMES[kind], _layout(kind)))
-            params.append(d[p[0]])
-        for p in OPTIONAL.get(kind, ()):
-            if p[0] in d:
-                params.append(d[p[0]])
-        return Rule(rid, chan, kind, level, params)
+        from protocol.ruleparse import from_dict
+        return from_dict(d)
 
     def to_wire(self):
         return [self.rule_id, self.chan, self.kind, self.level] + list(self.params)
@@ -234,23 +118,10 @@ class AlarmEvent:
             LEVEL_NAMES[self.level], self.value, self.threshold, self.t)
 
 
-def _check_rules(rules):
-    if not isinstance(rules, (list, tuple)):
-        raise ValueError("rules: expected a list of Rule, got %s" % type(rules).__name__)
-    if len(rules) > MAX_RULES:
-        raise ValueError("rules: %d rules, allowed at most %d" % (len(rules), MAX_RULES))
-    seen = []
-    for r in rules:
-        if not isinstance(r, Rule):
-            raise ValueError("rules: expected Rule objects (use Rule.from_wire), got %s" % type(r).__name__)
-        if r.rule_id in seen:
-            raise ValueError("rules: rule_id %d appears twice: each rule needs its own id 0..255" % r.rule_id)
-        seen.append(r.rule_id)
-
-
 class TripEngine:
     def __init__(self, rules):
-        _check_rules(rules)
+        from protocol.ruleparse import check_rules
+        check_rules(rules)
         self._states = []
         self._by_chan = {}
         self._chans = []
@@ -264,14 +135,16 @@ class TripEngine:
         states = []
         by_chan = {}
         chans = []
+        if old_states:   # set_rules
+            from protocol.ruleparse import carry_over, reuse
         for r in rules:
             st = None
             if old_states:
-                st = _reuse(r, old_states)
+                st = reuse(r, old_states)
             if st is None:
                 st = new_state(r)
                 if old_states:
-                    _carry_over(st, old_states)
+                    carry_over(st, old_states)
             states.append(st)
             if r.chan not in by_chan:
                 by_chan[r.chan] = []
@@ -297,7 +170,8 @@ class TripEngine:
         stays latched if its rule_id, channel, kind and level are the same. Returns the
         events for channels whose level falls because latched rules were removed, stamped
         t (default: the channel's last sample time). Bad rules raise and change nothing."""
-        _check_rules(rules)
+        from protocol.ruleparse import check_rules
+        check_rules(rules)
         old = self._states
         old_chans = self._chans
         self._install(rules, old)
@@ -478,36 +352,3 @@ class TripEngine:
         return AlarmEvent(ev, chan, cause.rule.rule_id, cause.rule.kind, new, prev, m,
                           cause.rule.trip_threshold(), t)
 
-
-def _reuse(rule, old_states):
-    for st in old_states:
-        if st.rule == rule:
-            return st
-    return None
-
-
-def _family(kind):
-    return 3 if kind == SUM else (2 if kind in (RATE, INVVEL) else 1)
-
-
-def _carry_over(st, old_states):
-    """Give a new or changed rule the history of an old rule on the same channel."""
-    r = st.rule
-    donor = None
-    for o in old_states:
-        if o.rule.chan != r.chan or _family(o.rule.kind) != _family(r.kind):
-            continue
-        if o.rule.rule_id == r.rule_id and o.rule.kind == r.kind:
-            donor = o
-            break
-        if donor is None or (o.rule.kind != THRESHOLD and o.rule.window_s > donor.rule.window_s):
-            donor = o
-    if donor is None:
-        return
-    st.take_history(donor)
-    o = donor.rule
-    if o.rule_id == r.rule_id and o.kind == r.kind and o.level == r.level and donor.latched:
-        st.latched = True
-        st.t_trip = donor.t_trip
-        st.metric = donor.metric
-        # clear_ok stays False: a clear needs a fresh sample judged by the new parameters.

@@ -252,6 +252,7 @@ def measure():
     alloc_fit = alloc_of(TripEngine([node_rules()[6]]), ((DISP, 5000),), 0, 3)
     # Time per update(): one simulated day on three channels, minus the same loop
     # without the engine (sample generation is not the engine's cost).
+    eng = None   # one 8-rule engine at a time, as on a node
     eng = TripEngine(node_rules())
     out = []
     t0 = ticks_us()
@@ -289,6 +290,45 @@ def alloc_of(eng, chans, t0, slope):
     return worst if a >= 0 else -1
 
 
+def check_unload():
+    """Once rules are built, the engine keeps nothing of protocol.ruleparse (the checks and
+    parsers): unloading it, as a node does after boot and after a CONFIG downlink, frees
+    its code; the engine keeps running; the next rule change imports it again.
+    Returns the bytes freed (-1 on CPython, where unload() is a no-op)."""
+    import sys
+
+    from firmware.unload import unload
+
+    eng = TripEngine(node_rules())
+    for r in eng.rules:
+        for k in r.__dict__:
+            v = r.__dict__[k]
+            check(type(v) in (int, tuple), "Rule.%s holds a %s: only ints and a tuple may stay"
+                  % (k, type(v).__name__))
+    check(eng.update(WATER, 0, 3100) == [], "one sample beyond must not trip with debounce 2")
+    gc.collect()
+    before = mem()
+    unload("protocol.ruleparse")
+    gc.collect()
+    freed = before - mem() if before >= 0 else -1
+    if freed >= 0:
+        check("protocol.ruleparse" not in sys.modules, "unload leaves protocol.ruleparse in sys.modules")
+        check(freed > 4000, "unloading protocol.ruleparse freed %d B: something still holds it" % freed)
+    ev = eng.update(WATER, 60, 3100)
+    check(len(ev) == 1 and ev[0].event == TRIP, "the engine trips after the unload %r" % (ev,))
+    # A changed threshold on the latched rule: imports ruleparse again and keeps the latch.
+    ev = eng.set_rules([Rule.from_wire([8, WATER, THRESHOLD, 3, 1, 3200, 100, 2, 600])], 120)
+    check(ev == [] and eng.latched() == [8], "set_rules after the unload: %r, latched %r"
+          % (ev, eng.latched()))
+    try:
+        Rule.from_wire([1, WATER, THRESHOLD, 3, 1, 3000, 100, 0, 600])
+        check(False, "debounce_n 0 must be refused after the unload")
+    except ValueError as e:
+        check("debounce_n 0 out of range" in str(e), "message after the unload: %s" % e)
+    unload("protocol.ruleparse")
+    return freed
+
+
 def main():
     check_vectors(VECTORS)   # first, while the heap is emptiest: the JSON is the biggest thing
     check_threshold()
@@ -298,6 +338,7 @@ def main():
     lead = check_invvel()
     check_replay()
     heap, heap_rules, alloc_ts, alloc_rate, alloc_fit, us = measure()
+    freed = check_unload()
     if heap >= 0:
         check(heap < 8192, "engine heap %d B for 3 channels / 8 rules, budget 8192" % heap)
         check(alloc_ts == 0, "THRESHOLD/SUM update allocates %r B" % alloc_ts)
@@ -306,7 +347,7 @@ def main():
         "ok": not fails, "fails": fails, "checks": checks[0], "lead_s": lead,
         "heap_engine_bytes": heap, "heap_rules_bytes": heap_rules, "alloc_threshold_sum_bytes_per_update": alloc_ts,
         "alloc_rate_bytes_per_update": alloc_rate, "alloc_invvel_fit_bytes": alloc_fit,
-        "us_per_update": us,
+        "us_per_update": us, "ruleparse_unload_freed": freed,
     }))
 
 

@@ -66,6 +66,13 @@ def test_threshold_and_sum_updates_allocate_nothing(mpy_result):
     assert mpy_result["alloc_threshold_sum_bytes_per_update"] == 0
 
 
+def test_unloading_ruleparse_frees_its_code(mpy_result):
+    # protocol/ruleparse.py (rule checks and parsers) is dropped once the engine is built
+    # (firmware/unload.py); nothing the running engine keeps may refer to it. ~7 KB on the
+    # 64-bit port; ~0 if a Rule or the engine still held one of its functions.
+    assert mpy_result["ruleparse_unload_freed"] > 4000
+
+
 def test_same_checks_pass_under_cpython():
     r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(CHECK)], capture_output=True,
                        text=True, timeout=120, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
