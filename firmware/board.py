@@ -6,7 +6,8 @@ pin: a new board is a new JSON file. A bad file raises ValueError naming the fil
 key and what is allowed, before any pin is touched."""
 import json
 
-from firmware.hal import ATTEN_NAMES, Output
+from firmware.hal import Output
+from firmware.halsetup import ATTEN_NAMES
 
 VARIANTS_DIR = "firmware/variants"
 

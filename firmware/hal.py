@@ -10,14 +10,6 @@ that same fake shadows the built-in `machine` when tests/mpy_fakes is on the pat
 """
 import os
 
-# machine.ADC attenuation constant names (esp32 port) by the name used in board files
-ATTEN_NAMES = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
-
-_RESET_NAMES = (("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
-                ("DEEPSLEEP_RESET", "deep_sleep"), ("SOFT_RESET", "soft"), ("BROWNOUT_RESET", "brownout"))
-_WAKE_NAMES = (("PIN_WAKE", "pin"), ("EXT0_WAKE", "ext0"), ("EXT1_WAKE", "ext1"),
-               ("TIMER_WAKE", "timer"), ("TOUCHPAD_WAKE", "touch"), ("ULP_WAKE", "ulp"))
-
 
 def _default_clock():
     import time
@@ -67,70 +59,30 @@ class Hal:
         self.sleep_ms = c.sleep_ms
         self.sleep_us = c.sleep_us
 
-    # --- pins -------------------------------------------------------------------
+    # --- boot-time set-up: the work is in firmware/halsetup.py, dropped after boot ------
     def pin_in(self, num, pull=None):
-        """pull: None, "up" or "down"."""
-        P = self.machine.Pin
-        if pull == "up":
-            return P(num, P.IN, P.PULL_UP)
-        if pull == "down":
-            return P(num, P.IN, P.PULL_DOWN)
-        if pull is not None:
-            raise ValueError("pin %r: pull %r not allowed: use None, 'up' or 'down'" % (num, pull))
-        return P(num, P.IN)
+        from firmware import halsetup
+        return halsetup.pin_in(self, num, pull)
 
     def pin_out(self, num, value=0):
-        P = self.machine.Pin
-        return P(num, P.OUT, value=value)
+        from firmware import halsetup
+        return halsetup.pin_out(self, num, value)
 
-    # --- ADC ----------------------------------------------------------------------
     def adc(self, mcu, spec):
-        """An AdcChannel for a board-file ADC entry: {"pin": n, "atten": "11db",
-        "floor_mv": 150, "ceiling_mv": 2450, "bits": 12} on esp32 (bits optional),
-        {"pin": 26} or {"channel": 4} on rp2040."""
-        m = self.machine
-        floor_uv = spec.get("floor_mv", 0) * 1000
-        ceiling_uv = spec.get("ceiling_mv", 3300) * 1000
-        if mcu.startswith("esp32"):
-            atten = spec.get("atten", "11db")
-            if atten not in ATTEN_NAMES:
-                raise ValueError("ADC pin %r: atten %r not allowed: use one of %s"
-                                 % (spec.get("pin"), atten, ", ".join(sorted(ATTEN_NAMES))))
-            a = getattr(m.ADC, ATTEN_NAMES[atten])
-            try:
-                adc = m.ADC(m.Pin(spec["pin"]), atten=a)
-            except TypeError:  # ports before the atten= keyword
-                adc = m.ADC(m.Pin(spec["pin"]))
-                adc.atten(a)
-            bits = spec.get("bits")
-            if bits and hasattr(adc, "width"):  # classic ESP32 only; read_uv() is unaffected
-                adc.width(getattr(m.ADC, "WIDTH_%dBIT" % bits))
-            return AdcChannel(adc, floor_uv, ceiling_uv, uv_method=hasattr(adc, "read_uv"))
-        if "channel" in spec:
-            adc = m.ADC(spec["channel"])
-        else:
-            adc = m.ADC(m.Pin(spec["pin"]))
-        return AdcChannel(adc, floor_uv, ceiling_uv, vref_uv=spec.get("vref_mv", 3300) * 1000)
+        from firmware import halsetup
+        return halsetup.adc(self, mcu, spec)
 
-    # --- UART -----------------------------------------------------------------------
     def uart(self, uart_id, baudrate, tx=None, rx=None, timeout_ms=0, rxbuf=512):
-        """A machine.UART (8N1). timeout_ms=0 makes reads non-blocking; the drivers poll."""
-        kw = {"baudrate": baudrate, "bits": 8, "parity": None, "stop": 1,
-              "timeout": timeout_ms, "rxbuf": rxbuf}
-        if tx is not None:
-            kw["tx"] = self.machine.Pin(tx)
-        if rx is not None:
-            kw["rx"] = self.machine.Pin(rx)
-        return self.machine.UART(uart_id, **kw)
+        from firmware import halsetup
+        return halsetup.uart(self, uart_id, baudrate, tx, rx, timeout_ms, rxbuf)
 
     # --- system ------------------------------------------------------------------------
     def rtc(self):
         return self.machine.RTC()
 
     def watchdog(self, timeout_ms):
-        """Once started a watchdog cannot be stopped on esp32/rp2: feed it from the main
-        loop's progress only, never from a timer."""
-        return self.machine.WDT(timeout=timeout_ms)
+        from firmware import halsetup
+        return halsetup.watchdog(self, timeout_ms)
 
     def lightsleep(self, ms):
         self.machine.lightsleep(ms)
@@ -142,14 +94,8 @@ class Hal:
         return bytes(self.machine.unique_id())
 
     def reset_cause(self):
-        """The reason for the last reset as a name from protocol/messages.RESET_CAUSES
-        (power_on, hard, watchdog, deep_sleep, soft, brownout), or unknown(<n>)."""
-        m = self.machine
-        cause = m.reset_cause()
-        for attr, label in _RESET_NAMES:
-            if getattr(m, attr, None) == cause:
-                return label
-        return "unknown(%d)" % cause
+        from firmware import halsetup
+        return halsetup.reset_cause(self)
 
     def _esp32_mod(self):
         if self._esp32 is None:
@@ -161,24 +107,12 @@ class Hal:
         return self._esp32
 
     def wake_on_pin(self, pin, level=0):
-        """Let `pin` at `level` wake the MCU from deep sleep (esp32 EXT0, e.g. the rain
-        reed so a tip during deep sleep is not lost). False where the port cannot."""
-        e = self._esp32_mod()
-        if e is None or not hasattr(e, "wake_on_ext0"):
-            return False
-        e.wake_on_ext0(pin=pin, level=e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
-        return True
+        from firmware import halsetup
+        return halsetup.wake_on_pin(self, pin, level)
 
     def wake_reason(self):
-        """What ended the last deep sleep: pin, ext0, ext1, timer, touch, ulp, or none."""
-        m = self.machine
-        if not hasattr(m, "wake_reason"):
-            return "none"
-        r = m.wake_reason()
-        for attr, label in _WAKE_NAMES:
-            if getattr(m, attr, None) == r:
-                return label
-        return "none"
+        from firmware import halsetup
+        return halsetup.wake_reason(self)
 
     def mcu_temperature_c(self):
         """Die temperature from the esp32 module in degC, or None where there is none

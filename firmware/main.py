@@ -204,6 +204,7 @@ def run(hal, console=print, max_steps=None):
                 reset_cause=hal.reset_cause(), console=console, mem_free=getattr(gc, "mem_free", None))
     unload_config()        # boot-only code: its heap goes back to the node's data
     unload("firmware.drivers.factory")
+    unload("firmware.halsetup")
     gc.collect()
     node.start(clock.now())
     cap_ms = cfg.watchdog_ms // 2

@@ -1,0 +1,110 @@
+"""The boot-time half of the hardware seam (firmware/hal.py): building pins, ADC
+channels, UARTs and the watchdog, and reading why the chip reset or woke. Hal's methods
+of the same names call these; they run while the node is wired up, so main.py drops
+this module afterwards (firmware/unload.py) and a board without frozen modules gets
+its heap back. Each function takes the Hal as its first argument."""
+from firmware.hal import AdcChannel
+
+# machine.ADC attenuation constant names (esp32 port) by the name used in board files
+ATTEN_NAMES = {"0db": "ATTN_0DB", "2.5db": "ATTN_2_5DB", "6db": "ATTN_6DB", "11db": "ATTN_11DB"}
+
+_RESET_NAMES = (("PWRON_RESET", "power_on"), ("HARD_RESET", "hard"), ("WDT_RESET", "watchdog"),
+                ("DEEPSLEEP_RESET", "deep_sleep"), ("SOFT_RESET", "soft"), ("BROWNOUT_RESET", "brownout"))
+_WAKE_NAMES = (("PIN_WAKE", "pin"), ("EXT0_WAKE", "ext0"), ("EXT1_WAKE", "ext1"),
+               ("TIMER_WAKE", "timer"), ("TOUCHPAD_WAKE", "touch"), ("ULP_WAKE", "ulp"))
+
+
+def pin_in(hal, num, pull=None):
+    """pull: None, "up" or "down"."""
+    P = hal.machine.Pin
+    if pull == "up":
+        return P(num, P.IN, P.PULL_UP)
+    if pull == "down":
+        return P(num, P.IN, P.PULL_DOWN)
+    if pull is not None:
+        raise ValueError("pin %r: pull %r not allowed: use None, 'up' or 'down'" % (num, pull))
+    return P(num, P.IN)
+
+
+def pin_out(hal, num, value=0):
+    P = hal.machine.Pin
+    return P(num, P.OUT, value=value)
+
+
+def adc(hal, mcu, spec):
+    """An AdcChannel for a board-file ADC entry: {"pin": n, "atten": "11db",
+    "floor_mv": 150, "ceiling_mv": 2450, "bits": 12} on esp32 (bits optional),
+    {"pin": 26} or {"channel": 4} on rp2040."""
+    m = hal.machine
+    floor_uv = spec.get("floor_mv", 0) * 1000
+    ceiling_uv = spec.get("ceiling_mv", 3300) * 1000
+    if mcu.startswith("esp32"):
+        atten = spec.get("atten", "11db")
+        if atten not in ATTEN_NAMES:
+            raise ValueError("ADC pin %r: atten %r not allowed: use one of %s"
+                             % (spec.get("pin"), atten, ", ".join(sorted(ATTEN_NAMES))))
+        a = getattr(m.ADC, ATTEN_NAMES[atten])
+        try:
+            adc = m.ADC(m.Pin(spec["pin"]), atten=a)
+        except TypeError:  # ports before the atten= keyword
+            adc = m.ADC(m.Pin(spec["pin"]))
+            adc.atten(a)
+        bits = spec.get("bits")
+        if bits and hasattr(adc, "width"):  # classic ESP32 only; read_uv() is unaffected
+            adc.width(getattr(m.ADC, "WIDTH_%dBIT" % bits))
+        return AdcChannel(adc, floor_uv, ceiling_uv, uv_method=hasattr(adc, "read_uv"))
+    if "channel" in spec:
+        adc = m.ADC(spec["channel"])
+    else:
+        adc = m.ADC(m.Pin(spec["pin"]))
+    return AdcChannel(adc, floor_uv, ceiling_uv, vref_uv=spec.get("vref_mv", 3300) * 1000)
+
+
+def uart(hal, uart_id, baudrate, tx=None, rx=None, timeout_ms=0, rxbuf=512):
+    """A machine.UART (8N1). timeout_ms=0 makes reads non-blocking; the drivers poll."""
+    kw = {"baudrate": baudrate, "bits": 8, "parity": None, "stop": 1,
+          "timeout": timeout_ms, "rxbuf": rxbuf}
+    if tx is not None:
+        kw["tx"] = hal.machine.Pin(tx)
+    if rx is not None:
+        kw["rx"] = hal.machine.Pin(rx)
+    return hal.machine.UART(uart_id, **kw)
+
+
+def watchdog(hal, timeout_ms):
+    """Once started a watchdog cannot be stopped on esp32/rp2: feed it from the main
+    loop's progress only, never from a timer."""
+    return hal.machine.WDT(timeout=timeout_ms)
+
+
+def reset_cause(hal):
+    """The reason for the last reset as a name from protocol/messages.RESET_CAUSES
+    (power_on, hard, watchdog, deep_sleep, soft, brownout), or unknown(<n>)."""
+    m = hal.machine
+    cause = m.reset_cause()
+    for attr, label in _RESET_NAMES:
+        if getattr(m, attr, None) == cause:
+            return label
+    return "unknown(%d)" % cause
+
+
+def wake_on_pin(hal, pin, level=0):
+    """Let `pin` at `level` wake the MCU from deep sleep (esp32 EXT0, e.g. the rain
+    reed so a tip during deep sleep is not lost). False where the port cannot."""
+    e = hal._esp32_mod()
+    if e is None or not hasattr(e, "wake_on_ext0"):
+        return False
+    e.wake_on_ext0(pin=pin, level=e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
+    return True
+
+
+def wake_reason(hal):
+    """What ended the last deep sleep: pin, ext0, ext1, timer, touch, ulp, or none."""
+    m = hal.machine
+    if not hasattr(m, "wake_reason"):
+        return "none"
+    r = m.wake_reason()
+    for attr, label in _WAKE_NAMES:
+        if getattr(m, attr, None) == r:
+            return label
+    return "none"
