@@ -87,7 +87,7 @@ def _mem_free():
 
 def _channels(hal, board, cfg, console, sources):
     if sources is None:
-        from firmware.main import build_sources
+        from firmware.startup import build_sources
         sources = build_sources(hal, board, cfg, _quiet([]))
     fails = 0
     supply = None
@@ -119,7 +119,7 @@ def _channels(hal, board, cfg, console, sources):
 
 
 def _radio(hal, board, cfg, console):
-    from firmware.main import build_radio
+    from firmware.startup import build_radio
     msgs = []
     radio = build_radio(hal, board, cfg, _quiet(msgs))
     if radio is None:

@@ -8,7 +8,8 @@ from fake_hw import load_fake_machine
 
 from firmware import main as node_main
 from firmware.hal import Hal
-from firmware.main import Unavailable, build_sources, escape_requested, restart_delay_s
+from firmware.main import restart_delay_s
+from firmware.startup import Unavailable, build_sources, escape_requested
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = bytes(range(1, 33)).hex()

@@ -18,7 +18,7 @@ import sys
 import machine
 from firmware.hal import Hal
 from firmware import board as board_mod, nodeconfig, selftest
-from firmware.main import build_sources
+from firmware.startup import build_sources
 hal = Hal(machine=machine, clock=machine.FakeClock(), root=sys.argv[1])
 cfg = nodeconfig.load(hal, lambda m: None)
 sources = build_sources(hal, board_mod.load(hal, cfg.board), cfg)
