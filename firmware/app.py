@@ -460,15 +460,12 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        version = None
+        re, m = messages.decode_config(f.payload)
+        if not self.link.is_fresh_re(now, re):
+            self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
+            return
+        version = m.get(messages.C_VERSION)
         try:
-            # decoding loads the CBOR decoder (protocol/cbordecode.py) and checking loads
-            # the config checks: both are dropped below whatever happens (firmware/unload.py)
-            re, m = messages.decode_config(f.payload)
-            if not self.link.is_fresh_re(now, re):
-                self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
-                return
-            version = m.get(messages.C_VERSION)
             new, result, reason = self._check_config(m, now)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
@@ -476,8 +473,6 @@ class Node:
             self.console("config v%r: too little free heap to check it now: the gateway "
                          "will send it again" % (version,))
             return
-        finally:
-            unload_config()
         if new is not None:
             es = m.get(messages.C_EMERGENCY_S)
             if isinstance(es, int) and es >= 0:
@@ -492,16 +487,18 @@ class Node:
 
     def _check_config(self, m, now):
         """Check and apply a CONFIG map. The checks (firmware/nodeconfig.py and the rule
-        checks) are loaded for this, and dropped after it by _on_config with the CBOR
-        decoder (firmware/unload.py): on a board without frozen modules that takes a few
-        KB of heap, which a fragmented heap may not have (MemoryError, nothing applied or
-        acked)."""
-        from firmware import nodeconfig
-        new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
-        del nodeconfig
-        if new is not None:
-            self._apply_config(new, now)
-        return new, result, reason
+        checks) are loaded for this and dropped after it (firmware/unload.py): on a board
+        without frozen modules that takes a few KB of heap, which a fragmented heap may
+        not have (MemoryError, nothing applied or acked)."""
+        try:
+            from firmware import nodeconfig
+            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
+            del nodeconfig
+            if new is not None:
+                self._apply_config(new, now)
+            return new, result, reason
+        finally:
+            unload_config()
 
     def _apply_config(self, new, now):
         iv = new.intervals

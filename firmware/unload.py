@@ -11,10 +11,9 @@ A no-op on CPython, where tests hold modules and their exception classes by
 identity and the heap is not the constraint."""
 import sys
 
-# What checking a config loads (firmware/nodeconfig.py and what it imports) and the CBOR
-# decoder that reads a CONFIG downlink: needed at boot and for a CONFIG, dropped after each.
-CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels",
-                  "protocol.cbordecode")
+# What checking a config loads (firmware/nodeconfig.py and what it imports): needed at
+# boot and for a CONFIG downlink, dropped after each.
+CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels")
 
 
 def unload(name):

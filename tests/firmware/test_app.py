@@ -426,42 +426,9 @@ class _TightHeapFs:
         return self.fs.open(p, mode)
 
 
-class _NoHeapForTheDecoder:
-    """An import hook: loading the CBOR decoder (protocol/cbordecode.py, which cbor.loads()
-    imports on first use and a node drops after a CONFIG) runs out of heap `fails` times."""
-
-    def __init__(self, fails):
-        self.fails = fails
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "protocol.cbordecode" and self.fails:
-            self.fails -= 1
-            raise MemoryError("memory allocation failed")
-        return None
-
-
-def _drops(monkeypatch):
-    """Record each time the node drops its config modules (a no-op on CPython)."""
-    import firmware.app
-    dropped = []
-    monkeypatch.setattr(firmware.app, "unload_config", lambda: dropped.append(1))
-    return dropped
-
-
-@pytest.mark.parametrize("short_of_heap_for", ["checks", "decoder"])
-def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(
-        tmp_path, monkeypatch, short_of_heap_for):
+def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
-    if short_of_heap_for == "checks":
-        node.fs = _TightHeapFs(node.fs, fails=1)
-    else:
-        import sys
-
-        import protocol
-        monkeypatch.delitem(sys.modules, "protocol.cbordecode", raising=False)
-        monkeypatch.delattr(protocol, "cbordecode", raising=False)
-        monkeypatch.setattr(sys, "meta_path", [_NoHeapForTheDecoder(fails=1), *sys.meta_path])
-    dropped = _drops(monkeypatch)
+    node.fs = _TightHeapFs(node.fs, fails=1)
     gw = Gateway()
     node.start(0.0)
     run(node, sim, radio, gw, sim.t + 5)
@@ -475,37 +442,9 @@ def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(
             break
         assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
         assert any("too little free heap" in s for s in said)
-        assert dropped == [1]               # what did load is dropped all the same
     acks = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
     assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
     assert node.cfg.version == 2 and node.sampler.sample_s == 30
-    assert dropped == [1, 1]
-
-
-def test_config_downlink_drops_the_decoder_and_the_checks_whatever_happens(tmp_path, monkeypatch):
-    import struct
-    node, sim, radio, *_ = make_node(tmp_path)
-    dropped = _drops(monkeypatch)
-    gw = Gateway()
-    node.start(0.0)
-    run(node, sim, radio, gw, sim.t + 5)
-    # not fresh: decoded, then refused before any check
-    gw.configs.append((999999, {messages.C_VERSION: 2}))
-    node._queue(fr.STATUS, max_tries=3)
-    run(node, sim, radio, gw, sim.t + 5)
-    assert node.counts.get("config_not_fresh") == 1 and dropped == [1]
-    # a body that is not CBOR: PayloadError, counted by the caller
-    gw.dl_seq += 1
-    bad = fr.encode(gw.signer, fr.CONFIG, NODE, gw.dl_seq, UNIX0 + int(sim.t),
-                    struct.pack(">I", gw.frames[-1][1].seq) + b"\xa1\x01")
-    radio.inbox.append(framing.wrap(bad))
-    run(node, sim, radio, gw, sim.t + 5)
-    assert node.counts.get("rx_payload") == 1 and dropped == [1, 1]
-    # applied
-    gw.configs.append((None, {messages.C_VERSION: 2}))
-    node._queue(fr.STATUS, max_tries=3)
-    run(node, sim, radio, gw, sim.t + 5)
-    assert node.cfg.version == 2 and dropped == [1, 1, 1]
 
 
 def test_forged_downlink_is_counted_and_ignored(tmp_path):

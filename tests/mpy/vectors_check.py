@@ -4,12 +4,11 @@
 #
 # Heap (MicroPython, 64 KB in the tier): the board's boot.py runs first, as on a board, for
 # its GC policy (collect early; without it the result at a given heap size was down to how
-# the heap happened to fragment), and the CBOR decoder, which cbor.loads() otherwise
-# imports on first use, is loaded with the other modules before any vector is in memory.
+# the heap happened to fragment).
 import json
 
 import firmware.boot  # noqa: F401  (see above)
-from protocol import cbor, cbordecode, framing, messages, readings  # noqa: F401  (see above)
+from protocol import cbor, framing, messages, readings
 from protocol import frame as fr
 from protocol.mic import Hmac
 
