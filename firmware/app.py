@@ -29,10 +29,9 @@ from firmware.nodeclock import BASE_BOOT, NodeClock
 from firmware.sampler import PAYLOAD_BUDGET, Sampler
 from firmware.unload import unload_config
 from protocol import frame as fr
-from protocol import framing, messages
+from protocol import framing, messages, readings
 from protocol.mic import Hmac
 from protocol.nodelink import NodeLink
-from protocol.shiftages import shift_ages
 from protocol.trip import TripEngine
 
 # Bytes a frame adds around its payload on the UART: COBS + CRC + 2 delimiters (5),
@@ -368,8 +367,10 @@ class Node:
         delta, approx = el
         try:
             if rec.mtype == fr.READINGS:
-                # ages rewritten in the bytes: no Blocks and value lists per report
-                payload = shift_ages(rec.payload, delta)
+                blocks = readings.decode(rec.payload)
+                for b in blocks:
+                    b.age += delta
+                payload = readings.encode(blocks)
             else:
                 alarms = messages.decode_alarms(rec.payload)
                 for a in alarms:
