@@ -180,12 +180,20 @@ def parse_records(buf, n):
     return [record_at(buf, p) for p in offs], good
 
 
-def thin_payload(payload):
-    """READINGS payload with every other sample of each block removed, newest kept.
-    Rain increments of a dropped sample go to the next kept sample. -> (payload, removed)."""
-    # imported here, not at module level: only thinning (a full log) needs the channel
-    # table, and it stays loaded once used (thinning can run at every append)
+def accumulating_kinds():
+    """The channel kinds whose samples are increments (rain), which thinning sums."""
     from protocol import channels
+    kinds = channels.KINDS
+    return bytes([k for k in kinds if kinds[k][3]])
+
+
+def thin_payload(payload, sum_kinds=None):
+    """READINGS payload with every other sample of each block removed, newest kept.
+    Rain increments of a dropped sample go to the next kept sample. -> (payload, removed).
+    `sum_kinds` is accumulating_kinds(), which a FrameLog works out when it is built: a
+    full log thins on the alarm path, which must not load a module (it may not fit)."""
+    if sum_kinds is None:
+        sum_kinds = accumulating_kinds()
     blocks = readings.decode(payload)
     removed = 0
     for b in blocks:
@@ -194,7 +202,7 @@ def thin_payload(payload):
             continue
         k0 = (n - 1) & 1            # keep indices k with (n-1-k) even: the newest is kept
         if b.values is not None:
-            acc = channels.KINDS.get(b.chan >> 3, (0, 0, 0, False))[3]
+            acc = (b.chan >> 3) in sum_kinds
             kept = []
             for k in range(k0, n, 2):
                 v = b.values[k]
@@ -224,6 +232,7 @@ class FrameLog:
         self.segment_bytes = segment_bytes
         self.seq_block = seq_block
         self._buf = bytearray(segment_bytes)   # one segment, read at once: no per-record allocation
+        self._sum_kinds = accumulating_kinds()  # for thinning; protocol.channels may be gone by then
         self._bitmap = (segment_bytes // (HEAD + BODY_FIXED) + 7) // 8
         self.segs = []
         self.alarms = []          # unacked ALARM records' (seq, seg no, index), oldest first
@@ -491,7 +500,7 @@ class FrameLog:
                 depth = (r.rflags & R_THIN_MASK) >> R_THIN_SHIFT
                 if depth < MAX_THIN:
                     try:
-                        payload, removed = thin_payload(r.payload)
+                        payload, removed = thin_payload(r.payload, self._sum_kinds)
                     except ValueError:
                         payload, removed = r.payload, 0
                     if removed:

@@ -137,9 +137,15 @@ class Water:
 
 
 class Radio:
-    def __init__(self):
+    """The link to this script's gateway. Packet size and airtime are the station's E22
+    driver's (`lora`, built by the wiring), so the node sizes and paces its frames, and
+    loads the airtime code, as it would on the board."""
+
+    def __init__(self, lora):
         self.out = []
         self.inbox = []
+        self.lora = lora
+        self.max_payload = lora.max_payload
 
     def send(self, data):
         self.out.append(data)
@@ -152,7 +158,7 @@ class Radio:
         return False
 
     def airtime_ms(self, n):
-        return 100 + 2 * n
+        return self.lora.airtime_ms(n)
 
 
 def day(workdir, hours=21.5):
@@ -180,7 +186,7 @@ def day(workdir, hours=21.5):
     # boot as firmware/main.py's run() does: the config checked, the board file read,
     # drivers, radio driver and relays built, then the boot-only modules dropped
     cfg, drivers, lora, siren, strobe = wiring.wire(hal, console=lambda s: None)
-    radio = Radio()             # frames go to this script's gateway; `lora` stays built
+    radio = Radio(lora)         # frames go to this script's gateway
     rain = Rain()
     sources = {RAIN: Scripted(drivers[RAIN], rain), DISP: Scripted(drivers[DISP], Disp()),
                WATER: Scripted(drivers[WATER], Water())}
