@@ -82,8 +82,10 @@ def run_micropython_module(name, heap="64K", args=(), timeout=120, extra_path=()
     env["MICROPYPATH"] = ":".join([".frozen", *[str(p) for p in extra_path], str(dest)])
     if env_extra:
         env.update(env_extra)
+    # cwd is the build: `-m` puts the current directory first on sys.path, and from the
+    # repository root it would import protocol/ and firmware/ from source
     return subprocess.run([mp, "-X", f"heapsize={heap}", "-m", name, *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=env)
+                          text=True, timeout=timeout, cwd=dest, env=env)
 
 
 def compile_node_day(dest):
