@@ -27,7 +27,7 @@ from firmware.alarm_out import AlarmOut
 from firmware.framelog import R_BOOT_BASE, FrameLog
 from firmware.nodeclock import BASE_BOOT, NodeClock
 from firmware.sampler import PAYLOAD_BUDGET, Sampler
-from firmware.unload import unload_config
+from firmware.unload import config_dropped, unload_config
 from protocol import frame as fr
 from protocol import framing, messages, readings
 from protocol.mic import Hmac
@@ -487,10 +487,12 @@ class Node:
         self._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
 
     def _check_config(self, m, now):
-        """Check and apply a CONFIG map. The checks (firmware/nodeconfig.py and the rule
-        checks) are loaded for this and dropped after it (firmware/unload.py): on a board
-        without frozen modules that takes a few KB of heap, which a fragmented heap may
-        not have (MemoryError, nothing applied or acked)."""
+        """Check and apply a CONFIG map. Where boot dropped the checks
+        (firmware/nodeconfig.py, the rule checks: firmware/main.py on a board, to make room
+        for the node's data) they are loaded for this and dropped again; a fragmented heap
+        may not have room for them (MemoryError: nothing applied or acked, the gateway
+        resends). Where they stayed loaded, they stay."""
+        dropped = config_dropped()
         try:
             from firmware import nodeconfig
             new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
@@ -499,7 +501,8 @@ class Node:
                 self._apply_config(new, now)
             return new, result, reason
         finally:
-            unload_config()
+            if dropped:
+                unload_config()
 
     def _apply_config(self, new, now):
         iv = new.intervals

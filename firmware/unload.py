@@ -29,3 +29,8 @@ def unload(name):
 def unload_config():
     for name in CONFIG_MODULES:
         unload(name)
+
+
+def config_dropped():
+    """True where boot dropped the config checks (they are not loaded now)."""
+    return CONFIG_MODULES[0] not in sys.modules
