@@ -5,14 +5,17 @@ On a board without frozen modules (stock MicroPython plus `.mpy` files copied by
 can be reached. Dropping it from sys.modules and from its package lets the collector
 take it back, provided no live object still refers to one of its classes or
 functions (their globals keep the whole module alive). Importing it again later
-loads it again: slow, but only on a path that runs once or once a month.
+loads it again: slow, and in a fragmented heap it can fail with MemoryError, so only
+code off the alarm path is dropped, and its callers handle that error.
 
 A no-op on CPython, where tests hold modules and their exception classes by
 identity and the heap is not the constraint."""
 import sys
 
 # What checking a config loads (firmware/nodeconfig.py and what it imports): needed at
-# boot and for a CONFIG downlink, dropped after each.
+# boot and for a CONFIG downlink. firmware/main.py drops them after boot; a CONFIG then
+# loads them for a moment and drops them again (firmware/app.py: where boot kept them,
+# they are kept).
 CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels")
 
 
