@@ -32,6 +32,7 @@ CHILD = r'''
 import sys
 from time import sleep_us
 from firmware.framelog import FrameLog
+from firmware.hal import Hal
 from protocol import readings
 from protocol.frame import READINGS
 
@@ -60,47 +61,18 @@ class ChunkedFile:
         self.f.close()
 
 
-class Fs:
-    """The hal's file calls, straight onto the unix port's os (no machine needed)."""
-    def __init__(self, root):
-        import os
-        self.os = os
-        self.root = root
+class NoMachine:
+    pass
 
-    def path(self, p):
-        return self.root + "/" + p
 
+class Fs(Hal):
+    """The node's hal (files only: no machine needed), writing in small chunks."""
     def open(self, p, mode="rb"):
-        return ChunkedFile(open(self.path(p), mode))
-
-    def rename(self, a, b):
-        self.os.rename(self.path(a), self.path(b))
-
-    def remove(self, p):
-        self.os.remove(self.path(p))
-
-    def exists(self, p):
-        try:
-            self.os.stat(self.path(p))
-            return True
-        except OSError:
-            return False
-
-    def size(self, p):
-        return self.os.stat(self.path(p))[6]
-
-    def listdir(self, p=""):
-        return self.os.listdir(self.path(p) if p else self.root)
-
-    def mkdir(self, p):
-        try:
-            self.os.mkdir(self.path(p))
-        except OSError:
-            pass
+        return ChunkedFile(Hal.open(self, p, mode))
 
 
 root, seed = sys.argv[1], int(sys.argv[2])
-log = FrameLog(Fs(root), "log", capacity=4096, segment_bytes=512, seq_block=8)
+log = FrameLog(Fs(machine=NoMachine(), root=root), "log", capacity=4096, segment_bytes=512, seq_block=8)
 log.open()
 print("O", log.boot)
 x = seed or 1
