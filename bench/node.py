@@ -55,6 +55,13 @@ except ImportError:                       # CPython
 if not hasattr(gc, "mem_alloc"):          # CPython: heap is not measured there
     gc.mem_alloc = lambda: 0
 
+from firmware.app import Node
+from firmware.runconfig import NodeConfig
+from firmware.unload import unload_config
+from protocol import frame as fr
+from protocol import framing, messages
+from protocol.mic import Hmac
+
 
 KEY = bytes(range(1, 33))
 
@@ -141,20 +148,7 @@ class Radio:
 
 
 def bench(root, cycles):
-    """A generator: yields after each gc.collect(), where the 32-bit WebAssembly runner
-    (tools/mp32/run.mjs --steps) returns to JS so that its deferred collection runs."""
-    global Node, NodeConfig, fr, framing, messages, Hmac
     gc.collect()
-    yield
-    start = gc.mem_alloc()                 # the runtime and this script: not the node
-    from firmware.app import Node
-    from firmware.runconfig import NodeConfig
-    from firmware.unload import unload_config
-    from protocol import frame as fr
-    from protocol import framing, messages
-    from protocol.mic import Hmac
-    gc.collect()
-    yield
     code = gc.mem_alloc()
     cfg = NodeConfig({
         "version": 1, "node": 17, "key": KEY.hex() if hasattr(KEY, "hex") else "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
@@ -184,7 +178,6 @@ def bench(root, cycles):
     for i in range(cycles):
         radio.now = t
         gc.collect()
-        yield
         t0 = ticks_us()
         node.step(t)
         dt = ticks_diff(ticks_us(), t0)
@@ -194,7 +187,6 @@ def bench(root, cycles):
         radio.now = t + 0.3
         radio.answer()
         gc.collect()
-        yield
         t1 = ticks_us()
         node.step(t + 0.3)              # the ACK (if a frame went out)
         dt_ack = ticks_diff(ticks_us(), t1)
@@ -206,7 +198,6 @@ def bench(root, cycles):
         else:
             cyc.append(dt)
         gc.collect()
-        yield
         t2 = ticks_us()
         node.step(t + 30)               # nothing due
         emp.append(ticks_diff(ticks_us(), t2))
@@ -217,17 +208,11 @@ def bench(root, cycles):
     def median(xs):
         xs.sort()
         return xs[len(xs) // 2] if xs else 0
-    print("BENCH_NODE %d %d %d %d %d %d %d" % (code, peak, median(cyc), median(rep), median(emp),
-                                             node.log.depth(), start))
+    print("BENCH_NODE %d %d %d %d %d %d" % (code, peak, median(cyc), median(rep), median(emp),
+                                          node.log.depth()))
 
 
-def main():
-    for _ in bench(sys.argv[1], int(sys.argv[2])):
-        pass
-
-
-if sys.argv[1] != "--lib":               # the wasm32 runner imports it so, then resumes bench()
-    main()
+bench(sys.argv[1], int(sys.argv[2]))
 '''
 
 
@@ -245,11 +230,11 @@ MP32_RUNNER = ROOT / "tools" / "mp32" / "run.mjs"
 MP32_PKG = ROOT / "tools" / "mp32" / "node_modules" / "@micropython" / "micropython-webassembly-pyscript"
 
 
-def _wasm32(build, cycles):
+def _wasm32(build):
     """The station's simulated day (tests/mpy/node_day.py: booted through firmware/main.py's
     wiring with the real drivers on a fake machine) on 32-bit MicroPython (wasm32 under
-    Node) -> (peak, live peak) of the node's heap, or (None, why). `cycles` is unused: the
-    day is the one tests/firmware/test_node_32bit.py checks."""
+    Node) -> (peak, live peak) of the node's heap, or (None, why): the day that
+    tests/firmware/test_node_32bit.py checks."""
     node = shutil.which("node")
     if not node:
         return None, "node is not installed: `make setup` (tools/setup/ensure-mp32.sh)"
@@ -321,15 +306,15 @@ def run(cycles=120):
         flash.mkdir()
         r = subprocess.run([mpy, "-X", "heapsize=%dK" % heap_k, str(d / "launch.py"), str(flash),
                             str(cycles)], capture_output=True, text=True, env=env, timeout=300)
-        code, peak, cyc, rep, emp, depth, _ = _parse(r.stdout + r.stderr)
+        code, peak, cyc, rep, emp, depth = _parse(r.stdout + r.stderr)
         # the same cycle under CPython
         flash = d / "flash2"
         flash.mkdir()
         r = subprocess.run([sys.executable, str(script), str(flash), str(cycles)], capture_output=True,
                            text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300, cwd=ROOT)
-        _, _, cyc_cp, rep_cp, emp_cp, _, _ = _parse(r.stdout + r.stderr)
+        _, _, cyc_cp, rep_cp, emp_cp, _ = _parse(r.stdout + r.stderr)
         # the station's day on 32-bit MicroPython (wasm32), code and data together
-        w_peak, w_live = _wasm32(build, cycles)
+        w_peak, w_live = _wasm32(build)
     wasm32_why = None
     if w_peak is None:
         wasm32_why, w_live = w_live, None
