@@ -135,49 +135,9 @@ def encode_record(seq, mtype, rflags, boot, t_ref, payload):
     return out
 
 
-def record_end(buf, pos, n, verify=True):
-    """End of the record at buf[pos:n], or -1 if there is no good one there (magic,
-    length or, with verify, CRC). Allocates nothing: the node steps through a segment
-    with it instead of building a list of offsets."""
-    if pos + HEAD + BODY_FIXED > n or buf[pos] != MAGIC:
-        return -1
-    end = pos + HEAD + ((buf[pos + 1] << 8) | buf[pos + 2])
-    if end < pos + HEAD + BODY_FIXED or end > n:
-        return -1
-    if verify and crc16(buf, 0xFFFF, pos + HEAD, end) != (buf[pos + 3] << 8) | buf[pos + 4]:
-        return -1
-    return end
-
-
-def walk(buf, n, verify=True, out=None):
-    """Offsets of the good records in buf[:n], stopping at the first bad one (length or,
-    with verify, CRC). -> (offsets, good_end): good_end < n means a torn tail."""
-    if out is None:
-        out = []
-    pos = 0
-    end = record_end(buf, 0, n, verify)
-    while end >= 0:
-        out.append(pos)
-        pos = end
-        end = record_end(buf, pos, n, verify)
-    return out, pos
-
-
-def record_at(buf, pos):
-    body_len = (buf[pos + 1] << 8) | buf[pos + 2]
-    seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, pos + HEAD)
-    return Record(seq, mtype, rflags, boot, t_ref, bytes(memoryview(buf)[pos + HEAD + BODY_FIXED:pos + HEAD + body_len]))
-
-
 def seq_at(buf, pos):
     pos += HEAD
     return (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
-
-
-def parse_records(buf, n):
-    """Every good record in buf[:n] (tests and tools; the node walks offsets instead)."""
-    offs, good = walk(buf, n)
-    return [record_at(buf, p) for p in offs], good
 
 
 def accumulating_kinds():
@@ -231,7 +191,9 @@ class FrameLog:
         self.capacity = capacity
         self.segment_bytes = segment_bytes
         self.seq_block = seq_block
-        self._buf = bytearray(segment_bytes)   # one segment, read at once: no per-record allocation
+        # The log reads one record head at a time into this, seeking from head to head:
+        # a 4 KB segment buffer would be 4 KB of a stock-image board's heap for good.
+        self._head = bytearray(HEAD + BODY_FIXED)
         self._sum_kinds = accumulating_kinds()  # for thinning; protocol.channels may be gone by then
         self._bitmap = (segment_bytes // (HEAD + BODY_FIXED) + 7) // 8
         self.segs = []
@@ -251,34 +213,61 @@ class FrameLog:
     def _seg_name(self, no):
         return self._prefix + "%08d.seg" % no
 
-    def _load(self, no):
-        """Read segment `no` into the preallocated buffer -> bytes read. CRCs are checked
-        at open; after that the node reads back what it wrote."""
-        f = self.fs.open(self._seg_name(no), "rb")
-        try:
-            return f.readinto(self._buf) or 0
-        finally:
-            f.close()
+    def _open_seg(self, no):
+        return self.fs.open(self._seg_name(no), "rb")
 
-    def _next(self, pos, n):
-        """Offset of the record after the one at `pos` in the loaded segment (n bytes)."""
-        end = record_end(self._buf, pos, n, False)
-        if end < 0:
-            raise IndexError("no record at %d" % pos)
-        return end
+    def _head_at(self, f, pos):
+        """Read the head of the record at `pos` of segment file f into self._head ->
+        the record's end, or -1 if there is none (end of file, torn or foreign bytes).
+        CRCs are checked at open (firmware/logscan.py); after that the node reads back
+        what it wrote."""
+        f.seek(pos)
+        h = self._head
+        if (f.readinto(h) or 0) < HEAD + BODY_FIXED or h[0] != MAGIC:
+            return -1
+        end = pos + HEAD + ((h[1] << 8) | h[2])
+        return end if end >= pos + HEAD + BODY_FIXED else -1
 
-    def _offset(self, n, index):
-        """Offset of record `index` in the loaded segment (n bytes), without a list."""
+    def _walk_to(self, f, index):
+        """(offset, end) of record `index` of segment file f, its head in self._head."""
         pos = 0
+        end = self._head_at(f, 0)
         for _ in range(index):
-            pos = self._next(pos, n)
-        self._next(pos, n)      # record `index` itself must be there
-        return pos
+            if end < 0:
+                break
+            pos = end
+            end = self._head_at(f, pos)
+        if end < 0:
+            raise IndexError("no record %d in the segment" % index)
+        return pos, end
+
+    def _record(self, f, pos, end, no, index):
+        """The Record whose head _head_at just read (f stands at its payload), or None
+        if the payload is cut short."""
+        n = end - pos - HEAD - BODY_FIXED
+        payload = f.read(n) if n else b""
+        if len(payload) != n:
+            return None
+        seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", self._head, HEAD)
+        return Record(seq, mtype, rflags, boot, t_ref, payload, no, index)
 
     def _read_seg(self, no):
-        buf = self._buf
-        offs, good = walk(buf, self._load(no), False)
-        return [record_at(buf, p) for p in offs], good
+        """(every record of segment `no` up to the first bad one, that one's offset)."""
+        recs = []
+        f = self._open_seg(no)
+        try:
+            pos = 0
+            end = self._head_at(f, 0)
+            while end >= 0:
+                r = self._record(f, pos, end, no, len(recs))
+                if r is None:
+                    break
+                recs.append(r)
+                pos = end
+                end = self._head_at(f, pos)
+        finally:
+            f.close()
+        return recs, pos
 
     def _write_meta(self):
         f = self.fs.open(self._meta_tmp, "w")
@@ -354,9 +343,14 @@ class FrameLog:
         return None
 
     def get(self, seg_no, index):
-        r = record_at(self._buf, self._offset(self._load(seg_no), index))
-        r.seg = seg_no
-        r.index = index
+        f = self._open_seg(seg_no)
+        try:
+            pos, end = self._walk_to(f, index)
+            r = self._record(f, pos, end, seg_no, index)
+        finally:
+            f.close()
+        if r is None:
+            raise IndexError("record %d of segment %d is cut short" % (index, seg_no))
         return r
 
     def next_record(self, exclude=0):
@@ -365,20 +359,21 @@ class FrameLog:
         for seq, no, i in self.alarms:
             if seq != exclude:
                 return self.get(no, i)
-        buf = self._buf
         for g in self.segs:
             if g.nacked == g.n:
                 continue
-            n = self._load(g.no)
-            pos = 0
-            for i in range(g.n):
-                end = self._next(pos, n)
-                if not g.is_acked(i) and seq_at(buf, pos) != exclude:
-                    r = record_at(buf, pos)
-                    r.seg = g.no
-                    r.index = i
-                    return r
-                pos = end
+            f = self._open_seg(g.no)
+            try:
+                pos = 0
+                for i in range(g.n):
+                    end = self._head_at(f, pos)
+                    if end < 0:
+                        raise IndexError("segment %d holds fewer than %d records" % (g.no, g.n))
+                    if not g.is_acked(i) and seq_at(self._head, 0) != exclude:
+                        return self._record(f, pos, end, g.no, i)
+                    pos = end
+            finally:
+                f.close()
         return None
 
     def oldest_unacked(self):
@@ -391,7 +386,12 @@ class FrameLog:
                 i += 1
             if i == 0:
                 return g.first
-            return seq_at(self._buf, self._offset(self._load(g.no), i))
+            f = self._open_seg(g.no)
+            try:
+                self._walk_to(f, i)
+            finally:
+                f.close()
+            return seq_at(self._head, 0)
         return None
 
     def depth(self):
@@ -423,18 +423,23 @@ class FrameLog:
                     break
             if not hit:
                 continue
-            n = self._load(g.no)
-            pos = 0
-            for i in range(g.n):
-                end = self._next(pos, n)
-                if not g.is_acked(i):
-                    s = seq_at(self._buf, pos)
-                    for lo, hi in ranges:
-                        if lo <= s <= hi:
-                            g.set_acked(i)
-                            newly += 1
-                            break
-                pos = end
+            f = self._open_seg(g.no)
+            try:
+                pos = 0
+                for i in range(g.n):
+                    end = self._head_at(f, pos)
+                    if end < 0:
+                        raise IndexError("segment %d holds fewer than %d records" % (g.no, g.n))
+                    if not g.is_acked(i):
+                        s = seq_at(self._head, 0)
+                        for lo, hi in ranges:
+                            if lo <= s <= hi:
+                                g.set_acked(i)
+                                newly += 1
+                                break
+                    pos = end
+            finally:
+                f.close()
         if newly:
             if self.alarms:
                 self.alarms = [a for a in self.alarms if not self._is_acked(a[1], a[2])]

@@ -7,7 +7,8 @@ without frozen modules. Layout and guarantees: firmware/framelog.py."""
 import json
 import struct
 
-from firmware.framelog import HEAD, R_BOOT_BASE, _Segment, seq_at, walk
+from firmware.framelog import BODY_FIXED, HEAD, R_BOOT_BASE, _Segment
+from protocol.crc16 import crc16
 from protocol.frame import ALARM
 from protocol.nodelink import SeqAllocator
 
@@ -50,32 +51,59 @@ def scan(log, clock=None):
     log.alarms = []
     log.last_no = max([log.tail[0]] + nos)
     max_seq = 0
-    buf = log._buf
+    alarms = []                 # (seq, seg no, index) of every ALARM record found
     for no in nos:
-        n = log._load(no)
-        offs, good = walk(buf, n)
+        seg = _Segment(no, log._bitmap)
+        good = scan_segment(log, no, seg, alarms, clock)
         size = fs.size(log._seg_name(no))
         if good < size:
             log.torn += 1
-        if not offs or no < log.tail[0]:
+        if seg.last > max_seq:
+            max_seq = seg.last
+        if not seg.n or no < log.tail[0]:
             fs.remove(log._seg_name(no))
             continue
-        seg = _Segment(no, log._bitmap)
         seg.size = good
         seg.sealed = good < size
-        seg.n = len(offs)
-        seg.first = seq_at(buf, offs[0])
-        seg.last = seq_at(buf, offs[-1])
-        for i in range(len(offs)):
-            seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", buf, offs[i] + HEAD)
-            if seq > max_seq:
-                max_seq = seq
-            if no == log.tail[0] and i < log.tail[1]:
+        if no == log.tail[0]:
+            for i in range(min(log.tail[1], seg.n)):
                 seg.set_acked(i)
-            elif mtype == ALARM:
-                log.alarms.append((seq, no, i))
-            if clock is not None:
-                clock.saw_record(2 if rflags & R_BOOT_BASE else 1, boot, t_ref)
         log.segs.append(seg)
+    # unacked ALARMs of the segments kept, in seq order (records are in seq order on flash)
+    for a in alarms:
+        g = log._seg(a[1])
+        if g is not None and not g.is_acked(a[2]):
+            log.alarms.append(a)
     # the reservation always covers every seq on flash, even if meta.json was lost
     log.alloc = SeqAllocator(max(reserve, max_seq + 1), log.seq_block)
+
+
+def scan_segment(log, no, seg, alarms, clock=None):
+    """Check segment `no` record by record (length and CRC), counting the good ones
+    into `seg` (n, first, last), adding its ALARMs to `alarms` and telling the clock each
+    record's time base with the clock. -> the end of the last good record: a shorter
+    file than that is fine, anything after it is a torn tail (a power cut mid-write)."""
+    f = log._open_seg(no)
+    h = log._head
+    pos = 0
+    try:
+        end = log._head_at(f, 0)
+        while end >= 0:
+            body = f.read(end - pos - HEAD - BODY_FIXED)
+            if len(body) != end - pos - HEAD - BODY_FIXED or \
+                    crc16(body, crc16(h, 0xFFFF, HEAD)) != (h[3] << 8) | h[4]:
+                break
+            seq, mtype, rflags, boot, t_ref = struct.unpack_from(">IBBHI", h, HEAD)
+            if not seg.n:
+                seg.first = seq
+            seg.last = seq
+            if mtype == ALARM:
+                alarms.append((seq, no, seg.n))
+            seg.n += 1
+            if clock is not None:
+                clock.saw_record(2 if rflags & R_BOOT_BASE else 1, boot, t_ref)
+            pos = end
+            end = log._head_at(f, pos)
+    finally:
+        f.close()
+    return pos

@@ -217,11 +217,17 @@ def test_bad_segment_size_is_refused(tmp_path):
         FrameLog(fs_at(tmp_path), segment_bytes=100)
 
 
-def test_record_codec_roundtrip():
+def test_record_codec_roundtrip(tmp_path):
+    """A record written by encode_record reads back whole; torn bytes after it do not."""
     rec = framelog.encode_record(7, READINGS, framelog.R_KEEP, 3, 12345, b"\x01\x02")
-    recs, good = framelog.parse_records(rec + b"\xa5\x00", len(rec) + 2)
-    assert good == len(rec)
-    assert (recs[0].seq, recs[0].boot, recs[0].t_ref, recs[0].payload) == (7, 3, 12345, b"\x01\x02")
+    log = FrameLog(fs_at(tmp_path))
+    (tmp_path / "log").mkdir()
+    for torn in (b"", b"\xa5\x00", rec[:-1], rec[:5 + 12]):
+        (tmp_path / "log" / "00000001.seg").write_bytes(rec + torn)
+        recs, good = log._read_seg(1)
+        assert good == len(rec)
+        assert [(r.seq, r.rflags, r.boot, r.t_ref, r.payload) for r in recs] == [
+            (7, framelog.R_KEEP, 3, 12345, b"\x01\x02")]
 
 
 def _unacked_on_log(log):

@@ -54,6 +54,9 @@ class ChunkedFile:
     def readinto(self, buf):
         return self.f.readinto(buf)
 
+    def seek(self, pos):
+        return self.f.seek(pos)
+
     def read(self, *a):
         return self.f.read(*a)
 
