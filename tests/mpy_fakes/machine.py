@@ -98,15 +98,19 @@ class Pin:
     IRQ_RISING = 1
     IRQ_FALLING = 2
 
+    # Defaults live on the class and a pin gets its own only when set: a board's Pin
+    # objects cost no heap (they are in ROM), so the fakes the node's heap figures count
+    # (tests/firmware/test_node_32bit.py) should cost as little as they can.
+    source = None       # a callable giving the input level, e.g. a fake module's AUX
+    writes = ()         # becomes a list at the first write
+    _handler = None
+    _trigger = 0
+
     def __init__(self, id, mode=-1, pull=-1, value=None, **kw):
         self.id = id
         self.mode = mode
         self.pull = pull
         self._level = 1 if pull == Pin.PULL_UP else 0
-        self.source = None  # a callable giving the input level, e.g. a fake module's AUX
-        self.writes = []
-        self._handler = None
-        self._trigger = 0
         if value is not None:
             self.value(value)
         _pins[id] = self
@@ -126,6 +130,8 @@ class Pin:
             return self._level
         self._level = 1 if v else 0
         w = self.writes
+        if not w:
+            w = self.writes = []
         w.append(self._level)
         if len(w) > 64:  # a blinking LED over a simulated day must not fill the heap
             del w[:32]   # (trimmed in chunks: the list never regrows, so the heap stays flat)
@@ -167,12 +173,13 @@ class ADC:
     WIDTH_12BIT = 3
     VREF_UV = 3300000
 
+    _values = (0,)      # class defaults, as for Pin: set_uv() and reads make a sensor's own
+    _i = 0
+    reads = 0
+
     def __init__(self, src, atten=None, **kw):
         self.key = src.id if isinstance(src, Pin) else src
         self.atten_value = atten
-        self._values = [0]
-        self._i = 0
-        self.reads = 0
         _adcs[self.key] = self
 
     def atten(self, a):
