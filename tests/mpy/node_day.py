@@ -32,6 +32,8 @@ TF = 20 * 3600
 
 class Sim:
     t = 0
+    disp = (0, 0)
+    water = (0, 0)
 
 
 def rain_rate(t):
@@ -124,16 +126,20 @@ class Rain:
 
 class Disp:
     def read(self):
-        if Sim.t >= TF:
-            return None, 1          # faults.OPEN_CIRCUIT: the wire snapped
-        return disp(Sim.t), 0
+        return Sim.disp             # worked out before the step (script())
 
 
 class Water:
     def read(self):
-        if 12 * 3600 <= Sim.t < 12 * 3600 + 1200:
-            return None, 8          # faults.BROKEN_LOOP
-        return water(Sim.t), 0
+        return Sim.water
+
+
+def script(t):
+    """The scripted draw-wire and 4-20 mA readings at second t, worked out before each
+    node step: the floats they take are this script's garbage, not the node's."""
+    Sim.t = t
+    Sim.disp = (None, 1) if t >= TF else (disp(t), 0)       # 1: faults.OPEN_CIRCUIT, the wire snapped
+    Sim.water = (None, 8) if 12 * 3600 <= t < 12 * 3600 + 1200 else (water(t), 0)   # 8: BROKEN_LOOP
 
 
 class Radio:
@@ -213,7 +219,7 @@ def day(workdir, hours=21.5):
     steps = 0
     live_peak = 0               # between steps, after the collection: no garbage
     while t < end:
-        Sim.t = int(t)
+        script(int(t))
         a = gc.mem_alloc()
         if a > live_peak:
             live_peak = a
