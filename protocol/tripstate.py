@@ -255,24 +255,6 @@ class SumState(State):
         self.metric = self.total
 
 
-def fit_sums(sw, sx, sy, sxx, sxy, syy):
-    """Weighted least squares y = ybar + slope * (x - xbar) from raw weighted sums.
-
-    The caller centres x on the middle of the window before summing, so the
-    corrections below stay small against the sums and float32 (the ESP32's float)
-    keeps ~6 significant digits of the slope. Returns (xbar, ybar, slope, r2), slope
-    None when x or y does not vary."""
-    xbar = sx / sw
-    ybar = sy / sw
-    cxx = sxx - sx * xbar
-    cxy = sxy - sx * ybar
-    cyy = syy - sy * ybar
-    if cxx <= 0.0 or cyy <= 0.0:
-        return xbar, ybar, None, 0.0
-    b = cxy / cxx
-    return xbar, ybar, b, b * (cxy / cyy)
-
-
 class RateState(State):
     """Rate of change per hour: the mean of the newer half of the window minus the mean
     of the older half, over the distance between their mean sample times. Every sample
@@ -431,16 +413,23 @@ class InvVelState(State):
         d = 1 if travel > 0 else -1
         # Velocity points from consecutive centroids, summed on the fly (no arrays of
         # floats kept). x: seconds from the window's middle, an int (centroid times are
-        # rounded to the second; sub-windows are >= 60 s). y = 1/|v| from integer
-        # numerator and denominator: one float division per point.
+        # rounded to the second; sub-windows are >= 60 s). The fit is of y = 1/|v| with
+        # weight w = v^2 (1/v from a noisy v errs like 1/v^2: the slow, noisy start of a
+        # window must not drown the trend near its end). With u = |v| = 1/y the weighted
+        # sums are sums of u^2, u^2 x, u^2 x^2 (w, wx, wxx), u (= w y), u x (= w x y) and
+        # a count (w y y = 1, exactly): ten float results per point (a division, four
+        # products, five additions). Each is a 16-byte heap object on a 32-bit
+        # MicroPython, garbage until the next collection; going through y, 1/y^2 and w*y
+        # took 14, and no term has more roundings now than it had then. The sums differ
+        # from that form's in their last bits only: test_trip_props.py checks that every
+        # fit still gives its mode, forecast and R^2 per mille.
         mid = (size * bs) >> 1
-        sw = zero
-        sx = zero
-        sy = zero
-        sxx = zero
-        sxy = zero
-        syy = zero
-        m = 0
+        sw = zero    # sum u^2
+        sx = zero    # sum u^2 x
+        sxx = zero   # sum u^2 x^2
+        sy = zero    # sum u
+        sxy = zero   # sum u x
+        m = 0        # points kept, = sum w y^2
         pairs = 0
         tp = 0
         vp = 0
@@ -456,19 +445,14 @@ class InvVelState(State):
                 pairs += 1
                 num = (vc * cp - vp * c) * d          # displacement * c * cp
                 if num > 0:
-                    y = ((tc - tp) * c * cp) / num     # 1/|v|, seconds per unit
-                    # 1/v from a noisy v errs like 1/v^2: weight by v^2 so the slow,
-                    # noisy start of a window does not drown the trend near its end.
-                    w = 1.0 / (y * y)
+                    u = num / ((tc - tp) * c * cp)     # |v|, units per second
                     x = ((tc + tp) >> 1) + mid
-                    wx = w * x
-                    wy = w * y
-                    sw += w
-                    sx += wx
-                    sy += wy
-                    sxx += wx * x
-                    sxy += wx * y
-                    syy += wy * y
+                    ux = u * x
+                    sw += u * u
+                    sx += u * ux
+                    sxx += ux * ux
+                    sy += u
+                    sxy += ux
                     m += 1
             tp = tc
             vp = vc
@@ -482,9 +466,24 @@ class InvVelState(State):
             # (One backwards step, e.g. from a single spike, is tolerated.)
             self.mode = NO_TREND
             return
-        xbar, ybar, slope, r2 = fit_sums(sw, sx, sy, sxx, sxy, syy)
-        self.r2_permille = int(r2 * 1000.0)
-        if slope is None or slope >= 0.0 or r2 * 1000.0 < self.rule.min_r2:
+        # y = ybar + slope * (x - xbar). x was centred on the window's middle before
+        # summing, so the corrections below stay small against the sums and float32 (the
+        # ESP32's float) keeps ~6 significant digits of the slope.
+        xbar = sx / sw
+        ybar = sy / sw
+        cxx = sxx - sx * xbar
+        cxy = sxy - sx * ybar
+        cyy = m - sy * ybar
+        if cxx <= 0.0 or cyy <= 0.0:
+            self.r2_permille = 0
+            self.mode = NO_TREND       # x or y does not vary
+            return
+        slope = cxy / cxx
+        # R^2 = slope * cxy / cyy >= 0 (slope and cxy share a sign), so int() floors it
+        # and "R^2 * 1000 < min_r2" is the same test on the int (min_r2 is an int).
+        r2 = int(slope * (cxy / cyy) * 1000.0)
+        self.r2_permille = r2
+        if slope >= 0.0 or r2 < self.rule.min_r2:
             self.mode = NO_TREND
             return
         ahead = xbar - ybar / slope - mid    # seconds after bucket b's start
