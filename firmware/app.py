@@ -457,19 +457,34 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        re, m = messages.decode_config(f.payload)
-        if not self.link.is_fresh_re(now, re):
-            self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
-            return
-        version = m.get(messages.C_VERSION)
+        """A CONFIG downlink. Decoding it loads the CBOR decoder (protocol/cbordecode.py)
+        and checking it the config checks (firmware/nodeconfig.py, the rule checks).
+        Where boot dropped them (firmware/main.py on a board, to make room for the
+        node's data) they are dropped again however this ends; a fragmented heap may
+        not have room for them (MemoryError: nothing applied or acked, the gateway
+        resends). Where they stayed loaded, they stay."""
+        version = None
+        dropped = config_dropped()
         try:
-            new, result, reason = self._check_config(m, now)
+            re, m = messages.decode_config(f.payload)
+            if not self.link.is_fresh_re(now, re):
+                self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
+                return
+            version = m.get(messages.C_VERSION)
+            from firmware import nodeconfig
+            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
+            del nodeconfig
+            if new is not None:
+                self._apply_config(new, now)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
             self.count("config_no_memory")
             self.console("config v%r: too little free heap to check it now: the gateway "
                          "will send it again" % (version,))
             return
+        finally:
+            if dropped:
+                unload_config()
         if new is not None:
             es = m.get(messages.C_EMERGENCY_S)
             if isinstance(es, int) and es >= 0:
@@ -481,24 +496,6 @@ class Node:
             ack[messages.K_REASON] = reason
         self.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
         self._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
-
-    def _check_config(self, m, now):
-        """Check and apply a CONFIG map. Where boot dropped the checks
-        (firmware/nodeconfig.py, the rule checks: firmware/main.py on a board, to make room
-        for the node's data) they are loaded for this and dropped again; a fragmented heap
-        may not have room for them (MemoryError: nothing applied or acked, the gateway
-        resends). Where they stayed loaded, they stay."""
-        dropped = config_dropped()
-        try:
-            from firmware import nodeconfig
-            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
-            del nodeconfig
-            if new is not None:
-                self._apply_config(new, now)
-            return new, result, reason
-        finally:
-            if dropped:
-                unload_config()
 
     def _apply_config(self, new, now):
         iv = new.intervals
