@@ -366,16 +366,12 @@ class Node:
             el = (int(now - self.started), True)
         delta, approx = el
         try:
+            # the ages move to the send time in the payload's bytes: no decoding (garbage
+            # at every send), and the CBOR decoder stays off the alarm path
             if rec.mtype == fr.READINGS:
-                blocks = readings.decode(rec.payload)
-                for b in blocks:
-                    b.age += delta
-                payload = readings.encode(blocks)
+                payload = readings.restamp(rec.payload, delta)
             else:
-                alarms = messages.decode_alarms(rec.payload)
-                for a in alarms:
-                    a[messages.A_AGE] = a.get(messages.A_AGE, 0) + delta
-                payload = messages.encode_alarms(alarms)
+                payload = messages.restamp_alarms(rec.payload, delta)
             wire = self._frame(now, rec.mtype, rec.seq, payload, fr.F_TIME_APPROX if approx else 0)
         except ValueError as e:
             # cannot happen for records this firmware wrote; never let one block the queue
@@ -461,19 +457,34 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        re, m = messages.decode_config(f.payload)
-        if not self.link.is_fresh_re(now, re):
-            self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
-            return
-        version = m.get(messages.C_VERSION)
+        """A CONFIG downlink. Decoding it loads the CBOR decoder (protocol/cbordecode.py)
+        and checking it the config checks (firmware/nodeconfig.py, the rule checks).
+        Where boot dropped them (firmware/main.py on a board, to make room for the
+        node's data) they are dropped again however this ends; a fragmented heap may
+        not have room for them (MemoryError: nothing applied or acked, the gateway
+        resends). Where they stayed loaded, they stay."""
+        version = None
+        dropped = config_dropped()
         try:
-            new, result, reason = self._check_config(m, now)
+            re, m = messages.decode_config(f.payload)
+            if not self.link.is_fresh_re(now, re):
+                self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
+                return
+            version = m.get(messages.C_VERSION)
+            from firmware import nodeconfig
+            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
+            del nodeconfig
+            if new is not None:
+                self._apply_config(new, now)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
             self.count("config_no_memory")
             self.console("config v%r: too little free heap to check it now: the gateway "
                          "will send it again" % (version,))
             return
+        finally:
+            if dropped:
+                unload_config()
         if new is not None:
             es = m.get(messages.C_EMERGENCY_S)
             if isinstance(es, int) and es >= 0:
@@ -485,24 +496,6 @@ class Node:
             ack[messages.K_REASON] = reason
         self.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
         self._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
-
-    def _check_config(self, m, now):
-        """Check and apply a CONFIG map. Where boot dropped the checks
-        (firmware/nodeconfig.py, the rule checks: firmware/main.py on a board, to make room
-        for the node's data) they are loaded for this and dropped again; a fragmented heap
-        may not have room for them (MemoryError: nothing applied or acked, the gateway
-        resends). Where they stayed loaded, they stay."""
-        dropped = config_dropped()
-        try:
-            from firmware import nodeconfig
-            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
-            del nodeconfig
-            if new is not None:
-                self._apply_config(new, now)
-            return new, result, reason
-        finally:
-            if dropped:
-                unload_config()
 
     def _apply_config(self, new, now):
         iv = new.intervals

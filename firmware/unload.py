@@ -12,11 +12,13 @@ A no-op on CPython, where tests hold modules and their exception classes by
 identity and the heap is not the constraint."""
 import sys
 
-# What checking a config loads (firmware/nodeconfig.py and what it imports): needed at
+# What checking a config loads (firmware/nodeconfig.py and what it imports) and the CBOR
+# decoder that reads a CONFIG downlink (nothing else on the node decodes CBOR): needed at
 # boot and for a CONFIG downlink. firmware/main.py drops them after boot; a CONFIG then
 # loads them for a moment and drops them again (firmware/app.py: where boot kept them,
 # they are kept).
-CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels")
+CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels",
+                  "protocol.cbordecode")
 
 
 def unload(name):

@@ -8,6 +8,11 @@ cbor2 decodes what this encodes and that this decodes what cbor2 encodes.
 
 Decoding errors raise CborError and never anything else; nesting depth and item
 counts are bounded so hostile input cannot exhaust a node's heap.
+
+The decoder is protocol/cbordecode.py, which loads() imports on first use: a node
+decodes CBOR only for a CONFIG downlink, so on a board without frozen modules its
+bytecode need not stay in the heap; the node drops it with the config checks
+(firmware/unload.py).
 """
 import struct
 
@@ -93,104 +98,10 @@ def dumps(obj):
     return bytes(encode_into(bytearray(), obj))
 
 
-def _half(h):
-    s = -1.0 if h & 0x8000 else 1.0
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0:
-        return s * m * 2.0 ** -24
-    if e == 31:
-        return s * float("inf") if m == 0 else float("nan")
-    return s * (1024 + m) * 2.0 ** (e - 25)
-
-
-class _Reader:
-    def __init__(self, data, pos, end):
-        self.d = data
-        self.p = pos
-        self.end = end
-        self.items = 0
-
-    def take(self, n):
-        p = self.p
-        if n < 0 or p + n > self.end:
-            raise CborError("truncated CBOR")
-        self.p = p + n
-        return self.d[p:p + n]
-
-    def arg(self, info):
-        if info < 24:
-            return info
-        if info == 24:
-            return self.take(1)[0]
-        if info == 25:
-            return struct.unpack(">H", self.take(2))[0]
-        if info == 26:
-            return struct.unpack(">I", self.take(4))[0]
-        if info == 27:
-            return struct.unpack(">Q", self.take(8))[0]
-        raise CborError("indefinite length or reserved additional info %d" % info)
-
-    def item(self, depth):
-        if depth > MAX_DEPTH:
-            raise CborError("nesting deeper than %d" % MAX_DEPTH)
-        self.items += 1
-        if self.items > MAX_ITEMS:
-            raise CborError("more than %d items" % MAX_ITEMS)
-        ib = self.take(1)[0]
-        major = ib >> 5
-        info = ib & 0x1F
-        if major == 7:
-            if info == 20:
-                return False
-            if info == 21:
-                return True
-            if info == 22:
-                return None
-            if info == 25:
-                return _half(struct.unpack(">H", self.take(2))[0])
-            if info == 26:
-                return struct.unpack(">f", self.take(4))[0]
-            if info == 27:
-                return struct.unpack(">d", self.take(8))[0]
-            raise CborError("unsupported simple value %d" % info)
-        n = self.arg(info)
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
-        if major == 2:
-            return bytes(self.take(n))
-        if major == 3:
-            try:
-                return str(self.take(n), "utf-8")
-            except UnicodeError:
-                raise CborError("text string is not UTF-8")
-        if major == 4:
-            if n > self.end - self.p:
-                raise CborError("array longer than the input")
-            return [self.item(depth + 1) for _ in range(n)]
-        if major == 5:
-            if 2 * n > self.end - self.p:
-                raise CborError("map longer than the input")
-            m = {}
-            for _ in range(n):
-                k = self.item(depth + 1)
-                if isinstance(k, (list, dict)):
-                    raise CborError("map key must be an integer or a string")
-                if k in m:
-                    raise CborError("duplicate map key %r" % (k,))
-                m[k] = self.item(depth + 1)
-            return m
-        raise CborError("CBOR tags are not used in this protocol")
-
-
 def loads(data, pos=0, end=None):
-    """Decode exactly one item filling data[pos:end]; trailing bytes are an error."""
-    if end is None:
-        end = len(data)
-    r = _Reader(data, pos, end)
-    v = r.item(0)
-    if r.p != end:
-        raise CborError("%d trailing bytes after CBOR item" % (end - r.p))
-    return v
+    """Decode exactly one item filling data[pos:end]; trailing bytes are an error.
+    The decoder is protocol/cbordecode.py, loaded here on first use."""
+    # `import a.b` allocates nothing once the module is loaded (a `from` import builds
+    # its name tuple at every call on MicroPython)
+    import protocol.cbordecode
+    return protocol.cbordecode.loads(data, pos, end)

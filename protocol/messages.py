@@ -115,6 +115,68 @@ def decode_alarms(data):
     return arr
 
 
+_NOT_LOGGED = "not an ALARM payload as a node logs it"
+
+
+def restamp_alarms(data, delta):
+    """encode_alarms() of the alarms in `data` with each A_AGE + delta (>= 0), as a
+    bytearray. A node restamps a logged ALARM at every send: this copies the CBOR around
+    the ages instead of decoding it into dicts (and needs no CBOR decoder:
+    firmware/unload.py). It takes only what Node._log_alarms writes, which is what
+    encode_alarms writes: a non-empty array of maps with small unsigned keys in
+    ascending order, integer values, every head in its shortest form, and an unsigned
+    A_AGE in every map; anything else raises PayloadError. The fields' ranges are not
+    checked: the gateway's decode_alarms checks them."""
+    mv = memoryview(data)
+    out = bytearray()
+    done = ages = 0                     # data[:done] is in out
+    try:
+        n = _arg(data, 0, 0x10)         # an array
+        pos = _after(data, 0)
+        for _ in range(n):
+            k = _arg(data, pos, 0x20)   # of maps
+            pos = _after(data, pos)
+            key = -1
+            for _ in range(k):
+                if not key < data[pos] < 24:
+                    raise PayloadError(_NOT_LOGGED)
+                key = data[pos]
+                pos += 1
+                v = _arg(data, pos, 1 if key == A_AGE else 3)   # integers, the age unsigned
+                q = _after(data, pos)
+                if key == A_AGE:
+                    out.extend(mv[done:pos])
+                    cbor.encode_into(out, v + delta)
+                    done = q
+                    ages += 1
+                pos = q
+    except IndexError:                  # cut short
+        raise PayloadError(_NOT_LOGGED)
+    if pos != len(data) or ages != n or not n:
+        raise PayloadError(_NOT_LOGGED)
+    out.extend(mv[done:])
+    return out
+
+
+def _arg(data, pos, majors):
+    """The argument of the CBOR head at data[pos], which must have a major type in the
+    bit set `majors` and be in its shortest form; the head ends at _after(data, pos)."""
+    info = data[pos] & 0x1F
+    q = _after(data, pos)
+    n = 0
+    for i in range(pos + 1, q):
+        n = (n << 8) | data[i]
+    if not (majors >> (data[pos] >> 5)) & 1 or info > 27 or (
+            info > 23 and n < (24 if info == 24 else 1 << 4 * (q - pos - 1))):
+        raise PayloadError(_NOT_LOGGED)
+    return n if info > 23 else info
+
+
+def _after(data, pos):
+    info = data[pos] & 0x1F
+    return pos + 1 + (1 << (info - 24) if info > 23 else 0)
+
+
 def encode_ack(re, gw_time, ranges):
     """ranges: (lo, hi) inclusive seq ranges, highest first, all <= re, with at least one
     seq missing between two ranges (adjacent ranges must be merged by the caller).

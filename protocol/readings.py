@@ -13,7 +13,14 @@ relative to sending so a node with no clock still stamps correctly at the gatewa
 (absolute = receive time - age + k*step). Readings are numbered across the payload in
 block order, starting at 0: that number is the `idx` of the dedup key (node, seq, idx).
 """
-from protocol.varint import VarintError, get_svarint, get_uvarint, put_svarint, put_uvarint
+from protocol.varint import (
+    VarintError,
+    get_svarint,
+    get_uvarint,
+    put_svarint,
+    put_uvarint,
+    unzigzag,
+)
 
 MAX_COUNT = 1 << 15
 
@@ -112,6 +119,51 @@ def decode(data, pos=0, end=None):
             values.append(v)
         blocks.append(Block(chan, age, step, values))
     return blocks
+
+
+def restamp(data, delta):
+    """encode(decode(data)) with every block's age + delta (delta >= 0), as a bytearray,
+    and a VarintError wherever those raise one. A node restamps a logged report at every
+    send: this copies the bytes around the ages instead of building Blocks, value lists
+    and a (value, pos) tuple per number (garbage that counts in the node's peak heap)."""
+    end = len(data)
+    if not end:
+        raise VarintError("empty readings payload")
+    mv = memoryview(data)
+    out = bytearray()
+    pos = done = 0                      # data[:done] is in out
+    while pos < end:
+        head, pos = get_uvarint(data, pos + 1, end)
+        n = head >> 1
+        if n == 0 or n >= MAX_COUNT:
+            raise VarintError("block count %d out of range" % n)
+        out.extend(mv[done:pos])
+        age, pos = get_uvarint(data, pos, end)
+        put_uvarint(out, age + delta)
+        done = pos
+        if n > 1:
+            step, pos = get_uvarint(data, pos, end)
+            if step * (n - 1) > age:
+                raise VarintError("samples after the send time")
+        v = 0
+        for _ in range(1 if head & 1 else n):
+            # the fault code, or v0 and the deltas: get_uvarint's checks, inline (no tuple)
+            z = s = 0
+            b = 0x80
+            while b & 0x80:
+                if pos >= end or s == 35:
+                    raise VarintError("bad varint")     # cut short, or over 5 bytes
+                b = data[pos]
+                pos += 1
+                z |= (b & 0x7F) << s
+                s += 7
+            if z > 0xFFFFFFFF or (s > 7 and not b):
+                raise VarintError("bad varint")         # over 32 bits, or not minimal
+            v += unzigzag(z)
+            if (v < -0x80000000 or v > 0x7FFFFFFF) and not head & 1:
+                raise VarintError("value out of 32-bit range")
+    out.extend(mv[done:])
+    return out
 
 
 def count(blocks):

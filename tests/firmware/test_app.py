@@ -447,6 +447,33 @@ def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp
     assert node.cfg.version == 2 and node.sampler.sample_s == 30
 
 
+def test_config_downlink_without_heap_to_decode_it_is_not_acked(tmp_path, monkeypatch):
+    # decoding loads the CBOR decoder, which boot drops on a board (firmware/unload.py):
+    # no heap for it is met like no heap for the checks
+    node, sim, radio, *_ = make_node(tmp_path)
+    gw = Gateway()
+    node.start(0.0)
+    run(node, sim, radio, gw, sim.t + 5)
+    decode, fails = messages.decode_config, [1]
+
+    def tight(payload):
+        if fails[0]:
+            fails[0] -= 1
+            raise MemoryError("memory allocation failed")
+        return decode(payload)
+    monkeypatch.setattr(messages, "decode_config", tight)
+    for _ in range(2):
+        gw.configs.append((None, {messages.C_VERSION: 2, messages.C_INTERVALS: {messages.I_SAMPLE_S: 30}}))
+        node._queue(fr.STATUS, max_tries=3)
+        run(node, sim, radio, gw, sim.t + 5)
+        if gw.of_type(fr.CONFIG_ACK):
+            break
+        assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
+    acks = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
+    assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
+    assert node.cfg.version == 2 and node.sampler.sample_s == 30
+
+
 def test_forged_downlink_is_counted_and_ignored(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()

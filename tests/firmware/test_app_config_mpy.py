@@ -1,6 +1,6 @@
 """A CONFIG downlink on the MicroPython unix port (tests/mpy/config_drop_check.py): the
-config checks are loaded for it and dropped again where boot dropped them, and left
-loaded where they were loaded."""
+config checks and the CBOR decoder are loaded for it and dropped again where boot
+dropped them (also when the CONFIG is refused), and left loaded where they were loaded."""
 import pytest
 
 pytestmark = pytest.mark.mpy

@@ -82,6 +82,13 @@ def test_frames_decode_and_seqs_never_repeat(day):
     assert {f.mtype for _, f in frames} >= {fr.HELLO, fr.READINGS, fr.ALARM, fr.STATUS}
 
 
+def test_sending_and_resending_never_loads_the_cbor_decoder(day):
+    # logged READINGS and ALARMs are restamped in their bytes and ACKs are varints: only
+    # a CONFIG (none in this day) needs protocol/cbordecode.py, which boot drops
+    _, res = day
+    assert res["cbor_decoder"] == 0
+
+
 def test_readings_have_the_right_times_and_values(day):
     frames, res = day
     assert check_day_readings(frames) == res["rain_total"] == 660

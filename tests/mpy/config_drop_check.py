@@ -1,8 +1,8 @@
 # A CONFIG downlink on the MicroPython unix port, modules loaded as .mpy as on a board
 # (tests/firmware/test_app_config_mpy.py runs it). argv[-1] is an empty work directory.
 #
-#  * where boot dropped the config checks (firmware/main.py does), a CONFIG loads them,
-#    applies, and drops them again
+#  * where boot dropped the config checks and the CBOR decoder (firmware/main.py does),
+#    a CONFIG loads them, applies, and drops them again, also when it is refused
 #  * where they stayed loaded (a rig that keeps them), a CONFIG leaves them loaded: a
 #    reload later could meet a fragmented heap (seen in the HIL remote-command scenario)
 import sys
@@ -38,16 +38,44 @@ node = Node(Hal(machine=NoMachine(), root=sys.argv[-1]), cfg, {0x10: Still()}, N
             console=lambda s: None)
 node.start(0)
 
+
+
+class Downlink:
+    def __init__(self, payload):
+        self.payload = payload
+
+
+def config(now, m, fresh=True):
+    """A CONFIG downlink through Node._on_config, answering a frame the node sent now
+    (or, not fresh, a seq it never sent)."""
+    seq = node.log.take_seq()
+    node.link.sent(now, seq, 0.1)
+    node._on_config(now, Downlink(M.encode_config(seq if fresh else seq + 100, m)))
+
+
+def loaded():
+    return [n for n in CONFIG_MODULES if n in sys.modules]
+
+
 unload_config()                                        # as firmware/main.py after boot
-check("boot dropped the checks", not any(n in sys.modules for n in CONFIG_MODULES))
-new, result, _ = node._check_config({M.C_VERSION: 2, M.C_INTERVALS: {M.I_SAMPLE_S: 30}}, 10)
-check("applied with the checks loaded for it", result == M.RESULT_OK and node.cfg.version == 2
-      and node.sampler.sample_s == 30)
-check("and dropped again", not any(n in sys.modules for n in CONFIG_MODULES))
+check("boot dropped the checks and the CBOR decoder", not loaded())
+config(10, {M.C_VERSION: 2, M.C_INTERVALS: {M.I_SAMPLE_S: 30}})
+check("applied with the checks loaded for it", node.cfg.version == 2 and node.sampler.sample_s == 30)
+check("and dropped again, the decoder too", not loaded())
+config(11, {M.C_VERSION: 5}, fresh=False)
+check("a CONFIG not fresh: refused", node.cfg.version == 2 and node.counts.get("config_not_fresh") == 1)
+check("and the decoder dropped", not loaded())
+try:
+    node._on_config(12, Downlink(b"\x00\x00\x00\x01\xff"))
+    check("bad CBOR refused", False)
+except M.PayloadError:
+    pass
+check("bad CBOR: the decoder dropped", not loaded())
 
 import firmware.nodeconfig  # noqa: E402,F401  (a node that keeps the checks loaded)
 
-new, result, _ = node._check_config({M.C_VERSION: 3, M.C_RULES: [[2, 0x10, 1, 3, 1, 4000, 100, 2, 600]]}, 20)
-check("applied", result == M.RESULT_OK and node.cfg.version == 3 and node.engine.rules[0].rule_id == 2)
-check("the checks stay loaded", "firmware.nodeconfig" in sys.modules)
+config(20, {M.C_VERSION: 3, M.C_RULES: [[2, 0x10, 1, 3, 1, 4000, 100, 2, 600]]})
+check("applied", node.cfg.version == 3 and node.engine.rules[0].rule_id == 2)
+check("the checks and the decoder stay loaded", "firmware.nodeconfig" in sys.modules
+      and "protocol.cbordecode" in sys.modules)
 print("CONFIG_DROP ok=%d failures=%d" % (not failures, len(failures)))

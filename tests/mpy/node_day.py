@@ -257,9 +257,11 @@ def day(workdir, hours=21.5):
     gc.collect()
     print("DAY_RESULT {\"red_at\": %d, \"siren_at\": %d, \"first_after_red\": %d, \"steps\": %d, "
           "\"peak_alloc\": %d, \"base_alloc\": %d, \"live_alloc\": %d, \"rain_total\": %d, "
-          "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d, \"start_alloc\": %d, \"live_peak\": %d}"
+          "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d, \"start_alloc\": %d, \"live_peak\": %d, "
+          "\"cbor_decoder\": %d}"
           % (red_at, siren_at, first_after_red, steps, peak, base, gc.mem_alloc(), rain.total,
-             node.log.depth(), node.engine.level(), 1 if siren.is_on() else 0, start, live_peak))
+             node.log.depth(), node.engine.level(), 1 if siren.is_on() else 0, start, live_peak,
+             1 if "protocol.cbordecode" in sys.modules else 0))
 
 
 def main():

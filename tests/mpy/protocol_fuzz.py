@@ -1,5 +1,6 @@
 # Randomised round trips under the MicroPython unix port (hypothesis cannot run there):
-# readings, acks, CBOR, frames, framing with garbage, single bit flips, random bytes.
+# readings, acks, CBOR, frames, framing with garbage, single bit flips, random bytes, and
+# restamping READINGS and ALARM payloads against decode, shift, encode.
 # The board's boot.py runs first for its GC policy (collect early), as on a board: without
 # it the result at a given heap size was down to how the heap happened to fragment.
 import gc
@@ -53,6 +54,19 @@ for i in range(N):
     if readings.decode(g.payload) != bs or g.seq != seq:
         fails += 1
         print("FAIL roundtrip", i)
+    p = readings.encode(bs)
+    al = [{messages.A_EVENT: 1, messages.A_LEVEL: 2, messages.A_CHAN: 8, messages.A_RULE: 3,
+           messages.A_VALUE: random.randint(-100000, 100000) << random.randint(0, 14),
+           messages.A_AGE: random.getrandbits(random.randint(1, 31))} for _ in range(random.randint(1, 4))]
+    pa = messages.encode_alarms(al)
+    d = random.getrandbits(random.randint(1, 24))
+    for b in bs:
+        b.age += d
+    for a in al:
+        a[messages.A_AGE] += d
+    if readings.restamp(p, d) != readings.encode(bs) or messages.restamp_alarms(pa, d) != messages.encode_alarms(al):
+        fails += 1
+        print("FAIL restamp", i)
     junk = bytes(random.getrandbits(8) for _ in range(random.randint(0, 30)))
     items = deframer.feed(junk + framing.wrap(f))
     if items[-1] != f:
@@ -73,9 +87,10 @@ for i in range(N):
         fails += 1
     except fr.FrameError:
         pass
-    for fn in (readings.decode, messages.decode_ack, messages.decode_map, cbor.loads):
+    for fn, more in ((readings.decode, ()), (messages.decode_ack, ()), (messages.decode_map, ()),
+                     (cbor.loads, ()), (readings.restamp, (5,)), (messages.restamp_alarms, (5,))):
         try:
-            fn(rnd)
+            fn(rnd, *more)
         except ValueError:
             pass
         except Exception as e:
