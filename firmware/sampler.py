@@ -202,17 +202,12 @@ class Sampler:
         time base as the sample times); empties the buffer. None if nothing is buffered."""
         if not self.blocks:
             return None
-        blocks = []
+        out = bytearray()
         for b in self.blocks:
             c, t0, step, count, fault, start = b
-            age = t_ref - t0
-            if fault:
-                blocks.append(readings.Block(c.chan, age, step, None, fault, count))
-            else:
-                blocks.append(readings.Block(c.chan, age, step, list(c.vals[start:start + count])))
-        payload = readings.encode(blocks)
+            readings.put_block(out, c.chan, t_ref - t0, step, count, None if fault else c.vals, fault, start)
         self.clear()
-        return payload
+        return bytes(out)
 
     def clear(self):
         for c in self.chans:

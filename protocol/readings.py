@@ -54,23 +54,30 @@ class Block:
 
 
 def encode_block(out, blk):
-    n = blk.count
+    return put_block(out, blk.chan, blk.age, blk.step, blk.count, blk.values, blk.fault)
+
+
+def put_block(out, chan, age, step, n, values, fault=0, first=0):
+    """Append one block to bytearray `out`: `n` samples values[first:first + n] (any
+    indexable of ints, e.g. a node's sample array), or a fault run when values is None.
+    The node's sampler packs its buffers with this, no Block or list built."""
     if not 1 <= n < MAX_COUNT:
         raise ValueError("block must hold 1..%d samples, got %r" % (MAX_COUNT - 1, n))
-    if not 0 <= blk.chan <= 0xFF:
-        raise ValueError("channel id %r out of range" % (blk.chan,))
-    if n > 1 and blk.step * (n - 1) > blk.age:
-        raise ValueError("samples would lie after the send time (age %d, step %d, count %d)" % (blk.age, blk.step, n))
-    out.append(blk.chan)
-    put_uvarint(out, (n << 1) | (1 if blk.values is None else 0))
-    put_uvarint(out, blk.age)
+    if not 0 <= chan <= 0xFF:
+        raise ValueError("channel id %r out of range" % (chan,))
+    if n > 1 and step * (n - 1) > age:
+        raise ValueError("samples would lie after the send time (age %d, step %d, count %d)" % (age, step, n))
+    out.append(chan)
+    put_uvarint(out, (n << 1) | (1 if values is None else 0))
+    put_uvarint(out, age)
     if n > 1:
-        put_uvarint(out, blk.step)
-    if blk.values is None:
-        put_uvarint(out, blk.fault)
+        put_uvarint(out, step)
+    if values is None:
+        put_uvarint(out, fault)
         return out
     prev = 0
-    for v in blk.values:
+    for i in range(first, first + n):
+        v = values[i]
         put_svarint(out, v - prev)
         prev = v
     return out
