@@ -90,7 +90,8 @@ class Frame:
 
 
 def encode(signer, mtype, node, seq, time, payload=b"", flags=0, back=0):
-    """Build a frame. `signer` is a protocol.mic.Hmac for the node's key (build it once)."""
+    """Build a frame. `signer` is a protocol.mic.Hmac for the node's key (build it once);
+    `payload` is bytes or a bytearray (MicroPython's bytes.join takes no memoryview)."""
     if not 0 <= node <= 0xFFFF:
         raise ValueError("node id %r out of range 0..65535" % (node,))
     if not 0 <= seq <= 0xFFFFFFFF or not 0 <= time <= 0xFFFFFFFF:
@@ -99,13 +100,16 @@ def encode(signer, mtype, node, seq, time, payload=b"", flags=0, back=0):
         raise ValueError("bad message type or flags")
     if back < 0 or back > seq:
         raise ValueError("back %r must be 0..seq" % (back,))
-    out = bytearray(struct.pack(">BBHII", (VERSION << 4) | mtype, flags, node, seq, time))
-    put_uvarint(out, back)
-    out.extend(payload)
-    if len(out) + MIC_LEN > MAX_FRAME:
-        raise ValueError("frame of %d bytes exceeds %d: split the payload" % (len(out) + MIC_LEN, MAX_FRAME))
-    out.extend(signer.mic(out))
-    return bytes(out)
+    hdr = bytearray(HEADER_FIXED)
+    struct.pack_into(">BBHII", hdr, 0, (VERSION << 4) | mtype, flags, node, seq, time)
+    put_uvarint(hdr, back)
+    n = len(hdr) + len(payload) + MIC_LEN
+    if n > MAX_FRAME:
+        raise ValueError("frame of %d bytes exceeds %d: split the payload" % (n, MAX_FRAME))
+    # The MIC is taken over the header and the payload where they lie, and join() makes
+    # the frame in one allocation: no growing buffer, no copy of it into bytes (a node
+    # builds a frame at every report and resend, its busiest steps).
+    return b"".join((hdr, payload, signer.digest(hdr, payload)[:MIC_LEN]))
 
 
 def peek_node(data):

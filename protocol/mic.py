@@ -35,9 +35,11 @@ class Hmac:
         self._ipad = bytes(b ^ 0x36 for b in k)
         self._opad = bytes(b ^ 0x5C for b in k)
 
-    def digest(self, data):
+    def digest(self, data, more=b""):
+        """HMAC of data followed by more (two pieces: no joined copy to hash)."""
         inner = hashlib.sha256(self._ipad)
         inner.update(data)
+        inner.update(more)
         outer = hashlib.sha256(self._opad)
         outer.update(inner.digest())
         return outer.digest()

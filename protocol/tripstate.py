@@ -444,7 +444,9 @@ class InvVelState(State):
             if k != first:
                 pairs += 1
                 num = (vc * cp - vp * c) * d          # displacement * c * cp
-                if num > 0:
+                # tc == tp: halving an odd count in put() can move a re-bucketed
+                # centroid past its bucket's end onto the next one's second; no velocity.
+                if num > 0 and tc != tp:
                     u = num / ((tc - tp) * c * cp)     # |v|, units per second
                     x = ((tc + tp) >> 1) + mid
                     ux = u * x

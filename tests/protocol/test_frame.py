@@ -1,6 +1,7 @@
 """Radio frames: round trips for every message type, MIC, and hostile input."""
 import hashlib
 import hmac
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 from protocol import channels, messages, readings
 from protocol import frame as fr
 from protocol.mic import MIC_LEN, BadKey, Hmac, ct_equal, hmac_sha256
+from protocol.varint import put_uvarint
 
 KEY = bytes(range(1, 33))
 SIGNER = Hmac(KEY)
@@ -43,6 +45,39 @@ def test_hmac_matches_cpython_hmac():
         assert hmac_sha256(KEY, data) == hmac.new(KEY, data, hashlib.sha256).digest()
     long_key = bytes(range(64))
     assert Hmac(long_key).digest(b"abc") == hmac.new(long_key, b"abc", hashlib.sha256).digest()
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300))
+def test_hmac_of_two_pieces_is_the_hmac_of_their_concatenation(a, b):
+    assert SIGNER.digest(a, b) == hmac.new(KEY, a + b, hashlib.sha256).digest()
+    assert SIGNER.digest(a, bytearray(b)) == SIGNER.digest(a + b)
+
+
+def old_encode(signer, mtype, node, seq, time, payload, flags, back):
+    """frame.encode as it was before it joined the pieces (a growing bytearray, the MIC
+    over all of it, then a copy into bytes): the reference its output must equal."""
+    out = bytearray(struct.pack(">BBHII", (fr.VERSION << 4) | mtype, flags, node, seq, time))
+    put_uvarint(out, back)
+    out.extend(payload)
+    out.extend(signer.mic(bytes(out)))
+    return bytes(out)
+
+
+@given(st.sampled_from(fr.UPLINK_TYPES + fr.DOWNLINK_TYPES), st.integers(0, 0xFFFF), u32, u32,
+       st.integers(0, 255), st.data())
+def test_encode_gives_the_bytes_of_its_first_form(mtype, node, seq, t, flags, data):
+    back = min(seq, data.draw(st.sampled_from((0, 1, 127, 128, 16383, 16384, 2**28)) | u32))
+    v = bytearray()
+    put_uvarint(v, back)
+    room = fr.MAX_FRAME - fr.HEADER_FIXED - len(v) - MIC_LEN     # the largest payload
+    payload = data.draw(st.binary(max_size=room))
+    ref = old_encode(SIGNER, mtype, node, seq, t, payload, flags, back)
+    for p in (payload, bytearray(payload)):
+        got = fr.encode(SIGNER, mtype, node, seq, t, p, flags, back)
+        assert type(got) is bytes and got == ref
+    assert fr.decode(ref, lambda n: SIGNER).payload == payload
+    with pytest.raises(ValueError, match="split the payload"):
+        fr.encode(SIGNER, mtype, node, seq, t, bytes(room + 1), flags, back)
 
 
 def test_no_default_or_weak_keys():

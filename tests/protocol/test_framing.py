@@ -27,6 +27,23 @@ def test_cobs_roundtrip_and_no_zero(data):
     assert framing.cobs_decode(enc) == data
 
 
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=framing.MAX_FRAME),
+                 st.lists(st.sampled_from((0, 1, 255)), max_size=framing.MAX_FRAME).map(bytes)))
+def test_wrap_gives_the_bytes_of_its_first_form(f):
+    # wrap() encodes COBS in place; its first form was 0x00 | cobs_encode(frame | CRC) | 0x00
+    c = crc16(f)
+    ref = b"\x00" + bytes(framing.cobs_encode(f + bytes((c >> 8, c & 0xFF)))) + b"\x00"
+    for g in (f, bytearray(f)):
+        w = framing.wrap(g)
+        assert type(w) is bytes and w == ref
+
+
+def test_wrap_edges():
+    for f in (b"", bytes(framing.MAX_FRAME), b"\x01" * framing.MAX_FRAME, b"\x00\x01"):
+        test_wrap_gives_the_bytes_of_its_first_form.hypothesis.inner_test(f)
+
+
 @given(st.lists(frames, min_size=1, max_size=5), st.integers(1, 17))
 def test_stream_in_any_chunking_gives_the_frames(fs, chunk):
     stream = b"".join(framing.wrap(f) for f in fs)

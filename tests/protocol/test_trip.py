@@ -550,6 +550,33 @@ def test_inverse_velocity_fit_is_safe_in_float32():
     assert compared >= 2
 
 
+def test_inverse_velocity_fit_survives_two_centroids_on_the_same_second():
+    # A re-bucketed history (SampleRing.transfer_from after a window change) merges whole
+    # buckets with put(); halving a bucket with an odd count moves its mean time up by
+    # sdt/(2n), here past its own end: bucket 5's centroid rounds to 6 s into bucket 6,
+    # the very second of bucket 6's only sample. A zero time difference made the fit
+    # divide by zero, an exception on the alarm path (the node restarts). The pair is
+    # dropped like a pair that does not move forward (TRIP.md 4.4), one tolerated.
+    st = InvVelState(Rule.from_wire([7, DISP, INVVEL, 4, 86400, 3600, 900, 3600]))
+    ring = st.ring
+    bs = ring.bucket_s
+    assert bs == 7200
+    def pos(t):     # creep with 1/v linear, failing at 14 * bs; relative to 6 * bs's
+        return int(20000 * math.log((14 * bs - 6 * bs) / (14 * bs - t)))
+    for k in range(12):
+        if k == 5:      # samples at the bucket's last second, merged as transfer_from does
+            ring.put(5, 1023, 1023 * (bs - 1), 1023 * pos(6 * bs - 1))    # 1023: odd
+            ring.put(5, 2, 2 * (bs - 1), 2 * pos(6 * bs - 1))             # > cap: halved
+        else:
+            off = 6 if k == 6 else bs // 2
+            ring.put(k, 1, off, pos(k * bs + off))
+    i5 = 5 % ring.size
+    assert (2 * ring.sdt[i5] + ring.n[i5]) // (2 * ring.n[i5]) == bs + 6   # past its bucket
+    st.fit(12)
+    # The dropped pair costs a point, not the forecast.
+    assert st.mode == 2 and st.r2_permille >= 900 and abs(st.t_f - 14 * bs) < 600
+
+
 # -- rule replacement ------------------------------------------------------------------------
 
 def storm_engine():
