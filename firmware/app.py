@@ -457,56 +457,24 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        """A CONFIG downlink. Decoding it loads the CBOR decoder (protocol/cbordecode.py)
-        and checking it the config checks (firmware/nodeconfig.py, the rule checks).
-        Where boot dropped them (firmware/main.py on a board, to make room for the
-        node's data) they are dropped again however this ends; a fragmented heap may
-        not have room for them (MemoryError: nothing applied or acked, the gateway
-        resends). Where they stayed loaded, they stay."""
-        version = None
+        """A CONFIG downlink: firmware/downlink.py, loaded for it with the config checks
+        and the CBOR decoder. Where boot dropped them (firmware/main.py on a board, to
+        make room for the node's data) they are dropped again however this ends; a
+        fragmented heap may not have room for them (MemoryError: nothing applied or
+        acked, the gateway resends). Where they stayed loaded, they stay."""
         dropped = config_dropped()
         try:
-            re, m = messages.decode_config(f.payload)
-            if not self.link.is_fresh_re(now, re):
-                self.count("config_not_fresh")    # a replay, or an answer to a frame long gone
-                return
-            version = m.get(messages.C_VERSION)
-            from firmware import nodeconfig
-            new, result, reason = nodeconfig.apply_downlink(self.fs, self.cfg, m)
-            del nodeconfig
-            if new is not None:
-                self._apply_config(new, now)
+            from firmware import downlink
+            downlink.handle(self, now, f.payload)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
             self.count("config_no_memory")
-            self.console("config v%r: too little free heap to check it now: the gateway "
-                         "will send it again" % (version,))
-            return
+            self.console("config downlink: too little free heap to check it now: the "
+                         "gateway will send it again")
         finally:
+            downlink = None
             if dropped:
                 unload_config()
-        if new is not None:
-            es = m.get(messages.C_EMERGENCY_S)
-            if isinstance(es, int) and es >= 0:
-                self.emergency_until = now + es if es else 0
-            if m.get(messages.C_STATUS_NOW):
-                self._queue(fr.STATUS, max_tries=STATUS_TRIES)
-        ack = {messages.K_VERSION: version, messages.K_RESULT: result, messages.K_RE: re}
-        if reason:
-            ack[messages.K_REASON] = reason
-        self.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
-        self._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
-
-    def _apply_config(self, new, now):
-        iv = new.intervals
-        self.sampler.set_intervals(iv["sample_s"], iv["intensified_s"], iv["report_s"])
-        for ev in self.engine.set_rules(new.rules, int(now)):
-            self.events.append(ev)
-        if self.events:
-            self._log_alarms(now, self.events)
-            del self.events[:]
-        self.next_status = min(self.next_status, now + iv["status_s"])
-        self.cfg = new
 
 
 def _xorshift(seed):

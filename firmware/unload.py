@@ -18,7 +18,7 @@ import sys
 # loads them for a moment and drops them again (firmware/app.py: where boot kept them,
 # they are kept).
 CONFIG_MODULES = ("firmware.nodeconfig", "protocol.ruleparse", "protocol.channels",
-                  "protocol.cbordecode")
+                  "protocol.cbordecode", "firmware.downlink")
 
 
 def unload(name):

@@ -1,0 +1,46 @@
+"""A CONFIG downlink on a running node: decode it, check that it answers a frame the
+node sent lately, check and save the new config (firmware/nodeconfig.py), apply it to
+the node and queue the CONFIG_ACK.
+
+A node meets this about once a month, so it lives apart from firmware/app.py: with
+the config checks and the CBOR decoder it is among the modules boot drops on a board
+without frozen code (firmware/unload.py CONFIG_MODULES), and Node._on_config loads it
+for the downlink and drops it again."""
+from firmware import nodeconfig
+from firmware.app import CONFIG_ACK_TRIES, STATUS_TRIES
+from protocol import frame as fr
+from protocol import messages
+
+
+def handle(node, now, payload):
+    re, m = messages.decode_config(payload)
+    if not node.link.is_fresh_re(now, re):
+        node.count("config_not_fresh")    # a replay, or an answer to a frame long gone
+        return
+    version = m.get(messages.C_VERSION)
+    new, result, reason = nodeconfig.apply_downlink(node.fs, node.cfg, m)
+    if new is not None:
+        apply(node, new, now)
+        es = m.get(messages.C_EMERGENCY_S)
+        if isinstance(es, int) and es >= 0:
+            node.emergency_until = now + es if es else 0
+        if m.get(messages.C_STATUS_NOW):
+            node._queue(fr.STATUS, max_tries=STATUS_TRIES)
+    ack = {messages.K_VERSION: version, messages.K_RESULT: result, messages.K_RE: re}
+    if reason:
+        ack[messages.K_REASON] = reason
+    node.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
+    node._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
+
+
+def apply(node, new, now):
+    """Run on `new` from now on: intervals, rules (their trip events logged now), status."""
+    iv = new.intervals
+    node.sampler.set_intervals(iv["sample_s"], iv["intensified_s"], iv["report_s"])
+    for ev in node.engine.set_rules(new.rules, int(now)):
+        node.events.append(ev)
+    if node.events:
+        node._log_alarms(now, node.events)
+        del node.events[:]
+    node.next_status = min(node.next_status, now + iv["status_s"])
+    node.cfg = new
