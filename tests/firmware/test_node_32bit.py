@@ -177,9 +177,11 @@ def node_heap(res):
     """(peak, live peak) of the node on wasm32: the highest gc.mem_alloc() right after a
     node step (live data plus all of that step's garbage: this build cannot collect inside
     a step) and the highest between steps (after the runner's collection: live data only),
-    both minus start_alloc, the heap in use before the first firmware module loads (the
-    runtime, the test script and its fake machine, none of which a board carries; a
-    board's free heap is counted after its runtime has booted)."""
+    both minus start_alloc: the heap in use before the first firmware module loads (the
+    runtime, the test script and its fake machine) plus the script's stand-ins around the
+    node (its gateway's signer and deframer, the radio link to it, the scripted sensor
+    values), measured as they are built. A board carries none of these, and its free
+    heap is counted after its runtime has booted."""
     return res["peak_alloc"] - res["start_alloc"], res["live_peak"] - res["start_alloc"]
 
 

@@ -192,16 +192,24 @@ def day(workdir, hours=21.5):
     # boot as firmware/main.py's run() does: the config checked, the board file read,
     # drivers, radio driver and relays built, then the boot-only modules dropped
     cfg, drivers, lora, siren, strobe = wiring.wire(hal, console=lambda s: None)
+    yield
+    gc.collect()
+    before = gc.mem_alloc()
+    # this script's stand-ins around the node (its link to the gateway, the scripted
+    # sensor values, the gateway's signer and deframer) are not part of the node either
     radio = Radio(lora)         # frames go to this script's gateway
     rain = Rain()
     sources = {RAIN: Scripted(drivers[RAIN], rain), DISP: Scripted(drivers[DISP], Disp()),
                WATER: Scripted(drivers[WATER], Water())}
+    signer = Hmac(KEY)
+    deframer = framing.Deframer()
+    yield
+    gc.collect()
+    start += gc.mem_alloc() - before
     node = Node(hal, cfg, sources, radio, siren, strobe, rand=lambda: 0.5, console=lambda s: None,
                 mem_free=gc.mem_free)
     wiring.drop_boot_modules()
     del wiring
-    signer = Hmac(KEY)
-    deframer = framing.Deframer()
     yield
     gc.collect()
     base = gc.mem_alloc()
