@@ -180,8 +180,9 @@ def node_heap(res):
     both minus start_alloc: the heap in use before the first firmware module loads (the
     runtime, the test script and its fake machine) plus the script's stand-ins around the
     node (its gateway's signer and deframer, the radio link to it, the scripted sensor
-    values), measured as they are built. A board carries none of these, and its free
-    heap is counted after its runtime has booted."""
+    values), measured as they are built, and what the fake machine's pins, ADCs and UART
+    hold (measured on a twin of each: an ESP32 keeps those objects in ROM). A board
+    carries none of these, and its free heap is counted after its runtime has booted."""
     return res["peak_alloc"] - res["start_alloc"], res["live_peak"] - res["start_alloc"]
 
 
