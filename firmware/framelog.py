@@ -483,71 +483,112 @@ class FrameLog:
             if self.live_bytes() + need <= self.capacity:
                 return
 
+    def _shrink(self, r, drop):
+        """What making room does to record r -> (payload or None when it goes, rflags,
+        samples thinned, samples dropped). ALARMs and R_KEEP readings stay as they are."""
+        if r.keep():
+            return r.payload, r.rflags, 0, 0
+        if drop:
+            try:
+                n = readings.count(readings.decode(r.payload))
+            except ValueError:
+                n = 1
+            return None, r.rflags, 0, n
+        depth = (r.rflags & R_THIN_MASK) >> R_THIN_SHIFT
+        if depth < MAX_THIN:
+            try:
+                payload, removed = thin_payload(r.payload, self._sum_kinds)
+            except ValueError:
+                removed = 0
+            if removed:
+                return payload, (r.rflags & ~R_THIN_MASK) | ((depth + 1) << R_THIN_SHIFT), removed, 0
+        return r.payload, r.rflags, 0, 0
+
+    def _gains(self, g, drop):
+        """Would rewriting segment g make it smaller? (Reads one record at a time.)"""
+        if g.nacked:
+            return True
+        f = self._open_seg(g.no)
+        try:
+            pos = 0
+            for i in range(g.n):
+                end = self._head_at(f, pos)
+                r = self._record(f, pos, end, g.no, i) if end >= 0 else None
+                if r is None:
+                    return False
+                s = self._shrink(r, drop)
+                if s[2] or s[3]:
+                    return True
+                pos = end
+        finally:
+            f.close()
+        return False
+
     def _rewrite(self, g, drop):
         """Rewrite segment g without its acked records, thinning (or with `drop`,
-        removing) its routine readings; .tmp then rename, so a cut keeps one version."""
-        recs, _ = self._read_seg(g.no)
-        out = []
-        changed = False
-        for i in range(len(recs)):
-            r = recs[i]
-            if g.is_acked(i):
-                changed = True
-                continue
-            if not r.keep():
-                if drop:
-                    try:
-                        self.dropped += readings.count(readings.decode(r.payload))
-                    except ValueError:
-                        self.dropped += 1
-                    changed = True
-                    continue
-                depth = (r.rflags & R_THIN_MASK) >> R_THIN_SHIFT
-                if depth < MAX_THIN:
-                    try:
-                        payload, removed = thin_payload(r.payload, self._sum_kinds)
-                    except ValueError:
-                        payload, removed = r.payload, 0
-                    if removed:
-                        r.payload = payload
-                        r.rflags = (r.rflags & ~R_THIN_MASK) | ((depth + 1) << R_THIN_SHIFT)
-                        self.thinned += removed
-                        changed = True
-            out.append(r)
-        if not changed:
+        removing) its routine readings; .tmp then rename, so a cut keeps one version.
+        One record is in RAM at a time: a full log is a long outage, when the heap is
+        already at its fullest. A first pass decides whether anything would change: a
+        segment with nothing to gain is not rewritten (that would only wear the flash)."""
+        if not self._gains(g, drop):
             g.spent = 2 if drop else max(g.spent, 1)
-            return      # nothing to gain: rewriting it would only wear the flash
+            return
         name = self._seg_name(g.no)
+        tmp = self._path("seg.tmp")
+        src = self._open_seg(g.no)
+        n = size = first = last = thinned = dropped = 0
+        alarms = []
+        try:
+            dst = self.fs.open(tmp, "wb")
+            try:
+                pos = 0
+                for i in range(g.n):
+                    end = self._head_at(src, pos)
+                    r = self._record(src, pos, end, g.no, i) if end >= 0 else None
+                    if r is None:
+                        break
+                    pos = end
+                    if g.is_acked(i):
+                        continue
+                    payload, rflags, th, dr = self._shrink(r, drop)
+                    thinned += th
+                    dropped += dr
+                    if payload is None:
+                        continue
+                    rec = encode_record(r.seq, r.mtype, rflags, r.boot, r.t_ref, payload)
+                    dst.write(rec)
+                    if not n:
+                        first = r.seq
+                    last = r.seq
+                    if r.mtype == ALARM:
+                        alarms.append((r.seq, g.no, n))
+                    n += 1
+                    size += len(rec)
+            finally:
+                dst.close()
+        finally:
+            src.close()
         # counts go to flash before the records go: a cut in between over-reports a
         # drop that did not happen, never hides one that did
+        self.thinned += thinned
+        self.dropped += dropped
         if self.tail[0] == g.no:
             self.tail = (g.no, 0)
         self._write_meta()
-        if not out:
+        self.alarms = [a for a in self.alarms if a[1] != g.no]
+        if not n:
+            self.fs.remove(tmp)
             self.fs.remove(name)
             self.segs.remove(g)
-            self.alarms = [a for a in self.alarms if a[1] != g.no]
             return
-        tmp = self._path("seg.tmp")
-        f = self.fs.open(tmp, "wb")
-        size = 0
-        try:
-            for r in out:
-                rec = encode_record(r.seq, r.mtype, r.rflags, r.boot, r.t_ref, r.payload)
-                f.write(rec)
-                size += len(rec)
-        finally:
-            f.close()
         self.fs.rename(tmp, name)
-        g.n = len(out)
-        g.first = out[0].seq
-        g.last = out[-1].seq
+        g.n = n
+        g.first = first
+        g.last = last
         g.size = size
         g.acked = bytearray(len(g.acked))
         g.nacked = 0
         g.sealed = True
-        self.alarms = [a for a in self.alarms if a[1] != g.no]
-        for i in range(len(out)):
-            if out[i].mtype == ALARM:
-                self.alarms.append((out[i].seq, g.no, i))
+        for a in alarms:
+            self.alarms.append(a)
         self.alarms.sort()
