@@ -18,7 +18,7 @@ import random
 import cbor2
 
 from gateway.batcher import encode_batch
-from protocol import channels, framing, messages, readings
+from protocol import channels, framing, gwmessages, readings
 from protocol import frame as fr
 from protocol.mic import Hmac
 
@@ -90,7 +90,7 @@ def ours_air(reps, signer):
 def ack_air(frames, signer):
     total = 0
     for seq, t_send, _, _ in frames:
-        a = fr.encode(signer, fr.ACK, NODE, seq, t_send + 1, messages.encode_ack(seq, t_send + 1, [(1, seq)]))
+        a = fr.encode(signer, fr.ACK, NODE, seq, t_send + 1, gwmessages.encode_ack(seq, t_send + 1, [(1, seq)]))
         total += len(framing.wrap(a))
     return total
 

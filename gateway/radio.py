@@ -30,6 +30,7 @@ import os
 
 from gateway.records import FLAG_TIME_APPROX, Alarm, Count, FrameSeen, NodeStatus, Reading
 from protocol import frame as fr
+from protocol import gwmessages
 from protocol import messages as msg
 from protocol import readings as rd
 from protocol.framing import Deframer, wrap
@@ -264,14 +265,14 @@ class RadioIngest:
         if f.mtype == fr.ALARM:
             rx_ms = int(now * 1000)
             out = []
-            for i, a in enumerate(msg.decode_alarms(f.payload)):
+            for i, a in enumerate(gwmessages.decode_alarms(f.payload)):
                 out.append(Alarm(f.node, f.seq, i, a[msg.A_EVENT], a[msg.A_LEVEL],
                                  _uint(a, msg.A_PREV, 0), a[msg.A_CHAN], a[msg.A_RULE],
                                  _uint(a, msg.A_KIND, 0), _int(a, msg.A_VALUE, 0),
                                  _int(a, msg.A_THRESHOLD, 0), t_rx - a.get(msg.A_AGE, 0), rx_ms))
             return out
         if f.mtype in (fr.STATUS, fr.HELLO):
-            m = msg.decode_map(f.payload)
+            m = gwmessages.decode_map(f.payload)
             fields = _STATUS_FIELDS if f.mtype == fr.STATUS else _HELLO_FIELDS
             vals = {}
             for name, key in fields:
@@ -289,7 +290,7 @@ class RadioIngest:
             return [NodeStatus(f.node, t_rx, rssi_dbm=st.rssi_dbm,
                                seq_gaps=self.link.state(f.node).missing(), **vals)]
         if f.mtype == fr.CONFIG_ACK:
-            m = msg.decode_map(f.payload)
+            m = gwmessages.decode_map(f.payload)
             v = m.get(msg.K_VERSION)
             r = m.get(msg.K_RESULT)
             if not isinstance(v, int) or not isinstance(r, int):

@@ -6,7 +6,7 @@
 No I/O and no clock: the caller passes times in and persists SeqSet state itself.
 """
 from protocol import frame as fr
-from protocol import messages
+from protocol import gwmessages
 
 NEW = "new"
 DUPLICATE = "duplicate"
@@ -160,9 +160,9 @@ class GatewayLink:
 
     def ack(self, node, re, gw_time, dl_seq, flags=0):
         ranges = self.state(node).ack_ranges(re)
-        payload = messages.encode_ack(re, gw_time, ranges)
+        payload = gwmessages.encode_ack(re, gw_time, ranges)
         return fr.encode(self.signer_for_node(node), fr.ACK, node, dl_seq, gw_time, payload, flags)
 
     def config(self, node, re, cfg, gw_time, dl_seq, flags=0):
-        payload = messages.encode_config(re, cfg)
+        payload = gwmessages.encode_config(re, cfg)
         return fr.encode(self.signer_for_node(node), fr.CONFIG, node, dl_seq, gw_time, payload, flags)

@@ -3,11 +3,16 @@
 ALARM, STATUS, HELLO and CONFIG_ACK payloads are CBOR maps with small integer keys
 (unknown keys are ignored, so fields can be added without a new frame version).
 ACK and CONFIG start with `re`, the uplink seq they answer, which is how a node knows a
-downlink is fresh (SPEC.md, "Downlink freshness")."""
+downlink is fresh (SPEC.md, "Downlink freshness").
+
+This module holds the keys and the codecs a node runs: the encoders of its uplinks and
+the decoders of its downlinks. Their counterparts, which only the gateway runs
+(decode_alarms, decode_map, encode_ack, encode_config), are in protocol/gwmessages.py so
+that a node without frozen modules does not carry their bytecode in its heap."""
 import struct
 
 from protocol import cbor
-from protocol.varint import VarintError, get_uvarint, put_uvarint
+from protocol.varint import VarintError, get_uvarint
 
 # ALARM payload: a CBOR array of alarm maps with these keys
 A_EVENT = 1      # 1 trip, 2 level change, 3 clear
@@ -76,43 +81,11 @@ def encode_map(m):
     return cbor.dumps(m)
 
 
-def decode_map(data):
-    try:
-        m = cbor.loads(data)
-    except cbor.CborError as e:
-        raise PayloadError("bad CBOR: %s" % e)
-    if not isinstance(m, dict):
-        raise PayloadError("payload must be a CBOR map")
-    return m
-
-
 def encode_alarms(alarms):
     """alarms: list of dicts keyed by the A_* constants."""
     if not alarms:
         raise PayloadError("an ALARM frame carries at least one alarm")
     return cbor.dumps(alarms)
-
-
-def decode_alarms(data):
-    try:
-        arr = cbor.loads(data)
-    except cbor.CborError as e:
-        raise PayloadError("bad CBOR: %s" % e)
-    if not isinstance(arr, list) or not arr:
-        raise PayloadError("ALARM payload must be a non-empty CBOR array")
-    for a in arr:
-        if not isinstance(a, dict):
-            raise PayloadError("alarm must be a map")
-        for k in (A_EVENT, A_LEVEL, A_CHAN, A_RULE):
-            v = a.get(k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise PayloadError("alarm key %d missing or not an unsigned integer" % k)
-        if not 1 <= a[A_EVENT] <= 3 or a[A_LEVEL] > 4 or a[A_CHAN] > 255:
-            raise PayloadError("alarm event, level or channel out of range")
-        age = a.get(A_AGE, 0)
-        if not isinstance(age, int) or age < 0:
-            raise PayloadError("alarm age must be an unsigned integer")
-    return arr
 
 
 _NOT_LOGGED = "not an ALARM payload as a node logs it"
@@ -126,7 +99,7 @@ def restamp_alarms(data, delta):
     encode_alarms writes: a non-empty array of maps with small unsigned keys in
     ascending order, integer values, every head in its shortest form, and an unsigned
     A_AGE in every map; anything else raises PayloadError. The fields' ranges are not
-    checked: the gateway's decode_alarms checks them."""
+    checked: the gateway's gwmessages.decode_alarms checks them."""
     mv = memoryview(data)
     out = bytearray()
     done = ages = 0                     # data[:done] is in out
@@ -177,31 +150,12 @@ def _after(data, pos):
     return pos + 1 + (1 << (info - 24) if info > 23 else 0)
 
 
-def encode_ack(re, gw_time, ranges):
-    """ranges: (lo, hi) inclusive seq ranges, highest first, all <= re, with at least one
-    seq missing between two ranges (adjacent ranges must be merged by the caller).
-
-    Wire: re (u32) | gw_time (u32) | per range: gap (uvarint), len (uvarint), where
-    the first range's hi = re - gap and each next range's hi = previous lo - 2 - gap."""
-    out = bytearray(struct.pack(">II", re, gw_time))
-    prev_lo = None
-    for lo, hi in ranges:
-        if lo > hi or lo < 0:
-            raise PayloadError("ack range (%r, %r) is empty" % (lo, hi))
-        gap = re - hi if prev_lo is None else prev_lo - 2 - hi
-        if gap < 0:
-            raise PayloadError("ack ranges must be descending, <= re, and not adjacent")
-        put_uvarint(out, gap)
-        put_uvarint(out, hi - lo + 1)
-        prev_lo = lo
-    return bytes(out)
-
-
 MAX_ACK_RANGES = 32
 
 
 def decode_ack(data):
-    """-> (re, gw_time, ranges) with ranges as (lo, hi) inclusive, highest first."""
+    """-> (re, gw_time, ranges) with ranges as (lo, hi) inclusive, highest first (the
+    wire format: protocol/gwmessages.encode_ack)."""
     if len(data) < 8:
         raise PayloadError("ACK payload shorter than 8 bytes")
     re, gw_time = struct.unpack_from(">II", data, 0)
@@ -223,10 +177,6 @@ def decode_ack(data):
     except VarintError as e:
         raise PayloadError("bad ACK range: %s" % e)
     return re, gw_time, ranges
-
-
-def encode_config(re, cfg):
-    return struct.pack(">I", re) + cbor.dumps(cfg)
 
 
 def decode_config(data):

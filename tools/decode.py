@@ -20,7 +20,7 @@ import sys
 import cbor2
 
 from firmware import faults
-from protocol import channels, framing, levels, messages, readings
+from protocol import channels, framing, gwmessages, levels, messages, readings
 from protocol import frame as fr
 from protocol.mic import MIC_LEN, Hmac
 from protocol.trip import EVENT_NAMES, KIND_NAMES
@@ -131,7 +131,7 @@ def _payload(f, rx_time):
         return {"blocks": _readings(f, rx_time)}
     if t == fr.ALARM:
         out = []
-        for a in messages.decode_alarms(f.payload):
+        for a in gwmessages.decode_alarms(f.payload):
             out.append({"event": EVENT_NAMES.get(a[messages.A_EVENT], a[messages.A_EVENT]),
                         "level": level_name(a[messages.A_LEVEL]),
                         "prev_level": level_name(a.get(messages.A_PREV, 0)),
@@ -142,17 +142,17 @@ def _payload(f, rx_time):
                         "age_s": a.get(messages.A_AGE, 0)})
         return {"alarms": out}
     if t == fr.STATUS:
-        m = _map_named(messages.decode_map(f.payload), STATUS_NAMES)
+        m = _map_named(gwmessages.decode_map(f.payload), STATUS_NAMES)
         if isinstance(m.get("level"), int):
             m["level"] = level_name(m["level"])
         return {"status": m}
     if t == fr.HELLO:
-        m = _map_named(messages.decode_map(f.payload), HELLO_NAMES)
+        m = _map_named(gwmessages.decode_map(f.payload), HELLO_NAMES)
         if isinstance(m.get("channels"), list):
             m["channels"] = [chan_label(c) for c in m["channels"]]
         return {"hello": m}
     if t == fr.CONFIG_ACK:
-        m = _map_named(messages.decode_map(f.payload), CONFIG_ACK_NAMES)
+        m = _map_named(gwmessages.decode_map(f.payload), CONFIG_ACK_NAMES)
         m["result"] = RESULT_NAMES.get(m.get("result"), m.get("result"))
         return {"config_ack": m}
     if t == fr.ACK:

@@ -4,7 +4,7 @@ files equal what this produces, so an accidental change of the wire format fails
 import json
 from pathlib import Path
 
-from protocol import cbor, channels, framing, messages, readings
+from protocol import cbor, channels, framing, gwmessages, messages, readings
 from protocol import frame as fr
 from protocol.mic import Hmac
 
@@ -71,13 +71,13 @@ def frames():
              messages.H_BOARD: "esp32_devkitc", messages.H_VERSIONS: [1]}
     add("hello_after_watchdog", fr.HELLO, 101, 33, 12, messages.encode_map(hello),
         {"map": {str(k): v for k, v in hello.items()}})
-    ack = messages.encode_ack(40, 1_780_003_710, [(35, 40), (20, 30)])
+    ack = gwmessages.encode_ack(40, 1_780_003_710, [(35, 40), (20, 30)])
     add("ack_cumulative_and_selective", fr.ACK, 101, 9, 1_780_003_710, ack,
         {"re": 40, "gw_time": 1_780_003_710, "ranges": [[35, 40], [20, 30]]}, fr.F_PENDING,
         note="seqs 20..30 and 35..40 committed; 31..34 missing; a CONFIG follows")
     cfg = {messages.C_VERSION: 5, messages.C_INTERVALS: {1: 60, 2: 10, 3: 600, 4: 3600},
            messages.C_EMERGENCY_S: 7200}
-    add("config_emergency", fr.CONFIG, 101, 10, 1_780_003_711, messages.encode_config(40, cfg),
+    add("config_emergency", fr.CONFIG, 101, 10, 1_780_003_711, gwmessages.encode_config(40, cfg),
         {"re": 40, "map": {str(k): ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
                            for k, v in cfg.items()}})
     cack = {messages.K_VERSION: 5, messages.K_RESULT: 0, messages.K_RE: 10}

@@ -11,7 +11,7 @@ from firmware.app import Node
 from firmware.nodeconfig import NodeConfig
 from firmware.radio.radio import lora_airtime_ms
 from protocol import frame as fr
-from protocol import framing, messages, readings
+from protocol import framing, gwmessages, messages, readings
 from protocol.gwlink import NEW, GatewayLink
 from protocol.levels import RED
 from protocol.mic import Hmac
@@ -245,7 +245,7 @@ def test_hello_first_then_clock_synced(day):
     node, sim, gw, *_ = day
     first = gw.frames[0][1]
     assert first.mtype == fr.HELLO
-    hello = messages.decode_map(first.payload)
+    hello = gwmessages.decode_map(first.payload)
     assert hello[messages.H_CONFIG_VERSION] == 1 and hello[messages.H_CHANNELS] == [RAIN, DISP, WATER]
     later = [f for _, f in gw.frames[1:]]
     assert all(f.flags & fr.F_CLOCK_SYNCED for f in later)
@@ -289,7 +289,7 @@ def test_storm_and_high_water_trip_and_clear(day):
     node, sim, gw, *_ = day
     alarms = []
     for t_rx, f in gw.of_type(fr.ALARM):
-        for a in messages.decode_alarms(f.payload):
+        for a in gwmessages.decode_alarms(f.payload):
             alarms.append((int(t_rx) - a[messages.A_AGE] - UNIX0, a))
     rain = [(t, a) for t, a in alarms if a[messages.A_CHAN] == RAIN]
     assert rain[0][1][messages.A_EVENT] == TRIP and rain[0][1][messages.A_LEVEL] == 3
@@ -309,10 +309,10 @@ def test_red_creep_trips_siren_before_failure_and_alarm_leaves_first(day):
     mtype, seq, wire = trace["first_after_red"]
     assert mtype == fr.ALARM
     f = fr.decode(framing.Deframer().feed(wire)[0], lambda n: Hmac(KEY))
-    assert any(a[messages.A_LEVEL] == RED for a in messages.decode_alarms(f.payload))
+    assert any(a[messages.A_LEVEL] == RED for a in gwmessages.decode_alarms(f.payload))
     assert f.flags & fr.F_ALARM_ACTIVE
     # the red alarm reached the gateway stamped at the trip time
-    reds = [(t, a) for t, fz in gw.of_type(fr.ALARM) for a in messages.decode_alarms(fz.payload)
+    reds = [(t, a) for t, fz in gw.of_type(fr.ALARM) for a in gwmessages.decode_alarms(fz.payload)
             if a[messages.A_LEVEL] == RED]
     assert reds and abs(int(reds[0][0]) - reds[0][1][messages.A_AGE] - UNIX0 - red_at) <= 1
 
@@ -336,7 +336,7 @@ def test_intensified_sampling_near_trip(day):
 
 def test_status_reports_log_and_config(day):
     node, sim, gw, *_ = day
-    st = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.STATUS)]
+    st = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.STATUS)]
     assert len(st) >= 18
     assert all(s[messages.S_CONFIG_VERSION] == 1 for s in st)
     assert max(s[messages.S_LOG_DEPTH] for s in st) >= 3       # the outage backlog showed
@@ -379,7 +379,7 @@ def test_config_downlink_applied_once_and_acked(tmp_path):
         gw.configs.append((re, m))
         node._queue(fr.STATUS, max_tries=3)     # an uplink for the config to answer
         run(node, sim, radio, gw, sim.t + 5)
-        acks = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
+        acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
         return acks[-1] if acks else None
 
     # a CONFIG must answer a recent uplink: seq 999999 was never sent
@@ -442,7 +442,7 @@ def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp
             break
         assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
         assert any("too little free heap" in s for s in said)
-    acks = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
+    acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
     assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
     assert node.cfg.version == 2 and node.sampler.sample_s == 30
 
@@ -469,7 +469,7 @@ def test_config_downlink_without_heap_to_decode_it_is_not_acked(tmp_path, monkey
         if gw.of_type(fr.CONFIG_ACK):
             break
         assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
-    acks = [messages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
+    acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
     assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
     assert node.cfg.version == 2 and node.sampler.sample_s == 30
 
@@ -481,7 +481,7 @@ def test_forged_downlink_is_counted_and_ignored(tmp_path):
     run(node, sim, radio, gw, sim.t + 5)
     other = Hmac(bytes(range(100, 132)))
     forged = fr.encode(other, fr.CONFIG, NODE, 99, UNIX0,
-                       messages.encode_config(gw.frames[0][1].seq, {messages.C_VERSION: 9}))
+                       gwmessages.encode_config(gw.frames[0][1].seq, {messages.C_VERSION: 9}))
     radio.inbox.append(framing.wrap(forged))
     radio.inbox.append(b"\x00\x01\x02\x03\x00")
     run(node, sim, radio, gw, sim.t + 5)

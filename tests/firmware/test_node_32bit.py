@@ -27,7 +27,7 @@ from harness import DAY_UNIX0 as UNIX0
 from harness import check_day_readings, compile_node_day, mpy_build, run_micropython
 
 from protocol import frame as fr
-from protocol import messages
+from protocol import gwmessages, messages
 from protocol.mic import Hmac
 
 pytestmark = pytest.mark.mpy
@@ -169,7 +169,7 @@ def test_red_creep_alarm_leaves_first(day32):
     assert res["first_after_red"] == fr.ALARM
     assert res["siren_on"] == 1 and res["level"] == 4
     reds = [t_rx - a[messages.A_AGE] - UNIX0 for t_rx, f in frames if f.mtype == fr.ALARM
-            for a in messages.decode_alarms(f.payload) if a[messages.A_LEVEL] == 4]
+            for a in gwmessages.decode_alarms(f.payload) if a[messages.A_LEVEL] == 4]
     assert reds and abs(reds[0] - res["red_at"]) <= 1
 
 
@@ -180,9 +180,10 @@ def node_heap(res):
     both minus start_alloc: the heap in use before the first firmware module loads (the
     runtime, the test script and its fake machine) plus the script's stand-ins around the
     node (its gateway's signer and deframer, the radio link to it, the scripted sensor
-    values), measured as they are built, and what the fake machine's pins, ADCs and UART
-    hold (measured on a twin of each: an ESP32 keeps those objects in ROM). A board
-    carries none of these, and its free heap is counted after its runtime has booted."""
+    values, the code of its gateway codecs, protocol/gwmessages.py), measured as they are
+    built, and what the fake machine's pins, ADCs and UART hold (measured on a twin of
+    each: an ESP32 keeps those objects in ROM). A board carries none of these, and its
+    free heap is counted after its runtime has booted."""
     return res["peak_alloc"] - res["start_alloc"], res["live_peak"] - res["start_alloc"]
 
 

@@ -14,7 +14,7 @@ from harness import DAY_UNIX0 as UNIX0
 from harness import check_day_readings, compile_node_day
 
 from protocol import frame as fr
-from protocol import messages
+from protocol import gwmessages, messages
 from protocol.mic import Hmac
 
 pytestmark = pytest.mark.mpy
@@ -102,7 +102,7 @@ def test_red_creep_sounds_siren_and_alarm_leaves_first(day):
     reds = []
     for t_rx, f in frames:
         if f.mtype == fr.ALARM:
-            for a in messages.decode_alarms(f.payload):
+            for a in gwmessages.decode_alarms(f.payload):
                 if a[messages.A_LEVEL] == 4:
                     reds.append(t_rx - a[messages.A_AGE] - UNIX0)
     assert reds and abs(reds[0] - res["red_at"]) <= 1

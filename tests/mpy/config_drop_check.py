@@ -11,6 +11,7 @@ from firmware.app import Node
 from firmware.hal import Hal
 from firmware.runconfig import NodeConfig
 from firmware.unload import CONFIG_MODULES, unload_config
+from protocol import gwmessages
 from protocol import messages as M
 
 failures = []
@@ -50,7 +51,7 @@ def config(now, m, fresh=True):
     (or, not fresh, a seq it never sent)."""
     seq = node.log.take_seq()
     node.link.sent(now, seq, 0.1)
-    node._on_config(now, Downlink(M.encode_config(seq if fresh else seq + 100, m)))
+    node._on_config(now, Downlink(gwmessages.encode_config(seq if fresh else seq + 100, m)))
 
 
 def loaded():

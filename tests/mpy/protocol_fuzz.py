@@ -8,7 +8,7 @@ import random
 import sys
 
 import firmware.boot  # noqa: F401  (see above)
-from protocol import cbor, framing, messages, readings
+from protocol import cbor, framing, gwmessages, messages, readings
 from protocol import frame as fr
 from protocol.gwlink import DUPLICATE, NEW, GatewayLink
 from protocol.mic import Hmac
@@ -87,7 +87,7 @@ for i in range(N):
         fails += 1
     except fr.FrameError:
         pass
-    for fn, more in ((readings.decode, ()), (messages.decode_ack, ()), (messages.decode_map, ()),
+    for fn, more in ((readings.decode, ()), (messages.decode_ack, ()), (gwmessages.decode_map, ()),
                      (cbor.loads, ()), (readings.restamp, (5,)), (messages.restamp_alarms, (5,))):
         try:
             fn(rnd, *more)
@@ -104,7 +104,7 @@ for i in range(N):
         hi = lo - 2 - random.randint(0, 9)
         if hi < 0:
             break
-    if messages.decode_ack(messages.encode_ack(seq, 5, ranges)) != (seq, 5, ranges):
+    if messages.decode_ack(gwmessages.encode_ack(seq, 5, ranges)) != (seq, 5, ranges):
         fails += 1
         print("FAIL ack", i)
     m = {1: random.getrandbits(30) * 1024 - 2 ** 39, 2: "x" * random.randint(0, 30), 3: [1, None, True, b"\x00"]}

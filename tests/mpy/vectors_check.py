@@ -8,7 +8,7 @@
 import json
 
 import firmware.boot  # noqa: F401  (see above)
-from protocol import cbor, framing, messages, readings
+from protocol import cbor, framing, gwmessages, messages, readings
 from protocol import frame as fr
 from protocol.mic import Hmac
 
@@ -58,14 +58,14 @@ def _payload(f):
     if t == fr.READINGS:
         return {"blocks": _blocks_json(readings.decode(f.payload))}
     if t == fr.ALARM:
-        return {"alarms": messages.decode_alarms(f.payload)}
+        return {"alarms": gwmessages.decode_alarms(f.payload)}
     if t == fr.ACK:
         re, gw, ranges = messages.decode_ack(f.payload)
         return {"re": re, "gw_time": gw, "ranges": [[lo, hi] for lo, hi in ranges]}
     if t == fr.CONFIG:
         re, m = messages.decode_config(f.payload)
         return {"re": re, "map": m}
-    return {"map": messages.decode_map(f.payload)}
+    return {"map": gwmessages.decode_map(f.payload)}
 
 
 def _expected_payload(exp):

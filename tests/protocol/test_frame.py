@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import channels, messages, readings
+from protocol import channels, gwmessages, messages, readings
 from protocol import frame as fr
 from protocol.mic import MIC_LEN, BadKey, Hmac, ct_equal, hmac_sha256
 from protocol.varint import put_uvarint
@@ -111,7 +111,7 @@ def test_readings_roundtrip(bs, seq, t, flags):
     messages.A_AGE: st.integers(0, 10**6)}), min_size=1, max_size=4))
 def test_alarm_roundtrip(alarms):
     f = fr.encode(SIGNER, fr.ALARM, 101, 9, 0, messages.encode_alarms(alarms))
-    assert messages.decode_alarms(fr.decode(f, lookup).payload) == alarms
+    assert gwmessages.decode_alarms(fr.decode(f, lookup).payload) == alarms
 
 
 status_maps = st.fixed_dictionaries({}, optional={
@@ -123,7 +123,7 @@ status_maps = st.fixed_dictionaries({}, optional={
 @given(status_maps, st.sampled_from([fr.STATUS, fr.HELLO, fr.CONFIG_ACK]))
 def test_map_messages_roundtrip(m, mtype):
     f = fr.encode(SIGNER, mtype, 101, 1, 2, messages.encode_map(m))
-    assert messages.decode_map(fr.decode(f, lookup).payload) == m
+    assert gwmessages.decode_map(fr.decode(f, lookup).payload) == m
 
 
 @st.composite
@@ -143,23 +143,23 @@ def ack_ranges(draw):
 @given(ack_ranges(), u32)
 def test_ack_roundtrip(rr, t):
     re, ranges = rr
-    f = fr.encode(SIGNER, fr.ACK, 101, 5, t, messages.encode_ack(re, t, ranges))
+    f = fr.encode(SIGNER, fr.ACK, 101, 5, t, gwmessages.encode_ack(re, t, ranges))
     assert messages.decode_ack(fr.decode(f, lookup).payload) == (re, t, ranges)
 
 
 def test_ack_rejects_adjacent_or_unordered_ranges():
     with pytest.raises(messages.PayloadError):
-        messages.encode_ack(10, 0, [(5, 10), (3, 4)])   # adjacent: must be merged
+        gwmessages.encode_ack(10, 0, [(5, 10), (3, 4)])   # adjacent: must be merged
     with pytest.raises(messages.PayloadError):
-        messages.encode_ack(10, 0, [(5, 11)])           # above re
+        gwmessages.encode_ack(10, 0, [(5, 11)])           # above re
 
 
 def test_config_roundtrip_and_validation():
     cfg = {messages.C_VERSION: 3, messages.C_INTERVALS: {1: 60, 3: 600}, messages.C_RULES: [[1, 16, 1, 4, 1, 500, 20, 2, 600]]}
-    f = fr.encode(SIGNER, fr.CONFIG, 101, 5, 0, messages.encode_config(77, cfg))
+    f = fr.encode(SIGNER, fr.CONFIG, 101, 5, 0, gwmessages.encode_config(77, cfg))
     assert messages.decode_config(fr.decode(f, lookup).payload) == (77, cfg)
     with pytest.raises(messages.PayloadError, match="config version"):
-        messages.decode_config(messages.encode_config(77, {2: {}}))
+        messages.decode_config(gwmessages.encode_config(77, {2: {}}))
 
 
 def test_typical_three_channel_frame_is_small():
@@ -170,7 +170,7 @@ def test_typical_three_channel_frame_is_small():
 
 
 def test_direction_is_enforced():
-    ack = fr.encode(SIGNER, fr.ACK, 101, 1, 0, messages.encode_ack(1, 0, []))
+    ack = fr.encode(SIGNER, fr.ACK, 101, 1, 0, gwmessages.encode_ack(1, 0, []))
     with pytest.raises(fr.FrameError) as e:
         fr.decode(ack, lookup, fr.UPLINK_TYPES)
     assert e.value.reason == fr.REASON_TYPE
@@ -212,7 +212,7 @@ def test_forged_mic_without_key_is_rejected(body):
 
 @given(st.binary(max_size=120))
 def test_payload_decoders_raise_only_documented_errors(data):
-    for fn in (readings.decode, messages.decode_alarms, messages.decode_map, messages.decode_ack,
+    for fn in (readings.decode, gwmessages.decode_alarms, gwmessages.decode_map, messages.decode_ack,
                messages.decode_config):
         try:
             fn(data)

@@ -7,7 +7,7 @@ import pytest
 
 from gateway import batcher
 from gateway.records import Alarm, NodeStatus
-from protocol import channels, framing, messages, readings
+from protocol import channels, framing, gwmessages, messages, readings
 from protocol import frame as fr
 from protocol.mic import Hmac
 from tools import cli, decode, errors, keygen
@@ -81,7 +81,7 @@ def test_alarm_status_hello_ack_frames(registry):
     h = messages.encode_map({messages.H_FW: "0.1.0", messages.H_CHANNELS: [RAIN, WATER]})
     d = decode.describe_frame(fr.encode(s, fr.HELLO, 17, 11, 100, h), keys, "k")
     assert d["hello"]["channels"] == ["rain.0", "water_level.0"]
-    ack = messages.encode_ack(11, 1767225600, [(5, 11), (1, 3)])
+    ack = gwmessages.encode_ack(11, 1767225600, [(5, 11), (1, 3)])
     d = decode.describe_frame(fr.encode(s, fr.ACK, 17, 3, 100, ack, flags=fr.F_PENDING), keys, "k")
     assert d["ack"] == {"re": 11, "gw_time": 1767225600, "ranges": [[5, 11], [1, 3]]}
     assert d["flags"] == ["pending"]
