@@ -292,4 +292,8 @@ def apply_downlink(fs, cfg, m):
     except ConfigError as e:
         return None, messages.RESULT_REJECTED, str(e)[:80]
     save_running(fs, raw)
+    # a downlink changes neither the channels nor the radio: keep them as boot left them,
+    # without the settings only boot reads (firmware/startup.py)
+    new.channels = cfg.channels
+    new.radio = cfg.radio
     return new, messages.RESULT_OK, ""
