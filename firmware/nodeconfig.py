@@ -271,8 +271,9 @@ def apply_downlink(fs, cfg, m):
     except (OSError, ValueError):
         raw = None
     if not isinstance(raw, dict) or raw.get("version") != cfg.version:
+        # `stationctl provision` writes config.json and resets the node, whose boot saves both
         return None, messages.RESULT_REJECTED, ("running config not on flash (config.good.json): "
-                                                "reflash with `stationctl flash`")
+                                                "run `stationctl provision`")
     raw["version"] = version
     if messages.C_INTERVALS in m:
         iv = m[messages.C_INTERVALS]

@@ -104,7 +104,7 @@ def test_downlink_is_refused_when_the_running_config_is_not_on_flash(tmp_path, g
     cfg = NodeConfig(good())
     new, res, why = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_INTERVALS: {M.I_REPORT_S: 900}})
     assert new is None and res == M.RESULT_REJECTED
-    assert "config.good.json" in why and "stationctl flash" in why and len(why) <= 80
+    assert "config.good.json" in why and "stationctl provision" in why and len(why) <= 80
     assert json.loads((tmp_path / "config.json").read_text()) == good()        # nothing written
     assert (tmp_path / "config.good.json").exists() == (good_file is not None)
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
