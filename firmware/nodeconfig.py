@@ -23,6 +23,12 @@ Remote changes arrive in the authenticated CONFIG downlink (key C_INTERVALS,
 C_RULES), checked exactly like the file and written with write-temp-then-rename;
 a newer version is applied, an equal one is only acknowledged again, an older one
 is answered STALE. The version goes out in HELLO and STATUS.
+
+The running config is always config.good.json too: load() saves it there when it runs
+on config.json, and apply_downlink saves both files. So the node keeps only the checked
+records in RAM, not the JSON (~0.65 KB for a station): a downlink reads
+config.good.json back to build the new config on, and is refused if that file is not
+the running version.
 """
 import json
 
@@ -57,7 +63,6 @@ def check_into(cfg, raw, source=CONFIG_FILE):
     """Check `raw` and set the fields of the record `cfg` (runconfig.NodeConfig)."""
     if not isinstance(raw, dict):
         raise ConfigError("%s: the top level must be a JSON object" % source)
-    cfg.raw = raw
     cfg.source = source
     cfg.version = _int(source, "version", raw.get("version"), 1, 0x7FFFFFFF)
     cfg.node = _int(source, "node", raw.get("node"), 1, 0xFFFF)
@@ -210,6 +215,13 @@ def check_board(fs, cfg):
                                              ", ".join(sorted(have)) or "none on this filesystem"))
 
 
+def save_running(fs, raw):
+    """`raw` as the config the node runs: config.json for the next boot and
+    config.good.json, which apply_downlink reads back."""
+    save(fs, CONFIG_FILE, raw)
+    save(fs, GOOD_FILE, raw)
+
+
 def load(fs, console=print, board_hint="unknown"):
     """The config to run on: config.json, else the last good one, else SafeConfig.
     Every problem is printed on the console (never the key)."""
@@ -241,10 +253,12 @@ def load(fs, console=print, board_hint="unknown"):
 
 
 def apply_downlink(fs, cfg, m):
-    """Apply a CONFIG map (already MIC-checked and fresh). Returns
-    (new_cfg or None, result, reason): RESULT_OK with the new config when it is newer
-    and valid (saved to flash), RESULT_OK with None for the same version (nothing to
-    redo), RESULT_STALE for an older one, RESULT_REJECTED with the reason otherwise."""
+    """Apply a CONFIG map (already MIC-checked and fresh) to the running config `cfg`,
+    whose JSON is read back from config.good.json. Returns (new_cfg or None, result,
+    reason): RESULT_OK with the new config when it is newer and valid (saved to flash),
+    RESULT_OK with None for the same version (nothing to redo), RESULT_STALE for an
+    older one, RESULT_REJECTED with the reason otherwise, also when config.good.json is
+    missing, unreadable or not the running version."""
     version = m.get(messages.C_VERSION)
     if cfg.safe:
         return None, messages.RESULT_REJECTED, "node has no valid config on flash"
@@ -252,9 +266,14 @@ def apply_downlink(fs, cfg, m):
         return None, messages.RESULT_OK, ""
     if version < cfg.version:
         return None, messages.RESULT_STALE, "version %d is older than %d" % (version, cfg.version)
-    raw = {}
-    for k in cfg.raw:
-        raw[k] = cfg.raw[k]
+    try:
+        raw = json.loads(_read(fs, GOOD_FILE))
+    except (OSError, ValueError):
+        raw = None
+    if not isinstance(raw, dict) or raw.get("version") != cfg.version:
+        # `stationctl provision` writes config.json and resets the node, whose boot saves both
+        return None, messages.RESULT_REJECTED, ("running config not on flash (config.good.json): "
+                                                "run `stationctl provision`")
     raw["version"] = version
     if messages.C_INTERVALS in m:
         iv = m[messages.C_INTERVALS]
@@ -273,6 +292,9 @@ def apply_downlink(fs, cfg, m):
         new = NodeConfig(raw, "downlink config v%d" % version)
     except ConfigError as e:
         return None, messages.RESULT_REJECTED, str(e)[:80]
-    save(fs, CONFIG_FILE, raw)
-    save(fs, GOOD_FILE, raw)
+    save_running(fs, raw)
+    # a downlink changes neither the channels nor the radio: keep them as boot left them,
+    # without the settings only boot reads (firmware/startup.py)
+    new.channels = cfg.channels
+    new.radio = cfg.radio
     return new, messages.RESULT_OK, ""

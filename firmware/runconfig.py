@@ -9,8 +9,9 @@ DEFAULT_INTERVALS = {"sample_s": 60, "intensified_s": 10, "report_s": 600, "stat
 
 
 class NodeConfig:
-    """A checked configuration. `raw` is the JSON dict it came from (saved as is).
-    Raises nodeconfig.ConfigError naming the source, the key and what is allowed."""
+    """A checked configuration, built from the JSON dict `raw`, which it does not keep
+    (firmware/nodeconfig.py: on a node it is config.good.json on flash). Raises
+    nodeconfig.ConfigError naming the source, the key and what is allowed."""
 
     def __init__(self, raw, source="config.json"):
         from firmware.nodeconfig import check_into
@@ -30,7 +31,6 @@ class SafeConfig:
 
     def __init__(self, board="unknown"):
         from protocol.channels import chan_id, kind_by_name
-        self.raw = {}
         self.source = "built-in safe defaults"
         self.version = 0
         self.node = 0

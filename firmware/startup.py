@@ -119,15 +119,20 @@ def build_radio(hal, board, cfg, console=print):
 
 def wire(hal, console=print):
     """The boot wiring: config.json (checked, with its fallbacks), the board file, the
-    drivers, the radio and the relays -> (cfg, sources, radio, siren, strobe). The board
-    module is dropped before this returns; drop_boot_modules() does the rest once the
-    Node is built."""
+    drivers, the radio and the relays -> (cfg, sources, radio, siren, strobe), cfg
+    without the channels' driver params and the radio settings, which only this reads.
+    The board module is dropped before this returns; drop_boot_modules() does the rest
+    once the Node is built."""
     from firmware import board as board_mod
     from firmware import nodeconfig
     cfg = nodeconfig.load(hal, console)
     board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else "esp32_devkitc")
     sources = build_sources(hal, board, cfg, console)
     radio = build_radio(hal, board, cfg, console) if cfg.key else None
+    # the drivers and the radio have taken their settings: the running config keeps no
+    # channel params and no radio settings (nodeconfig.apply_downlink carries this over)
+    cfg.channels = [(c[0], c[1], None) for c in cfg.channels]
+    cfg.radio = None
     siren = board.output(hal, "siren") if board.has("outputs", "siren") else None
     strobe = board.output(hal, "strobe") if board.has("outputs", "strobe") else None
     board = None

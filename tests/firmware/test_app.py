@@ -8,7 +8,7 @@ from fake_hw import fs_at
 
 from firmware import faults
 from firmware.app import Node
-from firmware.nodeconfig import NodeConfig
+from firmware.nodeconfig import NodeConfig, save_running
 from firmware.radio.radio import lora_airtime_ms
 from protocol import frame as fr
 from protocol import framing, gwmessages, messages, readings
@@ -171,7 +171,9 @@ class Gateway:
         return out, dups
 
 
-def config(**over):
+def config(fs=None, **over):
+    """The node's config; with `fs`, also on that flash as a board has it (config.json,
+    config.good.json), which a CONFIG downlink reads back (firmware/nodeconfig.py)."""
     raw = {"version": 1, "node": NODE, "key": KEY.hex(), "board": "esp32_devkitc",
            "channels": [{"id": "rain.0", "driver": "fake"}, {"id": "displacement.0", "driver": "fake"},
                         {"id": "water_level.0", "driver": "fake"}],
@@ -182,6 +184,8 @@ def config(**over):
            "intervals": {"sample_s": 60, "intensified_s": 10, "report_s": 600, "status_s": 3600},
            "log_kb": 64}
     raw.update(over)
+    if fs is not None:
+        save_running(fs, raw)
     return NodeConfig(raw)
 
 
@@ -193,7 +197,8 @@ def make_node(tmp_path, cfg=None, sim=None):
     radio = AirRadio()
     siren, strobe = Relay(), Relay()
     consoled = []
-    node = Node(fs_at(tmp_path), cfg or config(), sources, radio,
+    fs = fs_at(tmp_path)
+    node = Node(fs, cfg or config(fs), sources, radio,
                 siren, strobe, rand=lambda: 0.5, console=consoled.append)
     node.sent_log = []
     return node, sim, radio, siren, strobe, consoled

@@ -82,6 +82,7 @@ def test_no_valid_config_samples_on_safe_defaults_without_a_key(tmp_path):
 def test_downlink_merges_intervals_and_persists(tmp_path):
     from protocol import messages as M
     f = fs(tmp_path)
+    nodeconfig.save_running(f, good())          # where a board has its running config
     cfg = NodeConfig(good())
     new, res, why = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_INTERVALS: {M.I_REPORT_S: 900}})
     assert res == M.RESULT_OK and new.intervals["report_s"] == 900 and new.intervals["sample_s"] == 60
@@ -89,3 +90,42 @@ def test_downlink_merges_intervals_and_persists(tmp_path):
     new2, res, why = nodeconfig.apply_downlink(f, new, {M.C_VERSION: 4, M.C_INTERVALS: {9: 1}})
     assert new2 is None and res == M.RESULT_REJECTED and "interval key" in why
     assert nodeconfig.load(f, lambda s: None).version == 3       # nothing changed
+
+
+@pytest.mark.parametrize("good_file", [None, "{", json.dumps(good(version=1)), "[2]"])
+def test_downlink_is_refused_when_the_running_config_is_not_on_flash(tmp_path, good_file):
+    # the node does not keep the config's JSON in RAM: a downlink builds on
+    # config.good.json, so a missing, unreadable or other-version file refuses it
+    from protocol import messages as M
+    f = fs(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(good()))
+    if good_file is not None:
+        (tmp_path / "config.good.json").write_text(good_file)
+    cfg = NodeConfig(good())
+    new, res, why = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_INTERVALS: {M.I_REPORT_S: 900}})
+    assert new is None and res == M.RESULT_REJECTED
+    assert "config.good.json" in why and "stationctl provision" in why and len(why) <= 80
+    assert json.loads((tmp_path / "config.json").read_text()) == good()        # nothing written
+    assert (tmp_path / "config.good.json").exists() == (good_file is not None)
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_the_running_config_is_on_flash_after_boot_and_after_a_downlink(tmp_path):
+    # the invariant apply_downlink relies on: booted from config.json or from the last
+    # good one, or after a downlink, config.good.json is the running config
+    from protocol import messages as M
+    f = fs(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(good(), indent=2))     # as a person writes it
+    cfg = nodeconfig.load(f, lambda s: None)
+    assert json.loads((tmp_path / "config.good.json").read_text()) == good()
+    new, res, _ = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_RULES: []})
+    assert res == M.RESULT_OK and new.rules == []
+    for name in ("config.json", "config.good.json"):
+        assert json.loads((tmp_path / name).read_text()) == good(version=3, rules=[])
+    (tmp_path / "config.json").write_text("{")                               # broken later
+    cfg = nodeconfig.load(f, lambda s: None)
+    assert cfg.version == 3
+    new, res, _ = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 4})
+    assert res == M.RESULT_OK and new.version == 4 and new.rules == []
+    assert nodeconfig.load(f, lambda s: None).version == 4
+    assert not hasattr(new, "raw") and not hasattr(cfg, "raw")                  # not kept in RAM

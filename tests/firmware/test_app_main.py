@@ -93,6 +93,17 @@ def test_wiring_runs_the_node_with_watchdog_and_light_sleep(tmp_path):
         st = [x for x in node.sampler.chans if x.chan == c][0]
         assert st.last_fault != 0 or st.last_t is None
     assert not any("Traceback" in s for s in said)
+    # the drivers and the radio took their settings at boot: the running config keeps none
+    assert node.cfg.chan_ids() == [0x08, 0x10, 0x18, 0x28]
+    assert all(c[2] is None for c in node.cfg.channels) and node.cfg.radio is None
+    # and a CONFIG downlink, built on config.good.json (which boot wrote), keeps it so
+    from firmware import nodeconfig
+    from protocol import messages as M
+    new, res, _ = nodeconfig.apply_downlink(hal, node.cfg, {M.C_VERSION: 6, M.C_RULES: []})
+    assert res == M.RESULT_OK and new.version == 6 and new.rules == []
+    assert new.channels is node.cfg.channels and new.radio is None
+    saved = json.loads((tmp_path / "config.good.json").read_text())
+    assert saved == node_config(version=6, rules=[])      # params and radio still on flash
 
 
 def test_a_driver_that_cannot_be_built_reports_a_fault(tmp_path):

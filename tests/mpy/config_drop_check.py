@@ -9,6 +9,7 @@ import sys
 
 from firmware.app import Node
 from firmware.hal import Hal
+from firmware.nodeconfig import save_running
 from firmware.runconfig import NodeConfig
 from firmware.unload import CONFIG_MODULES, unload_config
 from protocol import gwmessages
@@ -32,11 +33,13 @@ class Still:
         return 100, 0
 
 
-cfg = NodeConfig({"version": 1, "node": 7, "key": "11" * 32, "board": "esp32_devkitc",
-                  "channels": [{"id": "displacement.0", "driver": "fake"}],
-                  "rules": [[1, 0x10, 1, 2, 1, 3000, 100, 2, 600]], "log_kb": 16})
-node = Node(Hal(machine=NoMachine(), root=sys.argv[-1]), cfg, {0x10: Still()}, None,
-            console=lambda s: None)
+raw = {"version": 1, "node": 7, "key": "11" * 32, "board": "esp32_devkitc",
+       "channels": [{"id": "displacement.0", "driver": "fake"}],
+       "rules": [[1, 0x10, 1, 2, 1, 3000, 100, 2, 600]], "log_kb": 16}
+hal = Hal(machine=NoMachine(), root=sys.argv[-1])
+save_running(hal, raw)          # on flash as a board has it: a CONFIG builds on config.good.json
+node = Node(hal, NodeConfig(raw), {0x10: Still()}, None, console=lambda s: None)
+del raw, save_running
 node.start(0)
 
 
