@@ -1,8 +1,9 @@
 """The node on a 32-bit MicroPython: the WebAssembly port (wasm32: 4-byte pointers and
 16-byte GC blocks, as on an ESP32) under Node, via tools/mp32/run.mjs (`make setup`
 installs it). protocol/ and firmware/ and tests/mpy/node_day.py are loaded as .mpy, the
-node's flash log lives in the wasm FS, and the whole process (code and data together) is
-held to 96 KB (issue #4: a stand-in for an ESP32 without PSRAM). The 64-bit unix port
+node's flash log lives in the wasm FS, and the node's code and data together are held
+to 96 KB (issue #4: a stand-in for an ESP32 without PSRAM; node_heap() says what is
+not counted as the node's). The 64-bit unix port
 (test_node_mpy.py) doubles every object, so there the code is measured apart.
 
 Two things about this build shape the test (tools/mp32/run.mjs says more):
