@@ -431,6 +431,22 @@ class _TightHeapFs:
         return self.fs.open(p, mode)
 
 
+def resend_config_until_acked(node, sim, radio, gw, said=None):
+    """The gateway sends CONFIG v2 and resends it until it hears CONFIG_ACK: the first
+    try meets a node without heap for it (nothing applied, no ack), the resend applies."""
+    for _ in range(2):
+        gw.configs.append((None, {messages.C_VERSION: 2, messages.C_INTERVALS: {messages.I_SAMPLE_S: 30}}))
+        node._queue(fr.STATUS, max_tries=3)
+        run(node, sim, radio, gw, sim.t + 5)
+        if gw.of_type(fr.CONFIG_ACK):
+            break
+        assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
+        assert said is None or any("too little free heap" in s for s in said)
+    acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
+    assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
+    assert node.cfg.version == 2 and node.sampler.sample_s == 30
+
+
 def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     node.fs = _TightHeapFs(node.fs, fails=1)
@@ -439,17 +455,7 @@ def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp
     run(node, sim, radio, gw, sim.t + 5)
     said = []
     node.console = said.append
-    for _ in range(2):                      # the gateway resends until it hears CONFIG_ACK
-        gw.configs.append((None, {messages.C_VERSION: 2, messages.C_INTERVALS: {messages.I_SAMPLE_S: 30}}))
-        node._queue(fr.STATUS, max_tries=3)
-        run(node, sim, radio, gw, sim.t + 5)
-        if gw.of_type(fr.CONFIG_ACK):
-            break
-        assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
-        assert any("too little free heap" in s for s in said)
-    acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
-    assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
-    assert node.cfg.version == 2 and node.sampler.sample_s == 30
+    resend_config_until_acked(node, sim, radio, gw, said)
 
 
 def test_config_downlink_without_heap_to_decode_it_is_not_acked(tmp_path, monkeypatch):
@@ -467,16 +473,7 @@ def test_config_downlink_without_heap_to_decode_it_is_not_acked(tmp_path, monkey
             raise MemoryError("memory allocation failed")
         return decode(payload)
     monkeypatch.setattr(messages, "decode_config", tight)
-    for _ in range(2):
-        gw.configs.append((None, {messages.C_VERSION: 2, messages.C_INTERVALS: {messages.I_SAMPLE_S: 30}}))
-        node._queue(fr.STATUS, max_tries=3)
-        run(node, sim, radio, gw, sim.t + 5)
-        if gw.of_type(fr.CONFIG_ACK):
-            break
-        assert node.cfg.version == 1 and node.counts.get("config_no_memory") == 1
-    acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
-    assert len(acks) == 1 and acks[0][messages.K_RESULT] == messages.RESULT_OK
-    assert node.cfg.version == 2 and node.sampler.sample_s == 30
+    resend_config_until_acked(node, sim, radio, gw)
 
 
 def test_forged_downlink_is_counted_and_ignored(tmp_path):
