@@ -58,6 +58,14 @@ def _next_edge(pattern, elapsed_ms):
     return (on - ph) if ph < on else (period - ph)
 
 
+def _drive(out, on):
+    if out is not None:
+        if on:
+            out.on()
+        else:
+            out.off()
+
+
 class AlarmOut:
     def __init__(self, siren=None, strobe=None, patterns=PATTERNS):
         """siren, strobe: firmware.hal.Output objects (either may be None: the board
@@ -89,13 +97,11 @@ class AlarmOut:
         self._apply(now_ms)
 
     def _apply(self, now_ms):
+        # runs at every node step: no tuple of (output, state) pairs to loop over (48
+        # bytes of garbage a step on a 32-bit MicroPython)
         siren, strobe = self.state(now_ms)
-        for out, on in ((self.siren, siren), (self.strobe, strobe)):
-            if out is not None:
-                if on:
-                    out.on()
-                else:
-                    out.off()
+        _drive(self.siren, siren)
+        _drive(self.strobe, strobe)
 
     def next_change(self, now_ms):
         """Absolute ms of the next relay change, or None."""

@@ -223,17 +223,13 @@ class Node:
     def _keep(self, now):
         return self.engine.near() or self.engine.level() > 0 or now < self.keep_until
 
-    def _stamp(self, now):
-        base, boot, t_ref = self.clock.stamp(now)
-        return base == BASE_BOOT, boot, t_ref
-
     def _log_readings(self, now):
         payload = self.sampler.take(int(now))
         if payload is None:
             return
-        base_boot, boot, t_ref = self._stamp(now)
+        base, boot, t_ref = self.clock.stamp(now)
         seq = self.log.take_seq()
-        self.log.append(seq, fr.READINGS, payload, base_boot, boot, t_ref, self._keep(now))
+        self.log.append(seq, fr.READINGS, payload, base == BASE_BOOT, boot, t_ref, self._keep(now))
 
     def _log_alarms(self, now, events):
         now_i = int(now)
@@ -246,7 +242,8 @@ class Node:
                         messages.A_VALUE: ev.value, messages.A_THRESHOLD: ev.threshold,
                         messages.A_AGE: max(0, now_i - ev.t)})
             self.console("alarm: %r" % (ev,))
-        base_boot, boot, t_ref = self._stamp(now)
+        base, boot, t_ref = self.clock.stamp(now)
+        base_boot = base == BASE_BOOT
         # an ALARM frame is small, but a config with many rules can trip many at once;
         # an alarm takes at most ALARM_MAX bytes, and a frame must fit one module packet
         per = max(1, min(4, self.payload_max // ALARM_MAX))

@@ -132,44 +132,53 @@ def restamp(data, delta):
     """encode(decode(data)) with every block's age + delta (delta >= 0), as a bytearray,
     and a VarintError wherever those raise one. A node restamps a logged report at every
     send: this copies the bytes around the ages instead of building Blocks, value lists
-    and a (value, pos) tuple per number (garbage that counts in the node's peak heap)."""
+    and a (value, pos) tuple per number (garbage that counts in the node's peak heap).
+    Every number is read by the one loop below, with get_uvarint's checks, and its bytes
+    copied as they are read (a checked varint is its own encoding); only an age is
+    encoded anew. Nothing but `out` is allocated, so it grows in place."""
     end = len(data)
     if not end:
         raise VarintError("empty readings payload")
-    mv = memoryview(data)
     out = bytearray()
-    pos = done = 0                      # data[:done] is in out
-    while pos < end:
-        head, pos = get_uvarint(data, pos + 1, end)
-        n = head >> 1
-        if n == 0 or n >= MAX_COUNT:
-            raise VarintError("block count %d out of range" % n)
-        out.extend(mv[done:pos])
-        age, pos = get_uvarint(data, pos, end)
-        put_uvarint(out, age + delta)
-        done = pos
-        if n > 1:
-            step, pos = get_uvarint(data, pos, end)
-            if step * (n - 1) > age:
+    pos = k = n = head = age = v = 0
+    last = 1        # k: the block's number being read (0 head, 1 age, 2 step if n > 1,
+    body = 2        # then the body from k == body); last: the block's last number
+    while k or pos < end:
+        if not k:
+            out.append(data[pos])       # chan
+            pos += 1
+        z = s = 0
+        b = 0x80
+        while b & 0x80:
+            if pos >= end or s == 35:
+                raise VarintError("bad varint")     # cut short, or over 5 bytes
+            b = data[pos]
+            pos += 1
+            if k != 1:
+                out.append(b)
+            z |= (b & 0x7F) << s
+            s += 7
+        if z > 0xFFFFFFFF or (s > 7 and not b):
+            raise VarintError("bad varint")         # over 32 bits, or not minimal
+        if not k:
+            head = z
+            n = z >> 1
+            if n == 0 or n >= MAX_COUNT:
+                raise VarintError("block count %d out of range" % n)
+            body = 3 if n > 1 else 2
+            last = body if head & 1 else body + n - 1
+            v = 0
+        elif k == 1:
+            age = z
+            put_uvarint(out, age + delta)
+        elif k < body:
+            if z * (n - 1) > age:
                 raise VarintError("samples after the send time")
-        v = 0
-        for _ in range(1 if head & 1 else n):
-            # the fault code, or v0 and the deltas: get_uvarint's checks, inline (no tuple)
-            z = s = 0
-            b = 0x80
-            while b & 0x80:
-                if pos >= end or s == 35:
-                    raise VarintError("bad varint")     # cut short, or over 5 bytes
-                b = data[pos]
-                pos += 1
-                z |= (b & 0x7F) << s
-                s += 7
-            if z > 0xFFFFFFFF or (s > 7 and not b):
-                raise VarintError("bad varint")         # over 32 bits, or not minimal
-            v += unzigzag(z)
+        else:
+            v += unzigzag(z)    # a fault code is one number too, never a value
             if (v < -0x80000000 or v > 0x7FFFFFFF) and not head & 1:
                 raise VarintError("value out of 32-bit range")
-    out.extend(mv[done:])
+        k = 0 if k == last else k + 1
     return out
 
 

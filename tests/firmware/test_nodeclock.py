@@ -26,3 +26,11 @@ def test_unsynced_records_of_an_earlier_boot_are_approximate():
     assert c.elapsed(BASE_BOOT, 1, 400, 30) == (130, True)
     assert c.elapsed(BASE_BOOT, 2, 10, 30) == (20, False)
     assert c.elapsed(BASE_UNIX, 1, 1000, 30) is None   # no clock yet: wait for a sync
+
+
+def test_header_time_flags_the_frame_clock_synced_once_synced():
+    from protocol.frame import F_CLOCK_SYNCED
+    c = NodeClock(boot=1)
+    assert c.header_time(5.5) == (5, 0)               # seconds since boot, no flag
+    c.sync(10, 1780000000)
+    assert c.header_time(12.5) == (1780000002, F_CLOCK_SYNCED)

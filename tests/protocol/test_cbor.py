@@ -52,6 +52,28 @@ def test_maps_are_canonical_like_cbor2(m):
     assert cbor.dumps(m) == cbor2.dumps(m, canonical=True)
 
 
+def sorted_by_encoded_key(m):
+    """A map as the encoder wrote every map before its non-negative-int-key path: each
+    key encoded on its own, pairs sorted by those bytes (RFC 8949 4.2.1)."""
+    pairs = sorted(((cbor.dumps(k), v) for k, v in m.items()), key=lambda p: p[0])
+    out = bytearray()
+    cbor._head(out, 5, len(pairs))
+    for kb, v in pairs:
+        out += kb + cbor.dumps(v)
+    return bytes(out)
+
+
+map_keys = st.integers(0, 2**64 - 1) | st.integers(-(2**63), -1) | st.text(max_size=5) | st.booleans()
+
+
+@given(st.one_of(st.dictionaries(st.integers(0, 2**64 - 1), values, max_size=12),
+                 st.dictionaries(map_keys, values, max_size=12)))
+def test_maps_are_encoded_as_sorting_the_encoded_keys_gives(m):
+    if depth(m) > cbor.MAX_DEPTH:
+        return
+    assert cbor.dumps(m) == sorted_by_encoded_key(m)
+
+
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_cbor_error(data):
     try:
