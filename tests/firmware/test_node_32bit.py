@@ -12,8 +12,9 @@ Two things about this build shape the test (tools/mp32/run.mjs says more):
 - its collector only runs when control is back in JS: gc.collect() and the
   gc.threshold(4096) trigger inside a long Python call just mark a collection as due.
   The day is therefore resumed one node step at a time from JS, through
-  node_day.day(workdir, hours), a generator; node_day's peak_alloc is then live data plus
-  at most one step's garbage above the threshold (an upper bound of a device's figure).
+  node_day.day(workdir, hours), a generator that asks for a collection before each
+  yield; node_day's peak_alloc is then live data plus everything the busiest step
+  allocated (an upper bound of a device's figure: a device collects inside the step).
 
 `pytest -s` prints the figures: code bytes after import (collected) and the whole peak,
 beside the 64-bit unix port's."""

@@ -25,10 +25,11 @@
 // Why --steps: in this build (MICROPY_GC_SPLIT_HEAP_AUTO) gc.collect() and the gc.threshold
 // trigger only mark a collection as pending; it runs when control is back in JS at the top
 // level (the wasm C stack cannot be scanned). A long synchronous call therefore never frees
-// anything and gc.mem_alloc() inside it only grows. A loop written as a generator and
-// resumed from here gets a collection between its steps, so its gc.mem_alloc() readings
-// are live data plus that step's garbage (an upper bound of what a device, which collects
-// inside the step too, would show).
+// anything and gc.mem_alloc() inside it only grows. A loop written as a generator,
+// resumed from here and calling gc.collect() before each yield gets a collection between
+// its steps (without that call, only when the threshold made one due), so its
+// gc.mem_alloc() readings are live data plus that step's garbage (an upper bound of what
+// a device, which collects inside the step too, would show).
 //
 // Exit status: 0 done, 1 Python exception (or SystemExit's code), 2 usage, 3 runner error
 // (package missing, tree unreadable), 124 timeout. One MicroPython instance per process: it
