@@ -39,6 +39,13 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
+def scaled(s, h, c):
+    """s * h // c exactly (floored, so s >> 1 when h * 2 == c), with no product larger
+    than |s| or c * h: a small int on a 32-bit MCU (c <= BUCKET_CAP)."""
+    q = s // c
+    return q * h + (s - q * c) * h // c
+
+
 class SampleRing:
     """Samples of one channel in `nb + extra` time buckets of `bucket_s` seconds.
 
@@ -102,10 +109,14 @@ class SampleRing:
             self.sdt[i] = 0
             self.sv[i] = 0
         while n[i] and n[i] + count > BUCKET_CAP:
-            # Halving keeps the mean and stops the sums from growing past a small int.
-            n[i] = n[i] >> 1
-            self.sdt[i] = self.sdt[i] >> 1
-            self.sv[i] = self.sv[i] >> 1
+            # Halve the count so the sums stay small ints, and scale the sums by the same
+            # factor h / c (not >> 1: an odd count would move the bucket's mean by ~1/c of
+            # itself, and a count of 1 halved to 0 would leave its sums behind).
+            c = n[i]
+            h = c >> 1
+            n[i] = h
+            self.sdt[i] = scaled(self.sdt[i], h, c)
+            self.sv[i] = scaled(self.sv[i], h, c)
         n[i] += count
         self.sdt[i] += sdt
         self.sv[i] += srel
@@ -444,8 +455,8 @@ class InvVelState(State):
             if k != first:
                 pairs += 1
                 num = (vc * cp - vp * c) * d          # displacement * c * cp
-                # tc == tp: halving an odd count in put() can move a re-bucketed
-                # centroid past its bucket's end onto the next one's second; no velocity.
+                # tc == tp: put() keeps each centroid inside its bucket, but a zero time
+                # difference would divide by zero on the alarm path; no velocity.
                 if num > 0 and tc != tp:
                     u = num / ((tc - tp) * c * cp)     # |v|, units per second
                     x = ((tc + tp) >> 1) + mid

@@ -23,7 +23,7 @@ from protocol.trip import (
     Rule,
     TripEngine,
 )
-from protocol.tripstate import NO_FAILURE, InvVelState
+from protocol.tripstate import BUCKET_CAP, NO_FAILURE, InvVelState, SampleRing
 
 RAIN = 0x08      # rain.0, 0.1 mm increments
 DISP = 0x10      # displacement.0, 0.01 mm
@@ -551,11 +551,9 @@ def test_inverse_velocity_fit_is_safe_in_float32():
 
 
 def test_inverse_velocity_fit_survives_two_centroids_on_the_same_second():
-    # A re-bucketed history (SampleRing.transfer_from after a window change) merges whole
-    # buckets with put(); halving a bucket with an odd count moves its mean time up by
-    # sdt/(2n), here past its own end: bucket 5's centroid rounds to 6 s into bucket 6,
-    # the very second of bucket 6's only sample. A zero time difference made the fit
-    # divide by zero, an exception on the alarm path (the node restarts). The pair is
+    # put() keeps each centroid inside its bucket (test_halving_a_full_bucket_keeps_its_
+    # mean), so two centroids on one second come from no known path; the fit still must
+    # not divide by zero, an exception on the alarm path (the node restarts). The pair is
     # dropped like a pair that does not move forward (TRIP.md 4.4), one tolerated.
     st = InvVelState(Rule.from_wire([7, DISP, INVVEL, 4, 86400, 3600, 900, 3600]))
     ring = st.ring
@@ -564,17 +562,73 @@ def test_inverse_velocity_fit_survives_two_centroids_on_the_same_second():
     def pos(t):     # creep with 1/v linear, failing at 14 * bs; relative to 6 * bs's
         return int(20000 * math.log((14 * bs - 6 * bs) / (14 * bs - t)))
     for k in range(12):
-        if k == 5:      # samples at the bucket's last second, merged as transfer_from does
-            ring.put(5, 1023, 1023 * (bs - 1), 1023 * pos(6 * bs - 1))    # 1023: odd
-            ring.put(5, 2, 2 * (bs - 1), 2 * pos(6 * bs - 1))             # > cap: halved
-        else:
-            off = 6 if k == 6 else bs // 2
-            ring.put(k, 1, off, pos(k * bs + off))
+        off = {5: bs - 1, 6: 6}.get(k, bs // 2)
+        ring.put(k, 1, off, pos(k * bs + off))
     i5 = 5 % ring.size
-    assert (2 * ring.sdt[i5] + ring.n[i5]) // (2 * ring.n[i5]) == bs + 6   # past its bucket
+    ring.sdt[i5] = bs + 6       # bucket 5's centroid on bucket 6's only sample's second
+    assert pos(6 * bs + 6) > pos(6 * bs - 1)    # so the pair moves forward, in no time
     st.fit(12)
     # The dropped pair costs a point, not the forecast.
     assert st.mode == 2 and st.r2_permille >= 900 and abs(st.t_f - 14 * bs) < 600
+
+
+def ring_mean(ring, b):
+    i = b % ring.size
+    return ring.sdt[i] / ring.n[i], ring.sv[i] / ring.n[i]
+
+
+VREL = 500000   # values relative to the ring's reference: up to REL_MAX
+
+
+@pytest.mark.parametrize("c", [1023, 1021, 777, 513, 3])
+def test_halving_a_full_bucket_keeps_its_mean(c):
+    # Whole buckets merged by put() (transfer_from after a rule change) can hold an odd
+    # count c; the bucket is halved to c // 2 when more arrive. Halving the sums too
+    # moved the mean by ~1/c of itself (7 s of 7000 s at c = 1023, past the bucket's end
+    # for samples at its last second). Samples added at the old mean must keep it.
+    rnd = random.Random(c)
+    for trial in range(20):
+        ring = SampleRing(12, 7200, 2)
+        ts = [rnd.randrange(7200) for _ in range(c)]
+        vs = [rnd.randrange(-VREL, VREL) for _ in range(c)]
+        ring.put(3, c, sum(ts), sum(vs))
+        mt, mv = sum(ts) / c, sum(vs) / c
+        k = BUCKET_CAP + 1 - c                  # one more than fits: one halving
+        ring.put(3, k, k * round(mt), k * round(mv))
+        assert ring.n[3] == c // 2 + k
+        gt, gv = ring_mean(ring, 3)
+        assert abs(gt - mt) <= 1 and abs(gv - mv) <= 1, (trial, gt, mt, gv, mv)
+    # All samples at the bucket's last second: the centroid stays on that second.
+    ring = SampleRing(12, 7200, 2)
+    ring.put(5, c, c * 7199, -c * 4000)
+    ring.put(5, k, k * 7199, -k * 4000)
+    assert ring_mean(ring, 5) == (7199, -4000)
+
+
+def test_halving_a_single_sample_leaves_no_sums_behind():
+    # A bucket of 1 sample halved to 0 (a full 1024-sample bucket merged onto it) must
+    # drop that sample's sums too: they would shift the new samples' mean.
+    ring = SampleRing(16, 600, 1)
+    ring.put(7, 1, 599, 90000)
+    ring.put(7, BUCKET_CAP, BUCKET_CAP * 100, BUCKET_CAP * -3)
+    assert (ring.n[7], ring.sdt[7], ring.sv[7]) == (BUCKET_CAP, BUCKET_CAP * 100, BUCKET_CAP * -3)
+
+
+@pytest.mark.parametrize("per, slope", [(1023, 300000), (1001, 30000)])
+def test_a_widened_rate_window_keeps_the_exact_rate_of_dense_history(per, slope):
+    # `per` samples per 100-s bucket (an odd count: many samples share a second), then
+    # the window doubles: pairs of full old buckets merge and are halved. The line's
+    # rate must come out as it went in; halving odd counts' sums made it 231 / 300000
+    # and 15 / 30000 too high.
+    eng = TripEngine([rate_rule(threshold=10 ** 6, hyst=0, window=1600)])
+    for b in range(17):
+        for j in range(per):
+            t = b * 100 + (j * 100) // per
+            eng.update(DISP, t, (t * slope) // 3600)
+    eng.set_rules([rate_rule(threshold=10 ** 6, hyst=0, window=3200)])
+    t = 1700
+    eng.update(DISP, t, (t * slope) // 3600)
+    assert eng.metric(1) == slope
 
 
 # -- rule replacement ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.trip import CLEAR, INVVEL, LEVEL, RATE, SUM, THRESHOLD, TRIP, Rule, TripEngine
-from protocol.tripstate import VMAX
+from protocol.tripstate import BUCKET_CAP, VMAX, scaled
 
 RAIN = 0x08
 DISP = 0x10
@@ -157,6 +157,20 @@ def test_events_chain_and_level_is_the_max_of_latched_rules(steps, data):
             assert eng.level(c) == level[c] == max(latched, default=0)
             if level[c]:
                 assert eng.near(c)
+
+
+@given(st.integers(-2 ** 31, 2 ** 31 - 1), st.integers(1, BUCKET_CAP))
+def test_bucket_halving_scales_sums_exactly_and_as_before_for_even_counts(s, c):
+    # SampleRing.put() halves a count c to c // 2 and scales its sums with scaled(): the
+    # floored s * (c // 2) / c without big intermediates; for an even count exactly the
+    # s >> 1 the ring used before, so nothing that never held an odd count changes.
+    h = c >> 1
+    r = scaled(s, h, c)
+    assert r == s * h // c
+    if c % 2 == 0:
+        assert r == s >> 1
+    if h:
+        assert abs(r / h - s / c) < 1     # the mean stays put
 
 
 @FAST
