@@ -185,9 +185,11 @@ class FrameLog:
             raise ValueError("segment_bytes must be 512..65535")
         self.fs = fs
         self.dir = directory
-        self._prefix = directory + "/"
-        self._meta_tmp = self._prefix + "meta.tmp"
-        self._meta = self._prefix + "meta.json"
+        # a segment's name in one formatting (the node opens a segment twice a report:
+        # a name made of two strings was 32 more bytes of garbage each time)
+        self._seg_fmt = directory.replace("%", "%%") + "/%08d.seg"
+        self._meta_tmp = self._path("meta.tmp")
+        self._meta = self._path("meta.json")
         self.capacity = capacity
         self.segment_bytes = segment_bytes
         self.seq_block = seq_block
@@ -208,10 +210,10 @@ class FrameLog:
 
     # --- files ---------------------------------------------------------------------
     def _path(self, name):
-        return self._prefix + name
+        return self.dir + "/" + name
 
     def _seg_name(self, no):
-        return self._prefix + "%08d.seg" % no
+        return self._seg_fmt % no
 
     def _open_seg(self, no):
         return self.fs.open(self._seg_name(no), "rb")
