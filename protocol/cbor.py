@@ -74,7 +74,10 @@ def encode_into(out, obj, depth=0):
         # Core deterministic encoding (RFC 8949 4.2.1): keys in bytewise order of their
         # encodings. MicroPython dicts have no stable order, so this is what makes both
         # runtimes produce the same bytes (and the same MIC over them).
-        if _uint_keys(obj):
+        for k in obj:
+            if type(k) is not int or k < 0:     # bool is not int here: True is 0xF5
+                break
+        else:
             # Every key a non-negative int (the node's STATUS, HELLO and ALARM maps): their
             # encodings sort as the numbers do, so the keys are taken smallest first
             # straight from the dict, with no encoded key, pair or list built per key
@@ -104,13 +107,6 @@ def encode_into(out, obj, depth=0):
     else:
         raise CborError("cannot encode %s in CBOR" % type(obj).__name__)
     return out
-
-
-def _uint_keys(m):
-    for k in m:
-        if type(k) is not int or k < 0:     # bool is not int here: True encodes as 0xF5
-            return False
-    return True
 
 
 def _first(p):
