@@ -29,20 +29,22 @@ def _head(out, major, n):
     m = major << 5
     if n < 24:
         out.append(m | n)
-    elif n < 0x100:
-        out.append(m | 24)
-        out.append(n)
+        return
+    if n < 0x100:
+        info = 24
     elif n < 0x10000:
-        out.append(m | 25)
-        out.extend(struct.pack(">H", n))
+        info = 25
     elif n < 0x100000000:
-        out.append(m | 26)
-        out.extend(struct.pack(">I", n))
+        info = 26
     elif n < 0x10000000000000000:
-        out.append(m | 27)
-        out.extend(struct.pack(">Q", n))
+        info = 27
     else:
         raise CborError("integer too large for CBOR: %r" % (n,))
+    out.append(m | info)
+    # 1, 2, 4 or 8 bytes, big-endian, appended one by one: a struct.pack bytes object
+    # for each was garbage in every STATUS map (uptime, free heap) on a node
+    for s in range(8 << (info - 24), 0, -8):
+        out.append((n >> (s - 8)) & 0xFF)
 
 
 def encode_into(out, obj, depth=0):
