@@ -174,7 +174,8 @@ class Node:
 
     def next_wake(self, now):
         t = self.sampler.next_due()
-        for c in (self.engine.next_due(), self.link.deadline(), self.next_status):
+        d = self.link.deadline()        # a float (16 bytes) while a frame is in flight: once
+        for c in (self.engine.next_due(), d, self.next_status):
             if c is not None and (t is None or c < t):
                 t = c
         a = self.alarm.next_change(int(now * 1000))
@@ -182,7 +183,7 @@ class Node:
             t = a / 1000
         if self.signer is not None and self.radio is not None and self._has_uplink():
             urgent = bool(self.log.alarms)
-            if self.link.deadline() is None or urgent:
+            if d is None or urgent:
                 # a send refused now (airtime budget, busy radio) is retried in 1 s
                 s = max(self.link.next_send_time(urgent), self.radio_retry_at)
                 if s <= now:

@@ -48,7 +48,10 @@ Flash wear, at 1-min sampling and 10-min reports: samples are buffered in RAM an
 one READINGS record is appended per report (144 appends a day, plus hourly STATUS
 frames that take seqs but are never logged). meta.json is rewritten when a block
 of 32 seqs is reserved (~6 times a day), at each boot and when a segment is
-reclaimed (a 4 KB segment holds ~70 reading records: ~2 a day). That is about 160
+reclaimed (a 4 KB segment holds ~70 reading records: ~2 a day). A write made for
+another reason reserves the next block once less than half of the current one is
+left, so a reservation seldom needs a write of its own (after a reboot up to a block
+and a half of seqs is skipped, never reused). That is about 160
 small file writes a day. littlefs spreads writes over the whole partition (dynamic
 wear levelling, copy-on-write): on a 1.5 MB partition (~370 4-KB erase blocks) with
 each write costing at most two block programs, each block is erased about once a
@@ -185,9 +188,11 @@ class FrameLog:
             raise ValueError("segment_bytes must be 512..65535")
         self.fs = fs
         self.dir = directory
-        self._prefix = directory + "/"
-        self._meta_tmp = self._prefix + "meta.tmp"
-        self._meta = self._prefix + "meta.json"
+        # a segment's name in one formatting (the node opens a segment twice a report:
+        # a name made of two strings was 32 more bytes of garbage each time)
+        self._seg_fmt = directory.replace("%", "%%") + "/%08d.seg"
+        self._meta_tmp = self._path("meta.tmp")
+        self._meta = self._path("meta.json")
         self.capacity = capacity
         self.segment_bytes = segment_bytes
         self.seq_block = seq_block
@@ -208,10 +213,10 @@ class FrameLog:
 
     # --- files ---------------------------------------------------------------------
     def _path(self, name):
-        return self._prefix + name
+        return self.dir + "/" + name
 
     def _seg_name(self, no):
-        return self._prefix + "%08d.seg" % no
+        return self._seg_fmt % no
 
     def _open_seg(self, no):
         return self.fs.open(self._seg_name(no), "rb")
@@ -270,15 +275,23 @@ class FrameLog:
         return recs, pos
 
     def _write_meta(self):
+        a = self.alloc
+        r = a.reserved if a else 1
+        if a and r - a.next < a.block >> 1:
+            # Less than half the reserved block left: this write (a reclaim's, mostly)
+            # reserves the next block too, so the report that would cross into it writes
+            # no meta.json of its own (~500 bytes of garbage in the node's busiest step).
+            r += a.block
         f = self.fs.open(self._meta_tmp, "w")
         try:
             # the JSON json.dumps gave, formatted in one go: no dict or list built for it
             f.write('{"reserve": %d, "boot": %d, "tail": [%d, %d], "thinned": %d, "dropped": %d}' % (
-                self.alloc.reserved if self.alloc else 1, self.boot, self.tail[0], self.tail[1],
-                self.thinned, self.dropped))
+                r, self.boot, self.tail[0], self.tail[1], self.thinned, self.dropped))
         finally:
             f.close()
         self.fs.rename(self._meta_tmp, self._meta)
+        if a:
+            a.reserved = r      # on flash now: seqs below r need no write of their own
 
     # --- open ----------------------------------------------------------------------
     def open(self, clock=None):

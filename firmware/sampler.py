@@ -198,8 +198,10 @@ class Sampler:
         return self.samples
 
     def take(self, t_ref):
-        """The READINGS payload of everything buffered, ages relative to t_ref (same
-        time base as the sample times); empties the buffer. None if nothing is buffered."""
+        """The READINGS payload of everything buffered (a bytearray: the log copies it
+        into its record, so a bytes copy would only be garbage), ages relative to t_ref
+        (same time base as the sample times); empties the buffer. None if nothing is
+        buffered."""
         if not self.blocks:
             return None
         out = bytearray()
@@ -207,7 +209,7 @@ class Sampler:
             c, t0, step, count, fault, start = b
             readings.put_block(out, c.chan, t_ref - t0, step, count, None if fault else c.vals, fault, start)
         self.clear()
-        return bytes(out)
+        return out
 
     def clear(self):
         for c in self.chans:
@@ -215,7 +217,7 @@ class Sampler:
             c.block = None
             c.last_t = None
             c.last_fault = 0
-        self.blocks = []
+        self.blocks.clear()         # the list is kept (a new one at every report is garbage)
         self.bytes = 0
         self.samples = 0
         self.next_report = None

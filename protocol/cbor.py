@@ -29,20 +29,22 @@ def _head(out, major, n):
     m = major << 5
     if n < 24:
         out.append(m | n)
-    elif n < 0x100:
-        out.append(m | 24)
-        out.append(n)
+        return
+    if n < 0x100:
+        info = 24
     elif n < 0x10000:
-        out.append(m | 25)
-        out.extend(struct.pack(">H", n))
+        info = 25
     elif n < 0x100000000:
-        out.append(m | 26)
-        out.extend(struct.pack(">I", n))
+        info = 26
     elif n < 0x10000000000000000:
-        out.append(m | 27)
-        out.extend(struct.pack(">Q", n))
+        info = 27
     else:
         raise CborError("integer too large for CBOR: %r" % (n,))
+    out.append(m | info)
+    # 1, 2, 4 or 8 bytes, big-endian, appended one by one: a struct.pack bytes object
+    # for each was garbage in every STATUS map (uptime, free heap) on a node
+    for s in range(8 << (info - 24), 0, -8):
+        out.append((n >> (s - 8)) & 0xFF)
 
 
 def encode_into(out, obj, depth=0):
@@ -74,7 +76,10 @@ def encode_into(out, obj, depth=0):
         # Core deterministic encoding (RFC 8949 4.2.1): keys in bytewise order of their
         # encodings. MicroPython dicts have no stable order, so this is what makes both
         # runtimes produce the same bytes (and the same MIC over them).
-        if _uint_keys(obj):
+        for k in obj:
+            if type(k) is not int or k < 0:     # bool is not int here: True is 0xF5
+                break
+        else:
             # Every key a non-negative int (the node's STATUS, HELLO and ALARM maps): their
             # encodings sort as the numbers do, so the keys are taken smallest first
             # straight from the dict, with no encoded key, pair or list built per key
@@ -104,13 +109,6 @@ def encode_into(out, obj, depth=0):
     else:
         raise CborError("cannot encode %s in CBOR" % type(obj).__name__)
     return out
-
-
-def _uint_keys(m):
-    for k in m:
-        if type(k) is not int or k < 0:     # bool is not int here: True encodes as 0xF5
-            return False
-    return True
 
 
 def _first(p):

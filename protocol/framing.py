@@ -66,7 +66,8 @@ def cobs_decode(data, end=None):
 
 
 def wrap(frame):
-    """Bytes to write to the UART for one frame."""
+    """The bytes to write to the UART for one frame, as a bytearray: the buffer COBS is
+    done in (a bytes copy of it would be garbage at every send on a node)."""
     n = len(frame)
     if n > MAX_FRAME:
         raise ValueError("frame of %d bytes exceeds MAX_FRAME %d" % (n, MAX_FRAME))
@@ -85,7 +86,7 @@ def wrap(frame):
             out[p] = i - p
             p = i
     out[p] = n + 4 - p
-    return bytes(out)
+    return out
 
 
 class Deframer:

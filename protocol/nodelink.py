@@ -98,7 +98,9 @@ class NodeLink:
 
     # --- budget -------------------------------------------------------------
     def _refill(self, now):
-        if self._tokens_at is not None:
+        # sent() follows can_send() at the same `now`: adding 0.0 would change nothing
+        # but take three floats (48 bytes of garbage on a 32-bit MicroPython)
+        if self._tokens_at is not None and now != self._tokens_at:
             self.tokens = min(self.capacity, self.tokens + (now - self._tokens_at) * self.refill)
         self._tokens_at = now
 

@@ -66,6 +66,29 @@ def test_seq_never_reused_across_reboots(tmp_path):
             seen.add(s)
 
 
+def test_a_meta_write_with_less_than_half_the_block_left_reserves_the_next_block(tmp_path):
+    # the node's reports take seqs; its acks reclaim segments, which writes meta.json:
+    # that write carries the next reservation, so no report writes one of its own
+    log = log_at(tmp_path, seq_block=8)
+    first = log.alloc.next
+    assert log.alloc.reserved == first + 8  # open's meta write reserved a block
+    writes = []
+    write = log._write_meta
+    log._write_meta = lambda: (writes.append(1), write())
+    for _ in range(4):
+        log.take_seq()                      # half the block left: nothing written
+    s = log.take_seq()                      # 3 left
+    log.append(s, READINGS, payload(0), True, log.boot, 1000)
+    assert writes == []
+    log.ack([(s, s)])                       # reclaims the segment: a meta write
+    assert writes == [1] and log.alloc.reserved == first + 16
+    assert json.loads((tmp_path / "log" / "meta.json").read_text())["reserve"] == first + 16
+    seqs = [log.take_seq() for _ in range(9)]   # across the first block's end
+    assert seqs == list(range(s + 1, s + 10)) and writes == [1]
+    log2 = log_at(tmp_path, seq_block=8)
+    assert log2.take_seq() >= first + 16    # never a seq that may have been used
+
+
 def test_reservation_covers_seqs_on_flash_even_without_meta(tmp_path):
     log = log_at(tmp_path, seq_block=1000)
     seqs = write_n(log, 3)

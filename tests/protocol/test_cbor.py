@@ -74,6 +74,31 @@ def test_maps_are_encoded_as_sorting_the_encoded_keys_gives(m):
     assert cbor.dumps(m) == sorted_by_encoded_key(m)
 
 
+def head_with_struct(major, n):
+    """An item head as _head wrote it with struct.pack before it appended byte by byte."""
+    import struct
+    m = major << 5
+    if n < 24:
+        return bytes([m | n])
+    for info, fmt, top in ((24, ">B", 0x100), (25, ">H", 0x10000), (26, ">I", 2**32), (27, ">Q", 2**64)):
+        if n < top:
+            return bytes([m | info]) + struct.pack(fmt, n)
+    raise AssertionError
+
+
+@given(st.integers(0, 7), st.one_of(st.integers(0, 2**64 - 1), st.sampled_from(
+    [23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])))
+def test_head_bytes_are_what_struct_pack_gave(major, n):
+    out = bytearray()
+    cbor._head(out, major, n)
+    assert bytes(out) == head_with_struct(major, n)
+
+
+def test_head_refuses_an_int_beyond_64_bits():
+    with pytest.raises(cbor.CborError):
+        cbor._head(bytearray(), 0, 2**64)
+
+
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_cbor_error(data):
     try:

@@ -31,12 +31,13 @@ def test_cobs_roundtrip_and_no_zero(data):
 @given(st.one_of(st.binary(max_size=framing.MAX_FRAME),
                  st.lists(st.sampled_from((0, 1, 255)), max_size=framing.MAX_FRAME).map(bytes)))
 def test_wrap_gives_the_bytes_of_its_first_form(f):
-    # wrap() encodes COBS in place; its first form was 0x00 | cobs_encode(frame | CRC) | 0x00
+    # wrap() encodes COBS in place and hands back that buffer (a bytearray); its first
+    # form was bytes: 0x00 | cobs_encode(frame | CRC) | 0x00
     c = crc16(f)
     ref = b"\x00" + bytes(framing.cobs_encode(f + bytes((c >> 8, c & 0xFF)))) + b"\x00"
     for g in (f, bytearray(f)):
         w = framing.wrap(g)
-        assert type(w) is bytes and w == ref
+        assert type(w) is bytearray and w == ref
 
 
 def test_wrap_edges():
