@@ -46,18 +46,21 @@ S_THINNED/S_DROPPED) and the counts persist in meta.json.
 
 Flash wear, at 1-min sampling and 10-min reports: samples are buffered in RAM and
 one READINGS record is appended per report (144 appends a day, plus hourly STATUS
-frames that take seqs but are never logged). meta.json is rewritten when a block
-of 32 seqs is reserved (~6 times a day), at each boot and when a segment is
-reclaimed (a 4 KB segment holds ~70 reading records: ~2 a day). A write made for
-another reason reserves the next block once less than half of the current one is
-left, so a reservation seldom needs a write of its own (after a reboot up to a block
-and a half of seqs is skipped, never reused). That is about 160
-small file writes a day. littlefs spreads writes over the whole partition (dynamic
-wear levelling, copy-on-write): on a 1.5 MB partition (~370 4-KB erase blocks) with
-each write costing at most two block programs, each block is erased about once a
-day, ~100x below what would wear out 100k-cycle NOR flash within 10 years. Saving
-the tail at every ack would double the writes for little gain (it saves duplicate
-resends after a reboot only), so it is saved with the other meta writes.
+frames that take seqs but are never logged). With the link up each report's record is
+acked within seconds, and a segment whose records are all acked is deleted at once,
+the newest included: so a report costs about four small file operations (create and
+write the segment, remove it, write meta.tmp, rename it over meta.json), ~600 a day.
+meta.json is also rewritten at each boot; a seq reservation seldom needs a write of its
+own (a write made for another reason reserves the next block of 32 once less than half
+of the current one is left; after a reboot up to a block and a half of seqs is skipped,
+never reused). littlefs spreads writes over the whole partition (dynamic wear
+levelling, copy-on-write): on a 1.5 MB partition (~370 4-KB erase blocks), with each
+operation costing at most two block programs, each block is erased about three times a
+day: ~11 000 cycles in 10 years, about a ninth of what wears out 100k-cycle NOR flash.
+Keeping the newest segment until it is sealed would cut that to about one operation per
+report (not done: it was found late, and the margin is there). Saving the tail at every
+ack would add writes for little gain (it saves duplicate resends after a reboot only),
+so it is saved with the other meta writes.
 """
 import struct
 
