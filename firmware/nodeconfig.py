@@ -242,7 +242,13 @@ def load(fs, console=print, board_hint="unknown"):
             console("config error: %s" % e)
             continue
         if name == CONFIG_FILE:
-            if not fs.exists(GOOD_FILE) or _read(fs, GOOD_FILE) != text:
+            # compared as data: config.json is the technician's formatting, the good copy
+            # json.dumps's, so comparing texts would rewrite the copy at every boot
+            try:
+                same = json.loads(_read(fs, GOOD_FILE)) == raw
+            except (OSError, ValueError):
+                same = False
+            if not same:
                 save(fs, GOOD_FILE, raw)
         else:
             console("config: running on the last good config (version %d)" % cfg.version)

@@ -57,6 +57,21 @@ def fs(tmp_path):
     return fs_at(tmp_path)
 
 
+def test_a_formatted_config_is_copied_to_the_good_file_once(tmp_path):
+    """config.json as a technician writes it (indented) differs in text from the good
+    copy json.dumps writes; the copy is rewritten only when the config changes."""
+    (tmp_path / "config.json").write_text(json.dumps(good(), indent=2))
+    nodeconfig.load(fs(tmp_path), lambda s: None)
+    good_file = tmp_path / "config.good.json"
+    assert json.loads(good_file.read_text()) == good()
+    good_file.write_text(good_file.read_text() + " ")    # a mark a rewrite would remove
+    nodeconfig.load(fs(tmp_path), lambda s: None)
+    assert good_file.read_text().endswith(" ")
+    (tmp_path / "config.json").write_text(json.dumps(good(version=3), indent=2))
+    nodeconfig.load(fs(tmp_path), lambda s: None)
+    assert json.loads(good_file.read_text())["version"] == 3
+
+
 def test_broken_config_falls_back_to_last_good(tmp_path):
     said = []
     (tmp_path / "config.json").write_text(json.dumps(good()))
