@@ -46,6 +46,11 @@ INTERVAL_KEYS = (("sample_s", msg.I_SAMPLE_S), ("intensified_s", msg.I_INTENSIFI
 MAX_INTERVAL_S = 86400
 MAX_EMERGENCY_S = 7 * 86400
 DEFAULT_TTL_S = 86400
+MAX_VERSION = 0xFFFFFFFF         # config versions are u32 on the wire (SPEC 3.4)
+# Bounds on queued work (issue 12, defect 4): a flood of commands is refused, never
+# piled up. Pending items per node (in flight not counted) and in all.
+MAX_PENDING_PER_NODE = 16
+MAX_PENDING_TOTAL = 512
 # The CONFIG map must fit a frame: header 13 + re 4 + map + MIC 8 <= 192.
 MAX_CONFIG_MAP = fr.MAX_FRAME - 13 - 4 - 8
 
@@ -240,16 +245,38 @@ class DownlinkQueue:
     `on_config_ack(node, ack_map, now)` when a CONFIG_ACK arrives. Results go to
     `on_result(cmd, node, result, detail, version)`."""
 
-    def __init__(self, on_result, max_sends=8, clock_versions=True):
+    def __init__(self, on_result, max_sends=8, clock_versions=True,
+                 max_per_node=MAX_PENDING_PER_NODE, max_total=MAX_PENDING_TOTAL):
         self.on_result = on_result
         self.max_sends = max_sends
         self.clock_versions = clock_versions
+        self.max_per_node = max_per_node
+        self.max_total = max_total
+        self.refused_full = 0
         self.pending = {}       # node -> [_Pending]
         self.in_flight = {}     # node -> _InFlight
         self.last_version = {}  # node -> last version issued or seen
         self.dirty = False      # changed since the last dump()
 
+    def room_for(self, cmd):
+        """None if `cmd` fits the bounds, else the reason it does not (CommandError text)."""
+        total = sum(len(v) for v in self.pending.values())
+        if total + len(cmd.nodes) > self.max_total:
+            return ("the gateway's downlink queue is full (%d commands waiting, at most %d): "
+                    "wait for results, or let the nodes report first" % (total, self.max_total))
+        full = [n for n in cmd.nodes if len(self.pending.get(n, ())) >= self.max_per_node]
+        if full:
+            return ("node %s already has %d commands waiting (at most %d): wait for their "
+                    "results before sending more" % (",".join(map(str, full)),
+                                                     self.max_per_node, self.max_per_node))
+        return None
+
     def put(self, cmd, now):
+        """Queue `cmd` for its nodes; CommandError (nothing queued) if a bound is hit."""
+        why = self.room_for(cmd)
+        if why:
+            self.refused_full += 1
+            raise CommandError(why)
         for n in cmd.nodes:
             self.pending.setdefault(n, []).append(_Pending(cmd, n, cmd.partial, now + cmd.ttl_s,
                                                            now))
@@ -271,6 +298,8 @@ class DownlinkQueue:
 
     def load(self, data):
         doc = cbor2.loads(data)
+        if not isinstance(doc, dict):
+            raise ValueError("downlink queue file is not a CBOR map")
         cmds = {}
 
         def item(d):
@@ -285,6 +314,10 @@ class DownlinkQueue:
         for f in doc["in_flight"]:
             inf = _InFlight(f["version"], f["cfg"], [item(d) for d in f["items"]])
             inf.sends = f["sends"]
+            v = inf.version
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_VERSION:
+                inf.version = None          # a file from before defect 1 was fixed
+                inf.cfg.pop(msg.C_VERSION, None)
             self.in_flight[f["node"]] = inf
         for n, v in doc["last_version"].items():
             self.note_version(n, v)
@@ -296,7 +329,10 @@ class DownlinkQueue:
                    for n in nodes)
 
     def note_version(self, node, version):
-        if isinstance(version, int) and version > self.last_version.get(node, 0):
+        if isinstance(version, bool) or not isinstance(version, int) or \
+                not 1 <= version <= MAX_VERSION:
+            return              # never keep what the wire cannot carry (defect 1)
+        if version > self.last_version.get(node, 0):
             self.last_version[node] = version
             self.dirty = True
 
@@ -306,6 +342,8 @@ class DownlinkQueue:
             # Unix time as the floor keeps versions rising across gateway restarts
             # without persisting them.
             v = max(v, int(now))
+        if v > MAX_VERSION:
+            return None
         self.last_version[node] = v
         self.dirty = True
         return v
@@ -351,8 +389,12 @@ class DownlinkQueue:
             inf = _InFlight(None, cfg, taken)
         if inf.version is None:
             inf.version = self._next_version(node, now)
-            inf.cfg[msg.C_VERSION] = inf.version
             self.in_flight[node] = inf
+            if inf.version is None:
+                self._finish(node, R_REJECTED, "the node's config version is at the u32 "
+                             "maximum: re-provision it (`stationctl provision`)", None)
+                return []
+            inf.cfg[msg.C_VERSION] = inf.version
         if inf.sends >= self.max_sends:
             self._finish(node, R_EXPIRED, "no CONFIG_ACK after %d sends" % inf.sends, inf.version)
             return self.config_for(node, re, now)
@@ -377,7 +419,7 @@ class DownlinkQueue:
             if v == inf.version:
                 # Our earlier send was applied; this answer is to a repeat.
                 self._finish(node, R_APPLIED, "", v)
-            elif v > inf.version:
+            elif v > inf.version and v <= MAX_VERSION:
                 # The node holds a newer version than we issued: issue above it.
                 inf.version = None
                 self.last_version[node] = v

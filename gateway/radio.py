@@ -27,6 +27,7 @@ Every rejected input is counted by reason (SPEC.md section 7) and logged at most
 import asyncio
 import logging
 import os
+import sqlite3
 
 from gateway.records import FLAG_TIME_APPROX, Alarm, Count, FrameSeen, NodeStatus, Reading
 from protocol import frame as fr
@@ -39,6 +40,10 @@ from protocol.mic import Hmac
 
 log = logging.getLogger("stationgw.radio")
 
+# Errors a commit raises because of what a record holds, not because of the disk.
+DATA_ERRORS = (OverflowError, ValueError, TypeError, KeyError, sqlite3.IntegrityError,
+               sqlite3.InterfaceError)
+
 REASON_PAYLOAD = "payload"
 GARBAGE_REASONS = ("cobs", "crc", "too_short", "too_long")
 
@@ -48,6 +53,35 @@ _STATUS_FIELDS = (("battery_mv", msg.S_BATTERY_MV), ("supply_mv", msg.S_SUPPLY_M
                   ("fw", msg.S_FW), ("config_version", msg.S_CONFIG_VERSION))
 _HELLO_FIELDS = (("fw", msg.H_FW), ("config_version", msg.H_CONFIG_VERSION),
                  ("reset_cause", msg.H_RESET_CAUSE))
+
+# Every integer from the air is checked against the range it can have before it goes
+# near SQLite (int64), CBOR or a config: a valid MIC proves who sent a frame, not that
+# its firmware is right (SPEC 7.1). Out of range -> the frame is a `payload` reject.
+I32 = (-(1 << 31), (1 << 31) - 1)
+U32 = (0, 0xFFFFFFFF)
+U16 = (0, 0xFFFF)
+U8 = (0, 0xFF)
+_FIELD_RANGES = {"battery_mv": U16, "supply_mv": U16, "temp_decic": (-32768, 32767),
+                 "free_heap": U32, "reset_cause": U8, "log_depth": U32,
+                 "config_version": U32}
+_ALARM_RANGES = ((msg.A_PREV, U8), (msg.A_KIND, U8), (msg.A_RULE, U8), (msg.A_VALUE, I32),
+                 (msg.A_THRESHOLD, I32), (msg.A_AGE, U32))
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _check_range(what, v, lo_hi):
+    if not isinstance(v, int) or isinstance(v, bool) or not lo_hi[0] <= v <= lo_hi[1]:
+        raise msg.PayloadError("%s %r out of range %d..%d" % (what, v, lo_hi[0], lo_hi[1]))
+    return v
+
+
+def _check_record_ints(recs):
+    """The last guard before SQLite: no record field may exceed int64."""
+    for r in recs:
+        for name, v in zip(r._fields, r):
+            if isinstance(v, int) and not INT64[0] <= v <= INT64[1]:
+                raise msg.PayloadError("%s.%s %r does not fit 64 bits"
+                                       % (type(r).__name__, name, v))
 
 
 class NodeStats:
@@ -79,12 +113,13 @@ class NodeStats:
 class Group:
     """Records to commit in one transaction, and what to ack once they are durable."""
 
-    __slots__ = ("records", "frames", "acks_only")
+    __slots__ = ("records", "frames", "acks_only", "spans")
 
     def __init__(self):
         self.records = []
         self.frames = []        # NEW frames, in arrival order
         self.acks_only = []     # duplicates of frames in this group or the one in flight
+        self.spans = []         # (start, end) of each new frame's records in `records`
 
     def __len__(self):
         return len(self.records) + len(self.acks_only)
@@ -235,15 +270,24 @@ class RadioIngest:
             return
         try:
             recs = self._records(f, now)
+            _check_record_ints(recs)
         except (ValueError, msg.PayloadError) as e:
             # Good MIC, bad payload: a node firmware bug (SPEC 7.1). Ack it so the node
             # does not retry forever; nothing of it becomes a reading.
             self._reject(now, f.node, REASON_PAYLOAD, "%s: %s raw=%s" % (
                 fr.TYPE_NAMES.get(f.mtype), e, f.raw.hex()))
             recs = []
+        except Exception as e:      # a handler bug costs this frame only, never the group
+            self.log.error("event=frame_handler_failed node=%d seq=%d error=%r raw=%s",
+                           f.node, f.seq, e, f.raw.hex())
+            self._reject(now, f.node, REASON_PAYLOAD, "handler error %r raw=%s"
+                         % (e, f.raw.hex()))
+            recs = []
         st.frames += 1
+        start = len(self.group.records)
         self.group.records.extend(recs)
         self.group.records.append(FrameSeen(f.node, f.seq, self._new_floor(f)))
+        self.group.spans.append((start, len(self.group.records)))
         self.group.frames.append(f)
 
     def _pending(self, node, seq):
@@ -266,6 +310,9 @@ class RadioIngest:
             rx_ms = int(now * 1000)
             out = []
             for i, a in enumerate(gwmessages.decode_alarms(f.payload)):
+                for k, lo_hi in _ALARM_RANGES:
+                    if k in a:
+                        _check_range("alarm key %d" % k, a[k], lo_hi)
                 out.append(Alarm(f.node, f.seq, i, a[msg.A_EVENT], a[msg.A_LEVEL],
                                  _uint(a, msg.A_PREV, 0), a[msg.A_CHAN], a[msg.A_RULE],
                                  _uint(a, msg.A_KIND, 0), _int(a, msg.A_VALUE, 0),
@@ -281,7 +328,7 @@ class RadioIngest:
                     if isinstance(v, str):
                         vals[name] = v[:32]
                 elif isinstance(v, int) and not isinstance(v, bool):
-                    vals[name] = v
+                    vals[name] = _check_range(name, v, _FIELD_RANGES[name])
             st = self.node_stats(f.node)
             st.battery_mv = vals.get("battery_mv", st.battery_mv)
             st.log_depth = vals.get("log_depth", st.log_depth)
@@ -295,6 +342,10 @@ class RadioIngest:
             r = m.get(msg.K_RESULT)
             if not isinstance(v, int) or not isinstance(r, int):
                 raise msg.PayloadError("CONFIG_ACK needs keys 1 (version) and 2 (result)")
+            # A version outside the u32 the gateway issues would be kept as the node's
+            # floor and make every later CONFIG unencodable (issue 12, defect 1).
+            _check_range("CONFIG_ACK version", v, (1, U32[1]))
+            _check_range("CONFIG_ACK result", r, (0, 2))
             if self.downlink is not None:
                 self.downlink.on_config_ack(f.node, m, now)
             return []
@@ -340,8 +391,34 @@ class RadioIngest:
         for f in dups:
             last.setdefault(f.node, f)
         for f in group.frames + dups:
-            out.extend(self._answer(f, now, last.get(f.node) is f))
+            try:
+                out.extend(self._answer(f, now, last.get(f.node) is f))
+            except Exception as e:
+                # The frame is durable: ack it without a CONFIG rather than lose the
+                # rest of the group's acks (and the task) to a downlink bug.
+                self.log.error("event=downlink_failed node=%d seq=%d error=%r", f.node, f.seq, e)
+                self.counters["downlink_error"] = self.counters.get("downlink_error", 0) + 1
+                out.append(self._ack(f, now, False))
         return out
+
+    def isolate(self, group):
+        """The group's commit failed on its data: split it so each frame commits on its
+        own. Returns [(frame or None, records)]; None holds the counters of rejects."""
+        inside = set()
+        parts = []
+        for f, (a, b) in zip(group.frames, group.spans):
+            parts.append((f, group.records[a:b]))
+            inside.update(range(a, b))
+        rest = [r for i, r in enumerate(group.records) if i not in inside]
+        return [(None, rest)] + parts if rest else parts
+
+    def reject_committed(self, f, now, error):
+        """Frame `f`'s records would not commit: it becomes a `payload` reject (counted,
+        logged with its hex) whose seq alone is committed, so it is still acked."""
+        self._reject(now, f.node, REASON_PAYLOAD, "store refused its records (%r) raw=%s"
+                     % (error, f.raw.hex()))
+        recs, self.group.records = self.group.records[-2:], self.group.records[:-2]
+        return recs + [FrameSeen(f.node, f.seq, self._new_floor(f))]
 
     def abandoned(self, group):
         """The commit failed: forget the frames so their retransmissions count as new."""
@@ -482,6 +559,12 @@ class RadioPort:
             return
         try:
             await loop.run_in_executor(self.executor, self.store.commit, g.records)
+        except DATA_ERRORS as e:
+            # One frame's data (not the disk) failed the transaction: commit frame by
+            # frame, so the culprit alone becomes a reject and the rest are acked.
+            self.log.error("event=commit_data_error frames=%d error=%r: committing frame "
+                           "by frame", len(g.frames), e)
+            g = await self._commit_one_by_one(loop, g)
         except Exception as e:
             self.commit_failures += 1
             self.ingest.abandoned(g)
@@ -493,6 +576,32 @@ class RadioPort:
         for b in self.ingest.committed(g, self.clock()):
             self._write(b)
         self.frames_acked += len(g.frames) + len(g.acks_only)
+
+    async def _commit_one_by_one(self, loop, g):
+        kept = []
+        for f, recs in self.ingest.isolate(g):
+            try:
+                await loop.run_in_executor(self.executor, self.store.commit, recs)
+            except DATA_ERRORS as e:
+                if f is None:
+                    continue            # counters only
+                try:
+                    await loop.run_in_executor(self.executor, self.store.commit,
+                                               self.ingest.reject_committed(f, self.clock(), e))
+                except Exception as e2:
+                    self.ingest.link.abandoned(f)
+                    self.log.error("event=commit_failed node=%d seq=%d error=%r", f.node,
+                                   f.seq, e2)
+                    continue
+            except Exception as e:
+                if f is not None:
+                    self.ingest.link.abandoned(f)
+                self.log.error("event=commit_failed error=%r", e)
+                continue
+            if f is not None:
+                kept.append(f)
+        g.frames = kept
+        return g
 
     def stop(self):
         """Stop taking frames; `run()` commits what it has, acks it and returns."""
