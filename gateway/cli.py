@@ -3,6 +3,8 @@
     stationgw check-config site.toml     exit 0 and a summary, or exit 2 and every problem
     stationgw run -c site.toml           the daemon (gateway/daemon.py: main(cfg) -> exit code)
     stationgw status [-c site.toml]      the daemon's figures (gateway/daemon.py: status(cfg, as_json))
+    stationgw operator-key / sign-command  operators' command keys and signed commands
+                                         (gateway/opcli.py)
 
 Exit codes: 0 ok, 2 bad config or usage, 3 the daemon is not part of this build yet.
 """
@@ -123,6 +125,8 @@ def parser():
                    help="path to site.toml (default %(default)s)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
+    from gateway import opcli     # operator-key, sign-command (docs/security.md)
+    opcli.add_parsers(sub)
     return p
 
 

@@ -19,6 +19,7 @@ rename) as `status.json` next to the store; `stationgw status` reads and prints 
 """
 import asyncio
 import concurrent.futures
+import fcntl
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import time
 
 import cbor2
 
+from gateway import cmdauth
 from gateway import downlink as dl
 from gateway import simclock
 from gateway.radio import RadioIngest, RadioPort
@@ -66,8 +68,20 @@ def status_path(cfg):
     return os.path.join(state_dir(cfg), STATUS_FILE)
 
 
+def fsync_dir(d):
+    """Make a rename or a new file in directory `d` durable: without it a power cut can
+    bring back the old directory entry although the file's data was synced (issue 12,
+    defect 5)."""
+    fd = os.open(d or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path, data, mode=0o600):
-    """Write-temp, fsync, rename: a reader sees the old file or the new one, never half."""
+    """Write-temp, fsync, rename, fsync the directory: a reader sees the old file or the
+    new one, never half, and after it returns a power cut keeps the new one."""
     d = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
     try:
@@ -83,6 +97,35 @@ def write_atomic(path, data, mode=0o600):
         except OSError:
             pass
         raise
+    fsync_dir(d)
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this store's lock; the message names its PID."""
+
+
+def lock_store(store_path):
+    """Take an exclusive lock on `<store>.lock` (fcntl.flock, released by the kernel when
+    the process dies, even by kill -9). Returns the open fd to keep; AlreadyRunning if
+    another process holds it (issue 12, defect 7: two daemons on one config fought
+    over the store, the radio port and the MQTT client id)."""
+    path = os.path.abspath(str(store_path)) + ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            other = "unknown"
+        os.close(fd)
+        raise AlreadyRunning(
+            "another stationgw (pid %s) is already running on this store (%s): stop it "
+            "first (`systemctl stop stationgw` or `kill %s`), or give this config its own "
+            "storage.path" % (other, path, other)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return fd
 
 
 class Daemon:
@@ -99,7 +142,25 @@ class Daemon:
         self.port = None
         self.bridge = None
         self.commit_exec = concurrent.futures.ThreadPoolExecutor(1, "commit")
-        self.queue = dl.DownlinkQueue(self._on_result)
+        # The downlink queue file is written here, never on the event loop (defect 4).
+        self.save_exec = concurrent.futures.ThreadPoolExecutor(1, "dlsave")
+        sec = cfg.security
+        cmds = sec.commands if sec is not None else None
+        self.queue = dl.DownlinkQueue(
+            self._on_result,
+            max_per_node=cmds.max_pending_per_node if cmds else dl.MAX_PENDING_PER_NODE,
+            max_total=cmds.max_pending_total if cmds else dl.MAX_PENDING_TOTAL)
+        self.auth = cmdauth.CommandAuth(
+            cmds.operators if cmds else {}, cfg.site.id, cfg.site.gateway_id,
+            max_skew_s=cmds.max_skew_s if cmds else cmdauth.DEFAULT_SKEW_S,
+            rate_per_min=cmds.rate_per_min if cmds else 20)
+        self.commands_enabled = cmds is not None
+        self._save_running = False
+        self._save_waiters = []
+        self.saves = 0
+        self.lock_fd = None
+        self._refusal_bucket = cmdauth.TokenBucket(30, 10)   # cmd-result "refused" messages
+        self.refusals_unreported = 0
         self.node_ids = {n.id for n in cfg.nodes}
         self.node_channels = {n.id: set(n.channels) for n in cfg.nodes if n.channels}
         self.module_info = None
@@ -114,6 +175,12 @@ class Daemon:
             self.loop.add_signal_handler(sig, self._request_stop, sig)
         log.info("event=starting site=%s gateway=%s config=%s pid=%d", cfg.site.id,
                  cfg.site.gateway_id, cfg.path, os.getpid())
+        try:
+            self.lock_fd = lock_store(cfg.storage.path)
+        except AlreadyRunning as e:
+            log.error("event=already_running error=%r", str(e))
+            print("stationgw: %s" % e, file=sys.stderr)
+            return EXIT_FAIL
         try:
             self.store = Store(cfg.storage.path, quota_bytes=cfg.storage.quota_mb * 1024 * 1024,
                                live_horizon_s=cfg.storage.live_horizon_s)
@@ -179,6 +246,7 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.commit_exec.shutdown(wait=True)
+        self.save_exec.shutdown(wait=True)
         # 3. uplink: flush what is in flight, offline status, disconnect.
         if self.uplink is not None:
             await self.loop.run_in_executor(None, self.uplink.stop, 5.0)
@@ -274,6 +342,7 @@ class Daemon:
             return
         try:
             self.queue.load(data)
+            self.auth.load_nonces(self.queue.extra.get("nonces"), time.time())
         except Exception as e:
             # Keep the file for a look; start with an empty queue rather than not at all.
             os.replace(self._downlink_path(), self._downlink_path() + ".bad")
@@ -283,8 +352,37 @@ class Daemon:
         log.info("event=downlink_queue_loaded commands=%d", self.queue.depth())
 
     def _save_downlink(self):
+        """Blocking save (shutdown only; the loop uses `_schedule_save`)."""
         if self.queue.dirty:
+            self.queue.extra["nonces"] = self.auth.dump_nonces()
             write_atomic(self._downlink_path(), self.queue.dump())
+
+    def _schedule_save(self, then=None):
+        """Save the queue (and the replay cache) in the save thread; `then(error)` runs on
+        the loop once a save that covers the current state is durable. Saves coalesce: a
+        flood of commands costs a few writes, and the loop never waits for an fsync."""
+        if then is not None:
+            self._save_waiters.append(then)
+        if self._save_running:
+            return
+        self._save_running = True
+        self.queue.extra["nonces"] = self.auth.dump_nonces()
+        data = self.queue.dump()
+        waiters, self._save_waiters = self._save_waiters, []
+        fut = self.loop.run_in_executor(self.save_exec, write_atomic, self._downlink_path(),
+                                        data)
+        fut.add_done_callback(lambda f: self._saved(f, waiters))
+
+    def _saved(self, fut, waiters):
+        self._save_running = False
+        self.saves += 1
+        err = fut.exception()
+        if err is not None:
+            log.error("event=downlink_queue_save_failed error=%r", err)
+        for w in waiters:
+            w(err)
+        if self._save_waiters or self.queue.dirty:
+            self._schedule_save()
 
     def _on_command_thread(self, verb, payload):
         # paho's thread: hand over to the loop, which owns the downlink queue.
@@ -293,27 +391,63 @@ class Daemon:
     def _on_command(self, verb, payload):
         now = self.clock()
         try:
-            doc = dl.decode_payload(payload)
+            if not self.commands_enabled:
+                raise cmdauth.Refused("disabled", "this gateway takes no commands: add a "
+                                      "[commands] section with an operators_file")
+            # wall time, not the daemon's clock: the HIL rig simulates the latter, while
+            # an operator signs with real time
+            op, body, confirmed = self.auth.check(verb, payload, time.time())
+        except cmdauth.Refused as e:
+            self._refuse(verb, e)
+            return
+        try:
+            doc = dl.decode_payload(body)
             cmd = dl.parse_command(verb, doc, self.node_ids, self.node_channels)
+            why = cmdauth.danger(cmd, self.node_channels)
+            if why:
+                try:
+                    self.auth.allow_dangerous(op, confirmed, why)
+                except cmdauth.Refused as e:
+                    self._refuse(verb, e, doc.get("id"))
+                    return
+                log.warning("event=command_dangerous operator=%s verb=%s id=%s nodes=%s why=%r",
+                            op.name, verb, cmd.id, ",".join(str(n) for n in cmd.nodes), why)
+            self.queue.put(cmd, now)
+        except dl.QueueFull as e:
+            self._refuse(verb, cmdauth.Refused("queue_full", str(e)), doc.get("id"))
+            return
         except dl.CommandError as e:
-            log.warning("event=command_invalid verb=%s error=%r", verb, str(e))
+            log.warning("event=command_invalid operator=%s verb=%s error=%r", op.name, verb,
+                        str(e))
             cid = None
             try:
-                cid = dl.decode_payload(payload).get("id")
+                cid = dl.decode_payload(body).get("id")
             except dl.CommandError:
                 pass
             self._publish_result(verb, cid if isinstance(cid, str) else None, dl.R_INVALID,
                                  None, str(e), None)
             return
-        self.queue.put(cmd, now)
-        try:
-            self._save_downlink()       # durable before we say "queued"
-        except OSError as e:
-            log.error("event=downlink_queue_save_failed error=%r", e)
-        log.info("event=command_queued verb=%s id=%s nodes=%s", verb, cmd.id,
-                 ",".join(str(n) for n in cmd.nodes))
-        self._publish_result(verb, cmd.id, dl.R_QUEUED, None, "sent after the node's next "
-                             "uplink frame", None, cmd.nodes)
+        log.info("event=command_accepted operator=%s verb=%s id=%s nodes=%s", op.name, verb,
+                 cmd.id, ",".join(str(n) for n in cmd.nodes))
+
+        def queued(err):        # durable (command and nonce) before we say "queued"
+            log.info("event=command_queued verb=%s id=%s nodes=%s", verb, cmd.id,
+                     ",".join(str(n) for n in cmd.nodes))
+            self._publish_result(verb, cmd.id, dl.R_QUEUED, None, "sent after the node's "
+                                 "next uplink frame", None, cmd.nodes)
+        self._schedule_save(queued)
+
+    def _refuse(self, verb, e, cid=None):
+        """Refused commands are counted always, reported (log + cmd-result) at a bounded
+        rate, so a flood of junk cannot flood the uplink or the journal."""
+        if not self._refusal_bucket.take(time.monotonic()):
+            self.refusals_unreported += 1
+            return
+        n, self.refusals_unreported = self.refusals_unreported, 0
+        log.warning("event=command_refused verb=%s reason=%s detail=%r unreported_before=%d",
+                    verb[:64], e.reason, str(e), n)
+        self._publish_result(verb[:64], cid if isinstance(cid, str) else None, "refused", None,
+                             "%s: %s" % (e.reason, e), None)
 
     def _on_result(self, cmd, node, result, detail, version):
         log.info("event=command_result verb=%s id=%s node=%s result=%s version=%s detail=%r",
@@ -337,10 +471,8 @@ class Daemon:
         while True:
             self.queue.expire(self.clock())
             t0 = time.monotonic()
-            try:
-                self._save_downlink()
-            except OSError as e:
-                log.error("event=downlink_queue_save_failed error=%r", e)
+            if self.queue.dirty:
+                self._schedule_save()
             try:
                 await self.loop.run_in_executor(None, self._write_status)
             except Exception as e:
@@ -388,6 +520,9 @@ class Daemon:
                        "alarms": up.get("alarms")},
             "store": {"used_bytes": st["used_bytes"], "quota_bytes": st["quota_bytes"],
                       "batch_seq": st["batch_seq"]},
+            "commands": {"accepted": self.auth.accepted, "refused": dict(self.auth.refused),
+                         "refused_queue_full": self.queue.refused_full,
+                         "queue_saves": self.saves, "queue_depth": self.queue.depth()},
             "clock_suspect": self.clock_check(
                 {n: d["last_seen"] for n, d in st["nodes"].items() if d.get("last_seen")}),
         }
@@ -409,7 +544,9 @@ class Daemon:
 
 def _open_serial(radio):
     import serial
-    ser = serial.Serial(radio.port, radio.baudrate, timeout=0, write_timeout=2)
+    # exclusive: a second program on the same port (another gateway, a terminal) is an
+    # error here, not two readers stealing each other's frames
+    ser = serial.Serial(radio.port, radio.baudrate, timeout=0, write_timeout=2, exclusive=True)
     return ser
 
 

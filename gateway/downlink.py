@@ -65,11 +65,16 @@ class CommandError(ValueError):
     """A command that cannot be queued; the message says what is wrong and what to send."""
 
 
-class Command:
-    __slots__ = ("verb", "id", "nodes", "partial", "ttl_s")
+class QueueFull(CommandError):
+    """The command is fine but a bound of the downlink queue is reached: nothing queued."""
 
-    def __init__(self, verb, cid, nodes, partial, ttl_s):
+
+class Command:
+    __slots__ = ("verb", "id", "nodes", "partial", "ttl_s", "all_nodes")
+
+    def __init__(self, verb, cid, nodes, partial, ttl_s, all_nodes=False):
         self.verb, self.id, self.nodes, self.partial, self.ttl_s = verb, cid, nodes, partial, ttl_s
+        self.all_nodes = all_nodes
 
 
 def decode_payload(payload, content_type=None):
@@ -144,7 +149,7 @@ def parse_command(verb, doc, node_ids, node_channels=None):
     if len(pcbor.dumps(trial)) > MAX_CONFIG_MAP:
         raise CommandError("%s does not fit one radio frame (%d bytes of config at most): "
                            "send fewer rules" % (verb, MAX_CONFIG_MAP))
-    return Command(verb, cid, nodes, partial, ttl)
+    return Command(verb, cid, nodes, partial, ttl, node == "all")
 
 
 def _rules(raw, nodes, node_channels):
@@ -257,6 +262,7 @@ class DownlinkQueue:
         self.in_flight = {}     # node -> _InFlight
         self.last_version = {}  # node -> last version issued or seen
         self.dirty = False      # changed since the last dump()
+        self.extra = {}         # saved with the queue (the command replay cache)
 
     def room_for(self, cmd):
         """None if `cmd` fits the bounds, else the reason it does not (CommandError text)."""
@@ -276,7 +282,7 @@ class DownlinkQueue:
         why = self.room_for(cmd)
         if why:
             self.refused_full += 1
-            raise CommandError(why)
+            raise QueueFull(why)
         for n in cmd.nodes:
             self.pending.setdefault(n, []).append(_Pending(cmd, n, cmd.partial, now + cmd.ttl_s,
                                                            now))
@@ -292,7 +298,7 @@ class DownlinkQueue:
                "in_flight": [{"node": n, "version": f.version, "cfg": f.cfg, "sends": f.sends,
                               "items": [item(p) for p in f.items]}
                              for n, f in self.in_flight.items()],
-               "last_version": self.last_version}
+               "last_version": self.last_version, "extra": self.extra}
         self.dirty = False
         return cbor2.dumps(doc)
 
@@ -321,6 +327,8 @@ class DownlinkQueue:
             self.in_flight[f["node"]] = inf
         for n, v in doc["last_version"].items():
             self.note_version(n, v)
+        extra = doc.get("extra")
+        self.extra = extra if isinstance(extra, dict) else {}
         self.dirty = False
 
     def depth(self, node=None):

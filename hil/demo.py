@@ -59,6 +59,28 @@ def make_keys(nodes):
     return {n: secrets.token_bytes(32) for n in nodes}
 
 
+OPERATOR = "duty"
+
+
+def write_operators(d):
+    """operators.toml (0600) with one operator, "duty", who may send every verb and
+    dangerous ones; its key is random per site. Returns (name, key)."""
+    from gateway import opcli
+    path = os.path.join(d, "operators.toml")
+    if os.path.exists(path):
+        return opcli.operator_key(path, OPERATOR)
+    from gateway import downlink as dl
+    return OPERATOR, opcli.add_operator(path, OPERATOR, list(dl.VERBS), dangerous=True)
+
+
+def signed(site_dir, verb, doc, site="demo", gw="gw1", dangerous=False, t=None):
+    """A command envelope signed with the site's demo operator key (what an operator's
+    `stationgw sign-command` sends)."""
+    from gateway import opcli
+    name, key = opcli.operator_key(os.path.join(site_dir, "operators.toml"), OPERATOR)
+    return opcli.sign_json(key, name, site, gw, verb, doc, t=t, dangerous=dangerous)
+
+
 def write_site(d, mqtt_port, radio_port, keys, nodes=NODES, modbus_port=None,
                module="none", extra="", max_readings=5000):
     """Write site.toml and keys.toml (0600) into directory d; returns the config path."""
@@ -70,7 +92,9 @@ def write_site(d, mqtt_port, radio_port, keys, nodes=NODES, modbus_port=None,
         for n, k in sorted(keys.items()):
             f.write('"%d" = "%s"\n' % (n, k.hex()))
     os.chmod(kp, 0o600)
+    write_operators(d)
     lines = ['[site]', 'id = "demo"', 'gateway_id = "gw1"', '',
+             '[commands]', 'operators_file = "operators.toml"', 'rate_per_min = 600', '',
              '[storage]', 'path = "%s"' % os.path.join(d, "store.db"), 'quota_mb = 64', '',
              '[batch]', 'max_age_s = 0.5', 'max_readings = %d' % max_readings, '',
              '[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port,

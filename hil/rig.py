@@ -133,7 +133,10 @@ class Rig:
                     key = bytes(reversed(key))       # the rig must then report losses
                 self.gw_signers[n.id] = Hmac(key)
                 f.write('"%d" = "%s"\n' % (n.id, key.hex()))
+        from hil.demo import write_operators
+        self.operator = write_operators(str(d))
         lines = ['[site]', 'id = "%s"' % SITE, 'gateway_id = "%s"' % GW, '',
+                 '[commands]', 'operators_file = "operators.toml"', 'rate_per_min = 600', '',
                  '[storage]', 'path = "%s"' % (d / "store.db"), 'quota_mb = 64', '',
                  '[batch]', 'max_age_s = %g' % self.sc.gateway["max_age_s"],
                  'max_readings = %d' % self.sc.gateway["max_readings"], '',
@@ -564,7 +567,9 @@ class Rig:
         tty.setraw(gw_slave)
         tty.setraw(self.gw_master)
         os.set_blocking(self.gw_master, False)
-        self.gw = Gateway(self._write_site(self.broker.port, os.ttyname(gw_slave)), self.d,
+        site_cfg = self._write_site(self.broker.port, os.ttyname(gw_slave))
+        self.sub.operator = self.operator
+        self.gw = Gateway(site_cfg, self.d,
                           self.d / "simclock")
         self.nodes = []
         self.by_id = {}

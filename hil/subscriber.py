@@ -38,6 +38,7 @@ class Subscriber:
     def __init__(self, port, prefix, site, gw, client_id="hil-subscriber"):
         self.base = "%s/%s/%s" % (prefix, site, gw)
         self.site, self.gw = site, gw
+        self.operator = None        # (name, key) for signed commands, set by the rig
         self.lock = threading.Lock()
         self.readings = {}          # (node, seq, idx) -> Reading
         self.duplicates = 0
@@ -214,10 +215,15 @@ class Subscriber:
         self.alarms[key] = a
         self.log.append((wall, "alarm", key, 1))
 
-    def command(self, verb, payload):
-        """Publish an operator command (JSON) on <base>/cmd/<verb>, QoS 1."""
-        import json
-        info = self.client.publish(self.base + "/cmd/" + verb, json.dumps(payload), qos=1)
+    def command(self, verb, payload, dangerous=True):
+        """Publish an operator command on <base>/cmd/<verb>, QoS 1, signed with
+        `self.operator` ((name, key), set by the rig) as `stationgw sign-command` does.
+        The rig's operator confirms dangerous commands: scenarios test the nodes."""
+        from gateway import opcli
+        name, key = self.operator
+        env = opcli.sign_json(key, name, self.site, self.gw, verb, payload,
+                              dangerous=dangerous)
+        info = self.client.publish(self.base + "/cmd/" + verb, env, qos=1)
         info.wait_for_publish(5)
 
     def results_for(self, cid):

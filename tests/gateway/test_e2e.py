@@ -16,7 +16,7 @@ import pytest
 
 from gateway.records import FrameSeen, Reading
 from gateway.store import Store
-from hil.demo import Air, GatewayProcess, make_keys, wait_until, write_site
+from hil.demo import Air, GatewayProcess, make_keys, signed, wait_until, write_site
 from hil.simnode import Channel, SimNode, World
 from protocol import frame as fr
 from protocol import messages as msg
@@ -227,6 +227,10 @@ def test_alarm_overtakes_a_draining_backlog(site, subscriber, tmp_path):
 
 # ------------------------------------------------------------------ downlink end to end
 
+def site_dir(gw):
+    return os.path.dirname(gw.cfg)
+
+
 def wait_for_birth(subscriber):
     """The gateway subscribes to cmd/# before it publishes its birth message, so once the
     birth is seen a command cannot fall into the gap before its subscription exists."""
@@ -247,10 +251,12 @@ def test_command_over_mqtt_reaches_the_node_and_the_result_comes_back(site, subs
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     try:
-        pub.publish("stations/demo/gw1/cmd/set-intervals", b'{"node": 101, "sampel_s": 30}',
+        sd = str(site_dir(gw))
+        pub.publish("stations/demo/gw1/cmd/set-intervals",
+                    signed(sd, "set-intervals", {"node": 101, "sampel_s": 30}),
                     qos=1).wait_for_publish(5)
         pub.publish("stations/demo/gw1/cmd/set-intervals",
-                    json.dumps({"node": 101, "sample_s": 2, "id": "op-1"}).encode(),
+                    signed(sd, "set-intervals", {"node": 101, "sample_s": 2, "id": "op-1"}),
                     qos=1).wait_for_publish(5)
 
         def results():
@@ -280,7 +286,8 @@ def test_queued_command_survives_a_gateway_restart(site, subscriber, broker):
     pub.loop_start()
     try:
         pub.publish("stations/demo/gw1/cmd/emergency",
-                    cbor2.dumps({"node": 102, "duration_s": 900, "id": "storm"}),
+                    signed(str(site_dir(gw)), "emergency",
+                           {"node": 102, "duration_s": 900, "id": "storm"}),
                     qos=1).wait_for_publish(5)
 
         def results():
