@@ -146,8 +146,10 @@ class CommandAuth:
                 raise Refused(R_RATE, "too many commands in the replay window; wait")
             b = self.buckets.get(op.name)
             if b is None:
-                b = self.buckets[op.name] = TokenBucket(op.rate_per_min or self.rate_per_min,
-                                                        self.burst)
+                rate = op.rate_per_min or self.rate_per_min
+                # a burst of up to half a minute's worth (an operator sending a batch)
+                b = self.buckets[op.name] = TokenBucket(rate, max(self.burst, min(300,
+                                                                                  rate // 2)))
             if not b.take(now):
                 raise Refused(R_RATE, "operator %r sends faster than %d commands a minute"
                               % (op.name, op.rate_per_min or self.rate_per_min))
