@@ -14,7 +14,7 @@ broker outage). gateway/config.py calls `parse(c, doc)` and keeps the result in
   min_s = 0.5                         # first retry after a lost connection
   max_s = 30.0                        # back-off cap
   probe_s = 0.25                      # while waiting, a TCP probe of host:port this often;
-                                      # when it answers, reconnect at once
+                                      # when it answers, reconnect at once (0: off)
 """
 from dataclasses import dataclass
 
@@ -83,8 +83,10 @@ def parse(c, doc):
         rc = Reconnect(
             min_s=c.value(r, "min_s", "mqtt.reconnect", float, default=0.5, lo=0.05, hi=60.0),
             max_s=c.value(r, "max_s", "mqtt.reconnect", float, default=30.0, lo=0.1, hi=3600.0),
-            probe_s=c.value(r, "probe_s", "mqtt.reconnect", float, default=0.25, lo=0.02,
+            probe_s=c.value(r, "probe_s", "mqtt.reconnect", float, default=0.25, lo=0.0,
                             hi=60.0))
+        if rc.probe_s is not None and 0 < rc.probe_s < 0.02:
+            c.err("mqtt.reconnect.probe_s", "%g is too often: 0 (off) or 0.02..60" % rc.probe_s)
         if rc.min_s is not None and rc.max_s is not None and rc.max_s < rc.min_s:
             c.err("mqtt.reconnect.max_s", "must be >= min_s (%g)" % rc.min_s)
     return Security(commands, rc)

@@ -1,8 +1,13 @@
 """MQTT uplink: store -> CBOR batches and alarms -> broker, with paho-mqtt 2.x.
 
 Threads:
-  - paho's network thread (loop_start): reconnects with exponential back-off and
-    jitter (the delay is re-drawn from `Backoff` at every failure), delivers PUBACKs;
+  - the network thread (ours, running paho's `loop()`): delivers PUBACKs and, after a
+    lost connection, reconnects with exponential back-off and jitter (`Backoff`), and
+    in between probes the broker's TCP port every `probe_s`: the moment the broker
+    answers again it reconnects, so alarms held during an outage go out within a
+    probe interval of its return, not at the end of a long back-off (issue 12, defect
+    9). The back-off still paces full MQTT/TLS connects, and a broker that refuses
+    the CONNECT (credentials, ACL) is not probed into a reconnect storm;
   - the committing thread (radio ingest / Modbus bridge): `Store.commit` calls our
     listener, which publishes new alarms at once (the alarm fast lane);
   - the uplink worker: turns acks into store deletions, takes batches from the lanes
@@ -21,6 +26,7 @@ ALARM_RESERVE), so an alarm never waits behind queued batches inside paho either
 import logging
 import queue
 import random
+import socket
 import threading
 import time
 
@@ -38,6 +44,9 @@ CONTENT_TYPE = "application/cbor"
 ALARM_RESERVE = 4          # receive-maximum slots kept free for alarms and status
 RETRY_REFUSED_S = 5.0      # a publish the broker refused (v5 reason >= 0x80) is retried
 IDLE_WAKE_S = 1.0
+NET_POLL_S = 0.1           # the network thread's select() timeout while connected
+PROBE_RETRY_S = 1.0        # a probe may trigger a connect at most this often
+FLAP_S = 5.0               # a connection must hold this long to reset the back-off
 PRUNE_MARKS_S = 3600.0     # how often alarm marks no reading can be near are forgotten
 
 
@@ -47,9 +56,9 @@ class UplinkSettings:
     def __init__(self, site, gateway_id, host="127.0.0.1", port=1883, protocol="v5",
                  client_id=None, topic_prefix="stations", keepalive_s=30, inflight=16,
                  username="", password_file="", tls_ca="", tls_cert="", tls_key="",
-                 max_readings=5000, max_bytes=65536, max_age_s=5.0, backoff_min_s=1.0,
-                 backoff_max_s=60.0, quota_check_s=5.0, retry_refused_s=RETRY_REFUSED_S,
-                 sw_version=SW_VERSION):
+                 max_readings=5000, max_bytes=65536, max_age_s=5.0, backoff_min_s=0.5,
+                 backoff_max_s=30.0, quota_check_s=5.0, retry_refused_s=RETRY_REFUSED_S,
+                 sw_version=SW_VERSION, probe_s=0.25):
         if protocol not in ("v5", "v311"):
             raise ValueError("mqtt protocol %r: allowed 'v5' or 'v311'" % (protocol,))
         self.site = site
@@ -71,6 +80,7 @@ class UplinkSettings:
         self.max_age_s = max_age_s
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
+        self.probe_s = probe_s
         self.quota_check_s = quota_check_s
         self.retry_refused_s = retry_refused_s
         self.sw_version = sw_version
@@ -84,6 +94,9 @@ class UplinkSettings:
                   password_file=m.password_file, tls_ca=m.tls_ca, tls_cert=m.tls_cert,
                   tls_key=m.tls_key, max_readings=b.max_readings, max_bytes=b.max_bytes,
                   max_age_s=b.max_age_s)
+        rc = cfg.security.reconnect if getattr(cfg, "security", None) is not None else None
+        if rc is not None:
+            kw.update(backoff_min_s=rc.min_s, backoff_max_s=rc.max_s, probe_s=rc.probe_s)
         kw.update(overrides)
         return cls(**kw)
 
@@ -144,6 +157,10 @@ class Uplink:
         self._state_saved = None
         self._need_birth = False
         self._thread = None
+        self._net_thread = None
+        self._net_stop = threading.Event()
+        self._refused = False                # the broker refused our CONNECT: no probing
+        self.reconnects_by = {}              # "probe" | "timer" -> count
         self._next_quota = 0.0
         self._next_prune = 0.0
         self.batches_acked = 0
@@ -181,11 +198,9 @@ class Uplink:
             wprops.ContentType = CONTENT_TYPE
         c.will_set(self.topics.status, death, qos=1, retain=True, properties=wprops)
         c.on_connect = self._on_connect
-        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
-        c.reconnect_delay_set(s.backoff_min_s, s.backoff_min_s)
         return c
 
     def _read_password(self):
@@ -210,7 +225,11 @@ class Uplink:
             self._publish("b", b.seq, b.payload, b.n_readings, b.lane)
         kw = {"clean_start": True} if self.s.protocol == "v5" else {}
         self._client.connect_async(self.s.host, self.s.port, keepalive=self.s.keepalive_s, **kw)
-        self._client.loop_start()
+        self._net_thread = threading.Thread(target=self._net_run, name="mqtt-net", daemon=True)
+        # paho treats a client with a network thread as threaded: publish() from other
+        # threads then wakes that thread instead of writing the socket itself
+        self._client._thread = self._net_thread
+        self._net_thread.start()
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
         return self
@@ -242,8 +261,14 @@ class Uplink:
                 info.wait_for_publish(max(0.1, deadline - self._mono()))
             except (RuntimeError, ValueError):
                 pass
+        # the network thread sends the DISCONNECT (so the broker drops our will) and,
+        # seeing the connection closed while stopping, ends
         self._client.disconnect()
-        self._client.loop_stop()
+        if self._net_thread is not None:
+            self._net_thread.join(2.0)
+            self._net_stop.set()
+            self._net_thread.join(2.0)
+        self._client._thread = None
 
     # ------------------------------------------------------------------ paho callbacks
     # They run in paho's thread, some with paho's locks held: never take self._lock here.
@@ -251,7 +276,7 @@ class Uplink:
         if reason_code.is_failure:
             log.warning("broker %s:%d refused the connection: %s", self.s.host, self.s.port,
                         reason_code)
-            self._client.reconnect_delay_set(*([self._backoff.next()] * 2))
+            self._refused = True
             return
         # paho cannot change its own in-flight limit on an open connection, so honour the
         # broker's receive maximum by shrinking the batch window instead.
@@ -259,8 +284,6 @@ class Uplink:
         self.receive_maximum = recv_max
         if recv_max:
             self._window = max(1, min(self.s.inflight, recv_max - ALARM_RESERVE))
-        self._backoff.reset()
-        self._client.reconnect_delay_set(self.s.backoff_min_s, self.s.backoff_min_s)
         self._connected = True
         self._need_birth = True
         self.connects += 1
@@ -270,20 +293,72 @@ class Uplink:
                  self._window)
         self._wake.set()
 
-    def _on_connect_fail(self, client, userdata):
-        delay = self._backoff.next()
-        client.reconnect_delay_set(delay, delay)
-        log.info("broker %s:%d unreachable; next try in %.1f s", self.s.host, self.s.port, delay)
-
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         was = self._connected
         self._connected = False
         if self._stopping.is_set():
             return
-        delay = self._backoff.next()
-        client.reconnect_delay_set(delay, delay)
         if was:
-            log.warning("broker connection lost (%s); reconnecting in %.1f s", reason_code, delay)
+            log.warning("broker connection lost (%s)", reason_code)
+
+    # ------------------------------------------------------------------ network thread
+    def _probe(self):
+        """Does anything accept TCP on host:port? (No MQTT, no TLS: a SYN and a close.)"""
+        try:
+            with socket.create_connection((self.s.host, self.s.port),
+                                          timeout=max(0.2, min(2.0, 4 * self.s.probe_s))):
+                return True
+        except OSError:
+            return False
+
+    def _net_run(self):
+        c, s = self._client, self.s
+        up = False
+        next_try = 0.0                 # the first connect: at once
+        last_try = None
+        while not self._net_stop.is_set() and not c._thread_terminate:
+            if up:
+                rc = c.loop(timeout=NET_POLL_S)
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    if self._connected and self._mono() - last_try > FLAP_S:
+                        # only a connection that held resets the back-off: one that a
+                        # broker drops at once (a client with our id) keeps growing it
+                        self._backoff.reset()
+                    continue
+                up = False
+                if self._net_stop.is_set() or self._stopping.is_set():
+                    break
+                delay = self._backoff.next()
+                next_try = self._mono() + delay
+                log.info("broker %s:%d: next connect in %.1f s, or as soon as its port "
+                         "answers (probing every %.2f s)", s.host, s.port, delay, s.probe_s)
+                continue
+            if self._stopping.is_set():
+                break
+            now = self._mono()
+            how = None
+            if now >= next_try:
+                how = "timer"
+            elif s.probe_s > 0 and not self._refused and \
+                    (last_try is None or now - last_try >= PROBE_RETRY_S) and self._probe():
+                how = "probe"
+                log.info("event=broker_answers host=%s port=%d: reconnecting now", s.host,
+                         s.port)
+            if how is None:
+                self._net_stop.wait(s.probe_s if s.probe_s > 0 else NET_POLL_S)
+                continue
+            last_try = self._mono()
+            self._refused = False
+            try:
+                c.reconnect()
+            except Exception as e:
+                delay = self._backoff.next()
+                next_try = self._mono() + delay
+                log.info("broker %s:%d unreachable (%s); next connect in %.1f s, or as soon as "
+                         "its port answers", s.host, s.port, e, delay)
+                continue
+            up = True
+            self.reconnects_by[how] = self.reconnects_by.get(how, 0) + 1
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         self._acks.put((mid, bool(reason_code is not None and reason_code.is_failure),
