@@ -149,8 +149,9 @@ class Radio:
     address: int
     keys_file: str
     keys: Keys = field(repr=False, compare=False)
-    m0_gpio: int = 22           # BCM numbers of the module's M0/M1 pins (common Pi LoRa HATs)
-    m1_gpio: int = 27
+    m0_gpio: object = 22        # M0/M1: line offsets on gpio_chip (on a Pi the BCM numbers,
+    m1_gpio: object = 27        # common LoRa HATs) or line names such as "GPIO22"
+    gpio_chip: str = "/dev/gpiochip0"
 
 
 @dataclass(frozen=True)
@@ -519,7 +520,7 @@ def _radio(c, doc):
     if t is None:
         return None
     c.unknown(t, ("port", "baudrate", "module", "channel", "air_rate", "address", "keys_file",
-                  "m0_gpio", "m1_gpio"), "radio")
+                  "m0_gpio", "m1_gpio", "gpio_chip"), "radio")
     module = c.value(t, "module", "radio", str, choices=tuple(AIR_RATES))
     rates = AIR_RATES.get(module)
     r = dict(
@@ -531,8 +532,12 @@ def _radio(c, doc):
                         hi=RADIO_CHANNELS.get(module, 255)),
         air_rate=c.value(t, "air_rate", "radio", int, default=2400, choices=rates),
         address=c.value(t, "address", "radio", int, default=0, lo=0, hi=65535),
-        m0_gpio=c.value(t, "m0_gpio", "radio", int, default=22, lo=0, hi=511),
-        m1_gpio=c.value(t, "m1_gpio", "radio", int, default=27, lo=0, hi=511),
+        m0_gpio=_gpio_line(c, t, "m0_gpio", 22),
+        m1_gpio=_gpio_line(c, t, "m1_gpio", 27),
+        gpio_chip=c.value(t, "gpio_chip", "radio", str, default="/dev/gpiochip0",
+                          pattern=re.compile(r"^(/dev/)?gpiochip[0-9]{1,3}$"),
+                          pattern_text="a GPIO chip such as \"/dev/gpiochip0\" (`gpiodetect` "
+                                       "lists them)"),
         keys_file=c.file_path(t, "keys_file", "radio", required=True, secret=True,
                               hint=": make it with `stationctl keygen` (mode 0600)"),
     )
@@ -540,6 +545,14 @@ def _radio(c, doc):
     if r["keys_file"] and not any(i.key == "radio.keys_file" for i in c.issues):
         keys = load_keys(r["keys_file"], c)
     return Radio(keys=keys, **r)
+
+
+def _gpio_line(c, t, name, default):
+    """A line offset on radio.gpio_chip (no 511 cap: offsets are per chip) or a line name."""
+    v = t.get(name, default)
+    if isinstance(v, str) and re.match(r"^[A-Za-z0-9_.-]{1,31}$", v):
+        return v
+    return c.value(t, name, "radio", int, default=default, lo=0, hi=65535)
 
 
 def load_keys(path, c=None):

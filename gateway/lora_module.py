@@ -14,12 +14,15 @@ received packet (REG3 bit 7): the ingest reads it (gateway/radio.py).
 E32 (SX1276/78): `C1 C1 C1` reads `C0 ADDH ADDL SPED CHAN OPTION`, `C0 <5 bytes>`
 writes and saves; configuration (sleep) mode is M0=1 M1=1 at 9600 8N1.
 
-Mode pins are injected (`pins.set_mode("config" | "normal")`); `SysfsPins` drives two
-Linux GPIOs (`radio.m0_gpio` / `radio.m1_gpio`; default BCM 22 = M0, 27 = M1, the wiring of
-common Raspberry Pi LoRa HATs).
+Mode pins are injected (`pins.set_mode("config" | "normal")`); `GpioPins` drives two
+lines through the GPIO character device (`radio.gpio_chip`, default /dev/gpiochip0;
+`radio.m0_gpio` / `radio.m1_gpio`: a line offset on that chip or a line name such as
+"GPIO22"; default offsets 22 = M0, 27 = M1, the wiring of common Raspberry Pi LoRa HATs)
+with libgpiod's Python binding (`gpiod` 2.x). Not /sys/class/gpio: it is read-only under
+the unit's ProtectSystem=strict, current Pi kernels are dropping it, and since 6.6 its
+global numbers start at 512 on a Pi, while chip offsets stay the BCM numbers.
 """
 import logging
-import os
 import time
 
 log = logging.getLogger("stationgw.lora")
@@ -123,33 +126,62 @@ MODELS = {"e22": E22, "e32": E32}
 
 # ---------------------------------------------------------------------- mode pins
 
-class SysfsPins:
-    """M0/M1 on two Linux GPIOs through /sys/class/gpio. Modes: normal (0,0); E22 config
-    (M0=0, M1=1); E32 sleep/config (1,1)."""
+class GpioPins:
+    """M0/M1 on two lines of a GPIO chip. Modes: normal (0,0); E22 config (M0=0, M1=1);
+    E32 sleep/config (1,1). `request_lines(chip, lines)` returns an object with
+    `set_values({line: 0|1})` and `release()`: the libgpiod binding by default, a fake
+    in tests (the line interface is injected, as the UART is)."""
 
     LEVELS = {"normal": (0, 0), "config": (0, 1), "sleep": (1, 1)}
 
-    def __init__(self, m0=22, m1=27, root="/sys/class/gpio", settle_s=0.05):
-        self.m0, self.m1, self.root, self.settle_s = m0, m1, root, settle_s
-        for pin in (m0, m1):
-            d = os.path.join(root, "gpio%d" % pin)
-            try:
-                if not os.path.isdir(d):
-                    with open(os.path.join(root, "export"), "w") as f:
-                        f.write(str(pin))
-                with open(os.path.join(d, "direction"), "w") as f:
-                    f.write("out")
-            except OSError as e:
-                raise ModuleError("cannot drive the module's M0/M1 pins (GPIO %d/%d via %s: %s): "
-                                  "run as a user in group gpio, or set radio.module = \"none\" "
-                                  "and set the module up with its vendor tool"
-                                  % (m0, m1, root, e.strerror)) from None
+    def __init__(self, chip="/dev/gpiochip0", m0=22, m1=27, settle_s=0.05, request_lines=None):
+        if not str(chip).startswith("/"):
+            chip = "/dev/" + chip
+        self.chip, self.m0, self.m1, self.settle_s = chip, m0, m1, settle_s
+        try:
+            self.req = (request_lines or _gpiod_request)(chip, (m0, m1))
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModuleError("cannot drive the module's M0/M1 pins (lines %s/%s on %s: %s): "
+                              "check radio.gpio_chip and the line numbers or names "
+                              "(`gpioinfo` lists them), run as a user in group gpio, or set "
+                              "radio.module = \"none\" and set the module up with its vendor "
+                              "tool" % (m0, m1, chip, getattr(e, "strerror", None) or e)) \
+                from None
 
     def set_mode(self, mode):
-        for pin, v in zip((self.m0, self.m1), self.LEVELS[mode]):
-            with open(os.path.join(self.root, "gpio%d" % pin, "value"), "w") as f:
-                f.write(str(v))
+        v0, v1 = self.LEVELS[mode]
+        self.req.set_values({self.m0: v0, self.m1: v1})
         time.sleep(self.settle_s)
+
+    def close(self):
+        self.req.release()
+
+
+class _GpiodLines:
+    """The libgpiod 2.x request behind GpioPins."""
+
+    def __init__(self, chip, lines):
+        try:
+            import gpiod
+            from gpiod.line import Direction, Value
+        except ImportError:
+            raise RuntimeError("the gpiod package (libgpiod 2.x binding) is not installed: "
+                               "`pip install gpiod`") from None
+        self._value = {0: Value.INACTIVE, 1: Value.ACTIVE}
+        self._req = gpiod.request_lines(
+            chip, consumer="stationgw",
+            config={tuple(lines): gpiod.LineSettings(direction=Direction.OUTPUT,
+                                                     output_value=Value.INACTIVE)})
+
+    def set_values(self, values):
+        self._req.set_values({k: self._value[v] for k, v in values.items()})
+
+    def release(self):
+        self._req.release()
+
+
+def _gpiod_request(chip, lines):
+    return _GpiodLines(chip, lines)
 
 
 # ---------------------------------------------------------------------- the procedure
@@ -229,7 +261,8 @@ def configure_from_config(ser, radio, pins=None):
     """The daemon's entry: radio is gateway.config.Radio. Returns a dict for the logs and
     status (with rssi_byte: the ingest must expect an RSSI byte after each packet)."""
     if pins is None:
-        pins = SysfsPins(radio.m0_gpio, radio.m1_gpio)
+        pins = GpioPins(getattr(radio, "gpio_chip", "/dev/gpiochip0"), radio.m0_gpio,
+                        radio.m1_gpio)
     want = Settings(radio.address, radio.channel, radio.air_rate, radio.baudrate,
                     radio.module == "e22")
     have = configure(ser, radio.module, want, pins)

@@ -454,6 +454,12 @@ def test_systemd_unit_is_hardened_and_runs_commands_the_cli_has():
         assert want in lines, want
     # WatchdogSec would need sd_notify pings the daemon does not send
     assert not any(x.startswith("WatchdogSec") for x in lines)
+    # issue 12 defect 6: exactly the devices it needs, GPIO by character device
+    assert "DevicePolicy=closed" in lines and "DeviceAllow=/dev/gpiochip0 rw" in lines
+    assert "DeviceAllow=/dev/ttyAMA0 rw" in lines
+    groups = [x for x in lines if x.startswith("SupplementaryGroups=")]
+    assert groups and set(groups[0].split("=", 1)[1].split()) == {"gpio", "dialout"}
+    assert "ProtectKernelTunables=yes" in lines and "PrivateDevices=yes" not in lines
     for x in lines:
         if x.startswith(("ExecStart=", "ExecStartPre=")):
             argv = x.split("=", 1)[1].split()
@@ -466,5 +472,33 @@ def test_module_mode_pins_are_configurable(site):
     assert (cfg.radio.m0_gpio, cfg.radio.m1_gpio) == (22, 27)
     cfg = load(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = 5\nm1_gpio = 6\n"))
     assert (cfg.radio.m0_gpio, cfg.radio.m1_gpio) == (5, 6)
-    msg = one(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = \"GPIO5\"\n"), "radio.m0_gpio")
+    # character-device lines: a name, or an offset above the old sysfs cap of 511
+    cfg = load(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = \"GPIO5\"\n"
+                                  "m1_gpio = 539\ngpio_chip = \"gpiochip4\"\n"))
+    assert (cfg.radio.m0_gpio, cfg.radio.m1_gpio, cfg.radio.gpio_chip) == ("GPIO5", 539,
+                                                                           "gpiochip4")
+    msg = one(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = 2.5\n"), "radio.m0_gpio")
     assert "int" in msg or "integer" in msg
+    msg = one(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\ngpio_chip = \"/sys/class/gpio\"\n"), "radio.gpio_chip")
+    assert "gpiochip0" in msg
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
+    import shutil
+    import subprocess
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    unit = (EXAMPLES.parent / "systemd" / "stationgw.service").read_text()
+    # verify checks that ExecStart= binaries exist: point them at this checkout's CLI
+    stub = tmp_path / "stationgw"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = unit.replace("/opt/stationgw/venv/bin/stationgw", str(stub))
+    path = tmp_path / "stationgw.service"
+    path.write_text(unit)
+    r = subprocess.run([exe, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    problems = [x for x in (r.stdout + r.stderr).splitlines()
+                if "stationgw.service" in x and "Documentation" not in x]
+    assert r.returncode == 0 or not problems, r.stdout + r.stderr
+    assert not problems, problems

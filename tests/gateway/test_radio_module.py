@@ -203,5 +203,40 @@ def test_channel_out_of_the_model_range_refused_before_touching_it(module):
 
 
 def test_gpio_unavailable_is_a_clear_error(tmp_path):
-    with pytest.raises(lm.ModuleError, match="M0/M1.*radio.module = \"none\""):
-        lm.SysfsPins(root=str(tmp_path / "no-gpio"))
+    with pytest.raises(lm.ModuleError, match="M0/M1.*gpio_chip.*radio.module = \"none\""):
+        lm.GpioPins(str(tmp_path / "gpiochip9"))          # the real libgpiod binding
+
+
+class FakeLines:
+    """The injected line interface: records what the driver sets."""
+
+    def __init__(self, chip, lines):
+        self.chip, self.lines, self.values, self.released = chip, lines, [], False
+
+    def set_values(self, values):
+        self.values.append(dict(values))
+
+    def release(self):
+        self.released = True
+
+
+def test_mode_pins_go_through_the_character_device_lines():
+    made = []
+
+    def request(chip, lines):
+        made.append(FakeLines(chip, lines))
+        return made[-1]
+    pins = lm.GpioPins("gpiochip0", 22, "GPIO27", settle_s=0, request_lines=request)
+    assert (made[0].chip, made[0].lines) == ("/dev/gpiochip0", (22, "GPIO27"))
+    for mode in ("config", "normal", "sleep"):
+        pins.set_mode(mode)
+    assert made[0].values == [{22: 0, "GPIO27": 1}, {22: 0, "GPIO27": 0},
+                              {22: 1, "GPIO27": 1}]
+    pins.close()
+    assert made[0].released
+
+
+def test_no_sysfs_gpio_anywhere_in_the_gateway():
+    import pathlib
+    for f in pathlib.Path(lm.__file__).parent.glob("*.py"):
+        assert "/sys/class/gpio\"" not in f.read_text() and "gpio/export" not in f.read_text(), f
