@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from gateway import config_http
 from protocol import channels, levels
 
 try:  # the trip engine is optional at import time: config still validates fields by name
@@ -276,6 +277,7 @@ class SiteConfig:
     nodes: tuple
     modbus: Modbus
     warnings: tuple = ()          # ConfigIssue: worth a look, not fatal
+    http: config_http.Http = config_http.OFF   # [http]: status page and /metrics
 
     def node(self, node_id):
         for n in self.nodes:
@@ -852,7 +854,7 @@ def parse(text, path="site.toml"):
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([ConfigIssue(path, "", "TOML syntax error: %s" % e)]) from None
-    c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus"), "")
+    c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus", "http"), "")
     site = _site(c, doc)
     storage = _storage(c, doc)
     batch = _batch(c, doc)
@@ -860,6 +862,7 @@ def parse(text, path="site.toml"):
     radio = _radio(c, doc)
     nodes = _nodes(c, doc)
     modbus = _modbus(c, doc, {n.id for n in nodes if n.id is not None})
+    http = config_http.check(c, doc)
     if nodes and radio is None:
         c.err("radio", "[[nodes]] are listed but there is no [radio] section to hear them")
     keys_loaded = radio is not None and radio.keys_file and not any(
@@ -885,7 +888,7 @@ def parse(text, path="site.toml"):
     if c.issues:
         raise ConfigError(c.issues)
     return SiteConfig(str(path), site, storage, batch, mqtt, radio, tuple(nodes), modbus,
-                      tuple(c.warnings))
+                      tuple(c.warnings), http)
 
 
 def load(path):
