@@ -3,15 +3,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker mp32 lint bench clean
+.PHONY: run test setup broker mp32 chromium lint bench clean
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker mp32
+setup: $(READY) broker mp32 chromium
 
 broker:
 	@sh tools/setup/ensure-mosquitto.sh
+
+# Debian's chromium + chromedriver for the status page's browser tests (tests/browser.py)
+chromium:
+	@sh tools/setup/ensure-chromium.sh
 
 # 32-bit MicroPython (WebAssembly port under Node) for tests/firmware/test_node_32bit.py
 mp32:

@@ -1,23 +1,22 @@
 """`stationgw`: the site gateway's command line.
 
     stationgw check-config site.toml     exit 0 and a summary, or exit 2 and every problem
-    stationgw run -c site.toml           the daemon (gateway/daemon.py: main(cfg) -> exit code)
-    stationgw status [-c site.toml]      the daemon's figures (gateway/daemon.py: status(cfg, as_json))
+    stationgw run [-c] site.toml         the daemon (gateway/daemon.py: main(cfg) -> exit code)
+    stationgw status [[-c] site.toml]    the daemon's figures (gateway/daemon.py: status(cfg, as_json))
     stationgw operator-key / sign-command  operators' command keys and signed commands
                                          (gateway/opcli.py)
 
-Exit codes: 0 ok, 2 bad config or usage, 3 the daemon is not part of this build yet.
+The config file may be given as an argument or with -c/--config, for every command.
+Exit codes: 0 ok, 1 the gateway failed (its log says why), 2 bad config or usage.
 """
 import argparse
-import importlib
-import importlib.util
 import sys
 
 from gateway import config as gconfig
 from protocol import channels, levels
 
 DEFAULT_CONFIG = "/etc/stationgw/site.toml"
-EXIT_OK, EXIT_CONFIG, EXIT_NOT_YET = 0, 2, 3
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
 def summary(cfg):
@@ -70,9 +69,8 @@ def _load(path):
 
 
 def _daemon():
-    if importlib.util.find_spec("gateway.daemon") is None:
-        return None
-    return importlib.import_module("gateway.daemon")
+    from gateway import daemon
+    return daemon
 
 
 def cmd_check_config(args, load_daemon=None):
@@ -83,28 +81,46 @@ def cmd_check_config(args, load_daemon=None):
     return EXIT_OK
 
 
+def _status_page(cfg, daemon):
+    """The status page's hook for daemon.main, or an error line (port taken, ...)."""
+    from gateway import statuspage
+    try:
+        return statuspage.attach(cfg, lambda: daemon.read_status(cfg)), None
+    except OSError as e:
+        return None, ("cannot serve the status page on %s:%d: %s. Pick another [http] port "
+                      "in %s, or stop what listens there (`ss -ltnp | grep :%d`)"
+                      % (cfg.http.bind, cfg.http.port, e.strerror or e, cfg.path,
+                         cfg.http.port))
+
+
 def cmd_run(args, load_daemon=_daemon):
     daemon = load_daemon()
-    if daemon is None:
-        print("not yet: the gateway daemon (gateway/daemon.py) is not part of this build; "
-              "`stationgw check-config` works", file=sys.stderr)
-        return EXIT_NOT_YET
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    return daemon.main(cfg)
+    if not cfg.http.enabled:
+        return daemon.main(cfg)
+    attach, err = _status_page(cfg, daemon)
+    if err:
+        print("stationgw: %s" % err, file=sys.stderr)
+        return EXIT_FAIL
+    return daemon.main(cfg, attach=attach)
 
 
 def cmd_status(args, load_daemon=_daemon):
     daemon = load_daemon()
-    if daemon is None:
-        print("not yet: the gateway daemon (gateway/daemon.py) is not part of this build",
-              file=sys.stderr)
-        return EXIT_NOT_YET
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
     return daemon.status(cfg, args.json)
+
+
+def _config_arg(p):
+    """`CMD site.toml` and `CMD -c site.toml` both work (one uniform command line)."""
+    p.add_argument("config_file", nargs="?", metavar="site.toml",
+                   help="path to site.toml (default %s)" % DEFAULT_CONFIG)
+    p.add_argument("-c", "--config", dest="config_opt", metavar="site.toml",
+                   help="the same, as an option")
 
 
 def parser():
@@ -114,15 +130,13 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check-config", help="validate a site config; exit 2 listing every "
                                             "problem")
-    c.add_argument("config", help="path to site.toml")
+    _config_arg(c)
     c.set_defaults(func=cmd_check_config)
     r = sub.add_parser("run", help="run the gateway (as the systemd service does)")
-    r.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                   help="path to site.toml (default %(default)s)")
+    _config_arg(r)
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("status", help="show nodes, devices, queues and the broker link")
-    s.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                   help="path to site.toml (default %(default)s)")
+    _config_arg(s)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
     from gateway import opcli     # operator-key, sign-command (docs/security.md)
@@ -131,8 +145,13 @@ def parser():
 
 
 def main(argv=None, load_daemon=_daemon):
-    """`load_daemon() -> module or None` is a seam for tests (a fake daemon)."""
-    args = parser().parse_args(argv)
+    """`load_daemon() -> module` is a seam for tests (a fake daemon)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.config_file and args.config_opt and args.config_file != args.config_opt:
+        p.error("two config files given (%s and -c %s): give one" % (args.config_file,
+                                                                     args.config_opt))
+    args.config = args.config_opt or args.config_file or DEFAULT_CONFIG
     return args.func(args, load_daemon=load_daemon)
 
 

@@ -22,7 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gateway import config_security
+from gateway import config_http, config_security
 from protocol import channels, levels
 
 try:  # the trip engine is optional at import time: config still validates fields by name
@@ -278,6 +278,7 @@ class SiteConfig:
     nodes: tuple
     modbus: Modbus
     warnings: tuple = ()          # ConfigIssue: worth a look, not fatal
+    http: config_http.Http = config_http.OFF   # [http]: status page and /metrics
     security: object = None       # gateway.config_security.Security ([commands], reconnect)
 
     def node(self, node_id):
@@ -869,7 +870,7 @@ def parse(text, path="site.toml"):
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([ConfigIssue(path, "", "TOML syntax error: %s" % e)]) from None
     c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus",
-                    "commands"), "")
+                    "commands", "http"), "")
     site = _site(c, doc)
     storage = _storage(c, doc)
     batch = _batch(c, doc)
@@ -878,6 +879,7 @@ def parse(text, path="site.toml"):
     nodes = _nodes(c, doc)
     modbus = _modbus(c, doc, {n.id for n in nodes if n.id is not None})
     security = config_security.parse(c, doc)
+    http = config_http.check(c, doc)
     if nodes and radio is None:
         c.err("radio", "[[nodes]] are listed but there is no [radio] section to hear them")
     keys_loaded = radio is not None and radio.keys_file and not any(
@@ -903,7 +905,7 @@ def parse(text, path="site.toml"):
     if c.issues:
         raise ConfigError(c.issues)
     return SiteConfig(str(path), site, storage, batch, mqtt, radio, tuple(nodes), modbus,
-                      tuple(c.warnings), security)
+                      tuple(c.warnings), http, security)
 
 
 def load(path):

@@ -552,14 +552,18 @@ def _open_serial(radio):
 
 # ---------------------------------------------------------------------- entry points
 
-def main(cfg):
-    """`stationgw run`: run until SIGTERM/SIGINT. Returns the exit code."""
+def main(cfg, attach=None):
+    """`stationgw run`: run until SIGTERM/SIGINT. Returns the exit code. `attach(daemon)`,
+    if given, is called before the daemon starts (the status page hooks in there)."""
     setup_logging()
     for w in cfg.warnings:
         log.warning("event=config_warning %s", w)
     try:
         # simclock: wall time on a site; the HIL rig's shared clock when it sets the variable
-        return asyncio.run(Daemon(cfg, clock=simclock.from_env()).run())
+        d = Daemon(cfg, clock=simclock.from_env())
+        if attach is not None:
+            attach(d)
+        return asyncio.run(d.run())
     except KeyboardInterrupt:
         return EXIT_OK
 

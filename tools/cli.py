@@ -94,18 +94,8 @@ def build_parser():
     return p
 
 
-def _repo_on_path():
-    """flash, provision and decode use the node's own modules (firmware/), which the
-    package does not install: they come from the checkout this tool lives in."""
-    import importlib.util
-    import os
-    if importlib.util.find_spec("firmware") is None:
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    _repo_on_path()
     try:
         mod = importlib.import_module("tools." + args.command)
         return mod.run(args) or 0

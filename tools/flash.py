@@ -80,9 +80,10 @@ main.main()
 
 
 def _tool(name):
-    exe = VENV_BIN / name
-    if exe.exists():
-        return str(exe)
+    # the checkout's .venv, then beside this Python (an installed, not activated venv)
+    for exe in (VENV_BIN / name, Path(sys.executable).parent / name):
+        if exe.exists():
+            return str(exe)
     found = shutil.which(name)
     if not found:
         raise ToolError(MISSING_TOOL, "%s is not installed: run `make setup` (or "

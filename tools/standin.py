@@ -61,7 +61,9 @@ import tty
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FAKES = ROOT / "tests" / "mpy_fakes"
+# the fake `machine`: tests/mpy_fakes in a checkout, tools/mpy_fakes once installed
+DEFAULT_FAKES = next((d for d in (ROOT / "tests" / "mpy_fakes", ROOT / "tools" / "mpy_fakes")
+                      if (d / "machine.py").exists()), ROOT / "tests" / "mpy_fakes")
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"

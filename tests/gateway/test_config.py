@@ -374,11 +374,19 @@ def test_check_config_on_a_missing_file(tmp_path, capsys):
     assert "cannot read config file" in capsys.readouterr().err
 
 
-def test_run_and_status_without_the_daemon_say_not_yet(site, capsys):
+def test_run_and_status_take_the_config_as_argument_or_option(site, capsys):
+    # `stationgw run site.toml` once failed with "unrecognized arguments"
     (site / "site.toml").write_text(BASE)
-    assert cli.main(["run", "-c", str(site / "site.toml")], load_daemon=lambda: None) == 3
-    assert "not yet" in capsys.readouterr().err
-    assert cli.main(["status"], load_daemon=lambda: None) == 3
+    d = FakeDaemon()
+    assert cli.main(["run", str(site / "site.toml")], load_daemon=lambda: d) == 0
+    assert cli.main(["status", str(site / "site.toml")], load_daemon=lambda: d) == 0
+    assert cli.main(["check-config", "-c", str(site / "site.toml")]) == 0
+    assert [c[0] for c in d.calls] == ["main", "status"]
+    assert d.calls[0][1].path == str(site / "site.toml")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", str(site / "site.toml"), "-c", str(site / "other.toml")],
+                 load_daemon=lambda: d)
+    assert e.value.code == 2 and "two config files" in capsys.readouterr().err
 
 
 class FakeDaemon:

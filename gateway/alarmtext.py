@@ -1,0 +1,48 @@
+"""An alarm's value and threshold in the units a duty officer reads (SPEC "alarm": value
+and threshold are integers in the rule's metric, scaled like the rule's channel).
+
+    metric_text(rule_kind=1, chan=displacement.0, value=1812) -> "18.12 mm"
+"""
+from protocol import channels, levels
+
+THRESHOLD, RATE, SUM, INVVEL = 1, 2, 3, 4
+KIND_NAMES = {THRESHOLD: "threshold", RATE: "rate", SUM: "sum", INVVEL: "inverse velocity"}
+
+
+def metric_text(rule_kind, chan, value):
+    """The metric with its unit; the raw integer if the channel kind is unknown."""
+    if value is None:
+        return "-"
+    if rule_kind == INVVEL:
+        # seconds to the predicted failure time
+        return "%.1f h to failure" % (value / 3600.0)
+    try:
+        name, unit, exp, _acc = channels.info(chan)
+    except ValueError:
+        return str(value)
+    digits = max(0, -exp)
+    x = value * (10.0 ** exp)
+    if rule_kind == RATE:
+        return "%.*f %s/h" % (digits, x, unit)
+    return "%.*f %s" % (digits, x, unit)
+
+
+def level_name(level):
+    try:
+        return levels.name(level)
+    except (ValueError, IndexError, TypeError):
+        return "level %r" % (level,)
+
+
+def describe(a):
+    """One line for an Alarm record: 'node 101 displacement.0 orange (was normal):
+    18.12 mm over 15.00 mm (rule 1 threshold)'."""
+    try:
+        chan = channels.label(a.chan)
+    except ValueError:
+        chan = "chan 0x%02x" % a.chan
+    return "node %d %s %s (was %s): %s, threshold %s (rule %d %s)" % (
+        a.node, chan, level_name(a.level), level_name(a.prev_level),
+        metric_text(a.rule_kind, a.chan, a.value),
+        metric_text(a.rule_kind, a.chan, a.threshold), a.rule_id,
+        KIND_NAMES.get(a.rule_kind, a.rule_kind))
