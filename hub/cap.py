@@ -12,6 +12,12 @@ from hub.levels import CAP_MAP, NAMES
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CONTENT_TYPE = "application/cap+xml"
 _BAD = re.compile(r"[^A-Za-z0-9_.:-]")
+# characters XML 1.0 cannot carry (ids and names come from the network)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _text(v):
+    return _NOT_XML.sub("\ufffd", str(v))
 
 EVENTS = {
     "river": ("Met", "Flood warning", "water level"),
@@ -38,7 +44,7 @@ def reference(sender, ident, sent):
 def _sub(parent, tag, text=None):
     e = ET.SubElement(parent, "{%s}%s" % (NS, tag))
     if text is not None:
-        e.text = str(text)
+        e.text = _text(text)
     return e
 
 
@@ -109,5 +115,5 @@ def build(ident, sender, sent_t, msgtype, level, station, alarm, references="",
 
 def _kv(tag, text):
     e = ET.Element("{%s}%s" % (NS, tag))
-    e.text = str(text)
+    e.text = _text(text)
     return e
