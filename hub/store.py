@@ -171,11 +171,11 @@ class SqliteStore(Store):
     dialect = "sqlite"
 
     def __init__(self, path):
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+        self.conn = sqlite3.connect(path, timeout=5, isolation_level=None,
                                     check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")    # a commit survives a power cut
-        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn.execute("PRAGMA busy_timeout=5000")     # then the worker retries
 
     @contextmanager
     def tx(self):
