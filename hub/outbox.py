@@ -112,16 +112,17 @@ class BroadcastHook:
                 raise SinkError("broadcast %s: %s" % (self.url, getattr(e, "reason", e))) from None
 
 
-def backoff_ms(attempts):
-    return min(300_000, 1000 * (2 ** min(attempts, 9)))
+def backoff_ms(attempts, base_ms=1000):
+    return min(300_000, base_ms * (2 ** min(attempts, 9)))
 
 
 class Dispatcher:
     """Delivers due outbox rows; one thread. `wake` (an Event) is set when new rows
     were committed, so a warning leaves without waiting for the poll."""
 
-    def __init__(self, store, sinks, wake, poll_s=1.0, on_sent=None):
+    def __init__(self, store, sinks, wake, poll_s=1.0, on_sent=None, retry_base_ms=1000):
         self.store, self.sinks, self.wake = store, dict(sinks), wake
+        self.retry_base_ms = retry_base_ms
         self.poll_s = poll_s
         self.on_sent = on_sent
         self.stop_ev = threading.Event()
@@ -142,7 +143,7 @@ class Dispatcher:
                     raise SinkError("sink %r is not configured" % sink_name)
                 sink.send(ident, body, (site, node, msgtype, level))
             except Exception as e:
-                nxt = int(time.time() * 1000) + backoff_ms(attempts)
+                nxt = int(time.time() * 1000) + backoff_ms(attempts, self.retry_base_ms)
                 with self.store.tx():
                     self.store.mark_retry(ident, sink_name, nxt, str(e))
                 log.warning("event=cap_retry id=%s sink=%s attempt=%d error=%s", ident,

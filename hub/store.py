@@ -113,7 +113,7 @@ class Store:
     def due_outbox(self, now_ms, limit=50):
         return self.rows("SELECT identifier, sink, msgtype, level, body, site, node, attempts"
                          " FROM outbox WHERE sent_ms IS NULL AND next_ms <= ? ORDER BY"
-                         " level DESC, created_ms LIMIT ?", (now_ms, limit))
+                         " created_ms, identifier LIMIT ?", (now_ms, limit))
 
     def mark_sent(self, identifier, sink, now_ms):
         self.execute("UPDATE outbox SET sent_ms = ?, attempts = attempts + 1, error = NULL"

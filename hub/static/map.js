@@ -4,11 +4,13 @@
 "use strict";
 const LEVELS = ["normal", "blue", "yellow", "orange", "red"];
 const SVGNS = "http://www.w3.org/2000/svg";
-const token = (() => {
+function readToken() {
   const m = location.hash.match(/token=([^&]+)/);
   if (m) { sessionStorage.setItem("hubToken", decodeURIComponent(m[1])); history.replaceState(null, "", location.pathname); }
   return sessionStorage.getItem("hubToken") || "";
-})();
+}
+let token = readToken();
+window.addEventListener("hashchange", () => { token = readToken(); refresh(); });
 let geo = null, state = null, selected = null, proj = null;
 
 async function api(path, opts = {}) {
