@@ -3,12 +3,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker mp32 chromium lint bench clean
+.PHONY: run test setup broker mp32 chromium postgres lint bench clean
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker mp32 chromium
+setup: $(READY) broker mp32 chromium postgres
+
+# PostgreSQL server binaries for the hub's tests (#16); they run their own cluster
+postgres:
+	@sh tools/setup/ensure-postgres.sh
 
 broker:
 	@sh tools/setup/ensure-mosquitto.sh

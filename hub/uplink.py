@@ -1,0 +1,170 @@
+"""The uplink as the hub receives it (SPEC §9), pure logic: topic -> (site, gateway,
+kind), CBOR -> checked document -> rows. No I/O, no clock.
+
+`check(kind, doc)` is the one place that says whether a document follows the uplink
+CDDL; it returns a list of problems (empty: valid). When the project's shared
+checker (gateway/uplink_schema.py, from protocol/uplink.cddl) exists, `check` delegates
+to it; until then the structural check below stands in for it.
+"""
+import cbor2
+
+KINDS = ("data", "alarm", "status")
+
+
+class Rejected(Exception):
+    """A message that does not follow SPEC §9: the reason says what is wrong."""
+
+
+def parse_topic(topic, prefix="stations"):
+    """'<prefix>/S/G/kind' -> (S, G, kind), or None for any other topic."""
+    parts = topic.split("/")
+    want = prefix.split("/")
+    if len(parts) != len(want) + 3 or parts[:len(want)] != want:
+        return None
+    site, gw, kind = parts[len(want):]
+    if kind not in KINDS or not site or not gw:
+        return None
+    return site, gw, kind
+
+
+_I64 = 1 << 63
+
+
+def _uint(x):
+    return type(x) is int and 0 <= x < _I64      # fits the database's 64-bit integers
+
+
+def _int(x):
+    return type(x) is int and -_I64 <= x < _I64
+
+
+def _head(doc, errs):
+    if not isinstance(doc, dict):
+        errs.append("not a CBOR map")
+        return False
+    if doc.get(0) != 1:
+        errs.append("key 0 (schema version) is %r, expected 1" % (doc.get(0),))
+    for k, what in ((1, "site"), (2, "gateway")):
+        if not isinstance(doc.get(k), str):
+            errs.append("key %d (%s) must be text, got %r" % (k, what, doc.get(k)))
+    return not errs
+
+
+def _check_batch(doc, errs):
+    for k, what in ((3, "batch seq"), (4, "created")):
+        if not _uint(doc.get(k)):
+            errs.append("key %d (%s) must be uint, got %r" % (k, what, doc.get(k)))
+    if not isinstance(doc.get(7), dict) or not all(
+            _uint(k) and _uint(v) for k, v in doc[7].items()):
+        errs.append("key 7 (counters) must be a map uint => uint")
+    st = doc.get(6, [])
+    if not isinstance(st, list) or not all(isinstance(s, dict) and _uint(s.get(1))
+                                           and _uint(s.get(2)) for s in st):
+        errs.append("key 6 (node status) must be a list of maps with uint keys 1 and 2")
+    blocks = doc.get(5)
+    if not isinstance(blocks, list):
+        errs.append("key 5 (readings) must be an array")
+        return
+    for nb in blocks:
+        if not (isinstance(nb, list) and len(nb) == 2 and _uint(nb[0])
+                and isinstance(nb[1], list) and nb[1]):
+            errs.append("node_block %r: want [node, [+ chan_block]]" % (nb,))
+            continue
+        for cb in nb[1]:
+            if not (isinstance(cb, list) and len(cb) == 2 and _uint(cb[0])
+                    and isinstance(cb[1], list) and cb[1]):
+                errs.append("node %d: chan_block %r: want [chan, [+ run]]" % (nb[0], cb))
+                continue
+            for run in cb[1]:
+                if not (isinstance(run, list) and len(run) in (5, 6)
+                        and all(_uint(x) for x in run[:4]) and isinstance(run[4], list)
+                        and run[4] and (len(run) == 5 or _uint(run[5]))):
+                    errs.append("node %d chan %d: run %r: want [seq, idx, t0, step, [+ value],"
+                                " ? flags]" % (nb[0], cb[0], run))
+                    continue
+                for v in run[4]:
+                    if not (_int(v) or (isinstance(v, list) and len(v) == 1 and _uint(v[0]))):
+                        errs.append("node %d chan %d seq %d: value %r is neither int nor [fault]"
+                                    % (nb[0], cb[0], run[0], v))
+                        break
+
+
+def _check_alarm(doc, errs):
+    for k in (3, 4, 5, 6, 7, 8, 9, 10, 13, 14):
+        if not _uint(doc.get(k)):
+            errs.append("key %d must be uint, got %r" % (k, doc.get(k)))
+    for k in (11, 12):
+        if not _int(doc.get(k)):
+            errs.append("key %d must be int, got %r" % (k, doc.get(k)))
+    if 15 in doc and not _uint(doc[15]):
+        errs.append("key 15 (alarm index) must be uint")
+    if doc.get(5) not in (1, 2, 3):
+        errs.append("key 5 (event) must be 1 trip, 2 level change or 3 clear")
+    for k in (6, 7):
+        if _uint(doc.get(k)) and doc[k] > 4:
+            errs.append("key %d (level) must be 0..4 (SPEC §8.2), got %d" % (k, doc[k]))
+
+
+def _check_status(doc, errs):
+    if doc.get(3) not in (0, 1):
+        errs.append("key 3 (state) must be 0 offline or 1 online")
+    if not _uint(doc.get(4)):
+        errs.append("key 4 (time) must be uint")
+    seen = doc.get(6, {})
+    if not isinstance(seen, dict) or not all(_uint(k) and _uint(v) for k, v in seen.items()):
+        errs.append("key 6 (last seen) must be a map uint => uint")
+
+
+_CHECKS = {"data": _check_batch, "alarm": _check_alarm, "status": _check_status}
+
+
+def structural_check(kind, doc):
+    errs = []
+    if _head(doc, errs):
+        _CHECKS[kind](doc, errs)
+    return errs
+
+
+# The one switch: the shared CDDL checker when it is there, the structural one otherwise.
+check = structural_check
+
+
+def decode(kind, site, gw, payload):
+    """CBOR payload of topic kind -> the checked document; Rejected says why not."""
+    try:
+        doc = cbor2.loads(payload)
+    except Exception as e:
+        raise Rejected("not CBOR (%s)" % e) from None
+    errs = check(kind, doc)
+    if errs:
+        raise Rejected("; ".join(errs[:5]))
+    if doc[1] != site or doc[2] != gw:
+        raise Rejected("site/gateway %r/%r in the payload do not match the topic's %r/%r"
+                       % (doc[1], doc[2], site, gw))
+    return doc
+
+
+def batch_rows(site, gw, doc):
+    """Reading rows (site, node, seq, idx, chan, t, value, fault, flags, gateway, bseq)."""
+    bseq = doc[3]
+    rows = []
+    for node, chans in doc[5]:
+        for chan, runs in chans:
+            for run in runs:
+                seq, idx, t0, step, values = run[:5]
+                flags = run[5] if len(run) == 6 else 0
+                for k, v in enumerate(values):
+                    if type(v) is list:
+                        rows.append((site, node, seq, idx + k, chan, t0 + k * step, None, v[0],
+                                     flags, gw, bseq))
+                    else:
+                        rows.append((site, node, seq, idx + k, chan, t0 + k * step, v, None,
+                                     flags, gw, bseq))
+    return rows
+
+
+def alarm_row(site, gw, doc, hub_rx_ms):
+    """(site, node, seq, aidx, gateway, event, level, prev, chan, rule, kind, value,
+    threshold, t, gw_rx_ms, hub_rx_ms)"""
+    return (site, doc[3], doc[4], doc.get(15, 0), gw, doc[5], doc[6], doc[7], doc[8], doc[9],
+            doc[10], doc[11], doc[12], doc[13], doc[14], hub_rx_ms)
