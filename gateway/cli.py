@@ -148,10 +148,11 @@ def main(argv=None, load_daemon=_daemon):
     """`load_daemon() -> module` is a seam for tests (a fake daemon)."""
     p = parser()
     args = p.parse_args(argv)
-    if args.config_file and args.config_opt and args.config_file != args.config_opt:
-        p.error("two config files given (%s and -c %s): give one" % (args.config_file,
-                                                                     args.config_opt))
-    args.config = args.config_opt or args.config_file or DEFAULT_CONFIG
+    if hasattr(args, "config_file"):      # the commands that read site.toml
+        if args.config_file and args.config_opt and args.config_file != args.config_opt:
+            p.error("two config files given (%s and -c %s): give one" % (args.config_file,
+                                                                         args.config_opt))
+        args.config = args.config_opt or args.config_file or DEFAULT_CONFIG
     return args.func(args, load_daemon=load_daemon)
 
 
