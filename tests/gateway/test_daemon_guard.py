@@ -203,13 +203,16 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
         assert all(((101 + s % 2), s) in acked for s in range(1, seq + 1)), \
             sorted({(101 + s % 2, s) for s in range(1, seq + 1)} - acked)[:5]
         assert alarms.wait_for(lambda s: len(s.alarms()) == 1, 20)
-        assert wait_until(lambda: sum(status(cfg).get("commands", {}).get("refused", {})
-                                      .values()) + status(cfg).get("commands", {})
-                          .get("accepted", 0) >= 3000, 60), status(cfg).get("commands")
+        def handled(c):
+            return c.get("accepted", 0) + sum(c.get("refused", {}).values()) + \
+                c.get("dropped_overload", 0)
+        assert wait_until(lambda: handled(status(cfg).get("commands", {})) >= 3000, 60), \
+            status(cfg).get("commands")
         c = status(cfg)["commands"]
+        assert handled(c) == 3000                    # each one counted exactly once
         assert c["queue_depth"] <= 2 * 16 + 2
-        assert c["refused"]["malformed"] == 1500
-        assert c["accepted"] + c["refused"].get("rate_limited", 0) == 1500
+        assert c["refused"]["malformed"] <= 1500 and c["accepted"] >= 1
+        assert c["accepted"] + c["refused"].get("rate_limited", 0) <= 1500
         assert c["queue_saves"] < c["accepted"] or c["accepted"] < 3
     finally:
         stop.set()
