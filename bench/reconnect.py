@@ -75,7 +75,7 @@ def run(d, probe_s, cycles, outage, tag):
     try:
         t0 = int(time.time())
         seq = 1
-        for cycle in range(cycles):
+        for _cycle in range(cycles):
             deadline = time.monotonic() + 20
             while not up.connected and time.monotonic() < deadline:
                 time.sleep(0.01)

@@ -31,9 +31,8 @@ import time
 
 import cbor2
 
-from gateway import cmdauth
+from gateway import cmdauth, simclock
 from gateway import downlink as dl
-from gateway import simclock
 from gateway.radio import RadioIngest, RadioPort
 from gateway.store import Store, StoreError
 from gateway.uplink import Uplink, UplinkSettings

@@ -92,7 +92,7 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
                   ("set-intervals", {"node": "all", "sample_s": 86400, "report_s": 86400}),
                   ("emergency", {"node": "all", "duration_s": 7 * 86400})]
         sent = 0
-        for i in range(350):
+        for _i in range(350):
             for verb, doc in attack:
                 pub.publish(BASE + "/cmd/" + verb, json.dumps(doc), qos=1)
                 sent += 1
