@@ -693,6 +693,11 @@ def format_status(snap, now):
             r.get("port"), r.get("module"), r.get("commits"), r.get("commit_failures"),
             r.get("frames_acked"), " ".join("%s=%s" % kv for kv in sorted(
                 r.get("rejects", {}).items())) or "none"))
+    cm = snap.get("commands")
+    if cm:
+        lines.append("commands: accepted %s, waiting %s, refused %s" % (
+            cm.get("accepted"), cm.get("queue_depth"), " ".join(
+                "%s=%s" % kv for kv in sorted(cm.get("refused", {}).items())) or "none"))
     for name, d in sorted((snap.get("modbus") or {}).items()):
         lines.append("modbus %s (node %s): %s" % (name, d.get("node"), " ".join(
             "%s=%s" % (k, v) for k, v in sorted(d.items()) if k != "node")))
