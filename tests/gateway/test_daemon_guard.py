@@ -5,6 +5,7 @@ second daemon on the same config (defect 7), and the daemon surviving poisoned f
 (defects 1, 2)."""
 import json
 import os
+import random
 import select
 import stat
 import subprocess
@@ -282,10 +283,21 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
         acks = {(f.node, msg.decode_ack(f.payload)[0])
                 for f in downlink(air.master, keys, 2, 10) if f.mtype == fr.ACK}
         assert acks == {(101, 2 + i), (102, 1 + i)}, (i, acks)
+    # and any other single frame: random payloads of every uplink type, each followed
+    # by a genuine frame of the other node; all acked, the daemon stays up
+    rng = random.Random(1212)
+    for i in range(30):
+        mtype = fr.UPLINK_TYPES[i % len(fr.UPLINK_TYPES)]
+        payload = bytes(rng.randrange(256) for _ in range(rng.randint(1, 150)))
+        os.write(air.master, wrap(fr.encode(k, mtype, 101, 10 + i, 0, payload, 0, 0))
+                 + readings(keys, 102, 10 + i))
+        acks = {(f.node, msg.decode_ack(f.payload)[0])
+                for f in downlink(air.master, keys, 2, 10, settle=0.05) if f.mtype == fr.ACK}
+        assert acks == {(101, 10 + i), (102, 10 + i)}, (i, mtype, payload.hex(), acks)
     assert gw.proc.poll() is None
     assert gw.term() == 0
     gw.start()
-    os.write(air.master, readings(keys, 101, 9))
+    os.write(air.master, readings(keys, 101, 90))
     assert fr.ACK in [f.mtype for f in downlink(air.master, keys, 1, 10)]
     assert gw.term() == 0
     assert "Traceback" not in gw.text()
