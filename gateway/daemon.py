@@ -158,6 +158,7 @@ class Daemon:
             rate_per_min=cmds.rate_per_min if cmds else 20)
         self.commands_enabled = cmds is not None
         self._save_running = False
+        self._save_closed = False
         self._save_waiters = []
         self.saves = 0
         self.lock_fd = None
@@ -251,6 +252,7 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.commit_exec.shutdown(wait=True)
+        self._save_closed = True
         self.save_exec.shutdown(wait=True)
         # 3. uplink: flush what is in flight, offline status, disconnect.
         if self.uplink is not None:
@@ -259,6 +261,9 @@ class Daemon:
             self._save_downlink()
         except OSError as e:
             log.error("event=downlink_queue_save_failed error=%r", e)
+        for w in self._save_waiters:     # commands whose save the final one covered
+            w(None)
+        self._save_waiters = []
         if self.store is not None:
             try:
                 self._write_status()
@@ -368,8 +373,8 @@ class Daemon:
         flood of commands costs a few writes, and the loop never waits for an fsync."""
         if then is not None:
             self._save_waiters.append(then)
-        if self._save_running:
-            return
+        if self._save_running or self._save_closed:
+            return              # after shutdown began, _shutdown's final save covers it
         self._save_running = True
         self.queue.extra["nonces"] = self.auth.dump_nonces()
         data = self.queue.dump()
