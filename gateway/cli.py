@@ -139,7 +139,7 @@ def parser():
     _config_arg(s)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
-    from gateway import opcli     # operator-key, sign-command (docs/security.md)
+    from gateway import opcli  # operator-key, sign-command (docs/security.md)
     opcli.add_parsers(sub)
     return p
 

@@ -260,7 +260,8 @@ def load_operators(path, verbs):
     try:
         st = os.stat(path)
     except OSError as e:
-        raise OperatorsError("%s: cannot read the operator keys file: %s" % (path, e.strerror))
+        raise OperatorsError("%s: cannot read the operator keys file: %s"
+                             % (path, e.strerror)) from None
     if st.st_mode & 0o077:
         raise OperatorsError("%s holds operator keys but is readable by group or others (mode "
                              "%04o): run `chmod 600 %s`" % (path, stat.S_IMODE(st.st_mode), path))
@@ -268,7 +269,7 @@ def load_operators(path, verbs):
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise OperatorsError("%s: %s" % (path, e))
+        raise OperatorsError("%s: %s" % (path, e)) from None
     out = {}
     extra = [k for k in doc if k != "operators"]
     if extra:

@@ -18,6 +18,7 @@ Status: every STATUS_EVERY_S a JSON snapshot is written atomically (temp file, f
 rename) as `status.json` next to the store; `stationgw status` reads and prints it.
 """
 import asyncio
+import collections
 import concurrent.futures
 import fcntl
 import json
@@ -30,9 +31,8 @@ import time
 
 import cbor2
 
-from gateway import cmdauth
+from gateway import cmdauth, simclock
 from gateway import downlink as dl
-from gateway import simclock
 from gateway.radio import RadioIngest, RadioPort
 from gateway.store import Store, StoreError
 from gateway.uplink import Uplink, UplinkSettings
@@ -44,6 +44,8 @@ DOWNLINK_FILE = "downlink.cbor"
 STATUS_EVERY_S = 2.0
 STALE_AFTER_S = 30.0
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+CMD_INBOX_MAX = 1000          # commands waiting for the loop; beyond: dropped and counted
+CMD_PER_TURN = 8              # commands handled per event-loop turn
 CLOCK_FLOOR = 1735689600      # 2025-01-01: a Pi without RTC or NTP can boot far before it
 
 
@@ -156,10 +158,14 @@ class Daemon:
             rate_per_min=cmds.rate_per_min if cmds else 20)
         self.commands_enabled = cmds is not None
         self._save_running = False
+        self._save_closed = False
         self._save_waiters = []
         self.saves = 0
         self.lock_fd = None
         self._refusal_bucket = cmdauth.TokenBucket(30, 10)   # cmd-result "refused" messages
+        self._cmd_inbox = collections.deque()
+        self._cmd_drain_scheduled = False
+        self.commands_dropped = 0
         self.refusals_unreported = 0
         self.node_ids = {n.id for n in cfg.nodes}
         self.node_channels = {n.id: set(n.channels) for n in cfg.nodes if n.channels}
@@ -246,6 +252,7 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.commit_exec.shutdown(wait=True)
+        self._save_closed = True
         self.save_exec.shutdown(wait=True)
         # 3. uplink: flush what is in flight, offline status, disconnect.
         if self.uplink is not None:
@@ -254,6 +261,9 @@ class Daemon:
             self._save_downlink()
         except OSError as e:
             log.error("event=downlink_queue_save_failed error=%r", e)
+        for w in self._save_waiters:     # commands whose save the final one covered
+            w(None)
+        self._save_waiters = []
         if self.store is not None:
             try:
                 self._write_status()
@@ -363,8 +373,8 @@ class Daemon:
         flood of commands costs a few writes, and the loop never waits for an fsync."""
         if then is not None:
             self._save_waiters.append(then)
-        if self._save_running:
-            return
+        if self._save_running or self._save_closed:
+            return              # after shutdown began, _shutdown's final save covers it
         self._save_running = True
         self.queue.extra["nonces"] = self.auth.dump_nonces()
         data = self.queue.dump()
@@ -385,8 +395,34 @@ class Daemon:
             self._schedule_save()
 
     def _on_command_thread(self, verb, payload):
-        # paho's thread: hand over to the loop, which owns the downlink queue.
-        self.loop.call_soon_threadsafe(self._on_command, verb, payload)
+        # paho's thread: hand over to the loop, which owns the downlink queue. The inbox
+        # is bounded, and the loop takes a few commands per turn, so a flood of commands
+        # never keeps the radio reader (ACKs) waiting for long.
+        if len(self._cmd_inbox) >= CMD_INBOX_MAX:
+            self.commands_dropped += 1      # counted; the sender gets no answer
+            return
+        self._cmd_inbox.append((verb, payload))
+        if not self._cmd_drain_scheduled:
+            self._cmd_drain_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain_commands)
+
+    def _drain_commands(self):
+        for _ in range(CMD_PER_TURN):
+            try:
+                verb, payload = self._cmd_inbox.popleft()
+            except IndexError:
+                break
+            try:
+                self._on_command(verb, payload)
+            except Exception:            # one command's bug costs that command only
+                log.exception("event=command_failed verb=%s", verb[:64])
+        if self._cmd_inbox:
+            self.loop.call_soon(self._drain_commands)      # after the next I/O poll
+        else:
+            self._cmd_drain_scheduled = False
+            if self._cmd_inbox:          # appended between the pop and the flag
+                self._cmd_drain_scheduled = True
+                self.loop.call_soon(self._drain_commands)
 
     def _on_command(self, verb, payload):
         now = self.clock()
@@ -522,6 +558,7 @@ class Daemon:
                       "batch_seq": st["batch_seq"]},
             "commands": {"accepted": self.auth.accepted, "refused": dict(self.auth.refused),
                          "refused_queue_full": self.queue.refused_full,
+                         "dropped_overload": self.commands_dropped,
                          "queue_saves": self.saves, "queue_depth": self.queue.depth()},
             "clock_suspect": self.clock_check(
                 {n: d["last_seen"] for n, d in st["nodes"].items() if d.get("last_seen")}),
@@ -665,6 +702,11 @@ def format_status(snap, now):
             r.get("port"), r.get("module"), r.get("commits"), r.get("commit_failures"),
             r.get("frames_acked"), " ".join("%s=%s" % kv for kv in sorted(
                 r.get("rejects", {}).items())) or "none"))
+    cm = snap.get("commands")
+    if cm:
+        lines.append("commands: accepted %s, waiting %s, refused %s" % (
+            cm.get("accepted"), cm.get("queue_depth"), " ".join(
+                "%s=%s" % kv for kv in sorted(cm.get("refused", {}).items())) or "none"))
     for name, d in sorted((snap.get("modbus") or {}).items()):
         lines.append("modbus %s (node %s): %s" % (name, d.get("node"), " ".join(
             "%s=%s" % (k, v) for k, v in sorted(d.items()) if k != "node")))

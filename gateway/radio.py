@@ -45,6 +45,7 @@ DATA_ERRORS = (OverflowError, ValueError, TypeError, KeyError, sqlite3.Integrity
                sqlite3.InterfaceError)
 
 REASON_PAYLOAD = "payload"
+REASON_INTERNAL = "internal"      # the gateway's own bug met this frame (logged with its hex)
 GARBAGE_REASONS = ("cobs", "crc", "too_short", "too_long")
 
 _STATUS_FIELDS = (("battery_mv", msg.S_BATTERY_MV), ("supply_mv", msg.S_SUPPLY_MV),
@@ -204,7 +205,13 @@ class RadioIngest:
                 if self._last_frame_node is not None:
                     self.node_stats(self._last_frame_node).rssi_dbm = item
             else:
-                self._frame(item, now)
+                try:
+                    self._frame(item, now)
+                except Exception as e:
+                    # A bug before the frame is accepted costs that frame only: never the
+                    # frames after it in this read, never the reader.
+                    self.log.error("event=frame_handler_failed error=%r raw=%s", e, item.hex())
+                    self._reject(now, None, REASON_INTERNAL, "handler error %r" % (e,))
 
     def _feed_with_rssi(self, data):
         # The module puts its RSSI byte right after our closing 0x00, so the first byte

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from harness import free_port
 
 ACL = Path(__file__).resolve().parents[2] / "gateway" / "examples" / "mosquitto.acl"

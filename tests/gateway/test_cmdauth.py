@@ -9,10 +9,9 @@ import random
 import cbor2
 import pytest
 
-from gateway import cmdauth
+from gateway import cmdauth, opcli
 from gateway import config as gconfig
 from gateway import downlink as dl
-from gateway import opcli
 
 SITE, GW = "lushi", "gw1"
 T0 = 1_800_000_000

@@ -5,6 +5,7 @@ second daemon on the same config (defect 7), and the daemon surviving poisoned f
 (defects 1, 2)."""
 import json
 import os
+import random
 import select
 import stat
 import subprocess
@@ -92,7 +93,7 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
                   ("set-intervals", {"node": "all", "sample_s": 86400, "report_s": 86400}),
                   ("emergency", {"node": "all", "duration_s": 7 * 86400})]
         sent = 0
-        for i in range(350):
+        for _i in range(350):
             for verb, doc in attack:
                 pub.publish(BASE + "/cmd/" + verb, json.dumps(doc), qos=1)
                 sent += 1
@@ -203,13 +204,16 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
         assert all(((101 + s % 2), s) in acked for s in range(1, seq + 1)), \
             sorted({(101 + s % 2, s) for s in range(1, seq + 1)} - acked)[:5]
         assert alarms.wait_for(lambda s: len(s.alarms()) == 1, 20)
-        assert wait_until(lambda: sum(status(cfg).get("commands", {}).get("refused", {})
-                                      .values()) + status(cfg).get("commands", {})
-                          .get("accepted", 0) >= 3000, 60), status(cfg).get("commands")
+        def handled(c):
+            return c.get("accepted", 0) + sum(c.get("refused", {}).values()) + \
+                c.get("dropped_overload", 0)
+        assert wait_until(lambda: handled(status(cfg).get("commands", {})) >= 3000, 60), \
+            status(cfg).get("commands")
         c = status(cfg)["commands"]
+        assert handled(c) == 3000                    # each one counted exactly once
         assert c["queue_depth"] <= 2 * 16 + 2
-        assert c["refused"]["malformed"] == 1500
-        assert c["accepted"] + c["refused"].get("rate_limited", 0) == 1500
+        assert c["refused"]["malformed"] <= 1500 and c["accepted"] >= 1
+        assert c["accepted"] + c["refused"].get("rate_limited", 0) <= 1500
         assert c["queue_saves"] < c["accepted"] or c["accepted"] < 3
     finally:
         stop.set()
@@ -279,10 +283,21 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
         acks = {(f.node, msg.decode_ack(f.payload)[0])
                 for f in downlink(air.master, keys, 2, 10) if f.mtype == fr.ACK}
         assert acks == {(101, 2 + i), (102, 1 + i)}, (i, acks)
+    # and any other single frame: random payloads of every uplink type, each followed
+    # by a genuine frame of the other node; all acked, the daemon stays up
+    rng = random.Random(1212)
+    for i in range(30):
+        mtype = fr.UPLINK_TYPES[i % len(fr.UPLINK_TYPES)]
+        payload = bytes(rng.randrange(256) for _ in range(rng.randint(1, 150)))
+        os.write(air.master, wrap(fr.encode(k, mtype, 101, 10 + i, 0, payload, 0, 0))
+                 + readings(keys, 102, 10 + i))
+        acks = {(f.node, msg.decode_ack(f.payload)[0])
+                for f in downlink(air.master, keys, 2, 10, settle=0.05) if f.mtype == fr.ACK}
+        assert acks == {(101, 10 + i), (102, 10 + i)}, (i, mtype, payload.hex(), acks)
     assert gw.proc.poll() is None
     assert gw.term() == 0
     gw.start()
-    os.write(air.master, readings(keys, 101, 9))
+    os.write(air.master, readings(keys, 101, 90))
     assert fr.ACK in [f.mtype for f in downlink(air.master, keys, 1, 10)]
     assert gw.term() == 0
     assert "Traceback" not in gw.text()

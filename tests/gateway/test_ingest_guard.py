@@ -165,6 +165,22 @@ def test_handler_bug_costs_the_frame_only(store, monkeypatch):
     assert ing.counters["payload"] == 1
 
 
+def test_a_bug_in_the_link_layer_costs_that_frame_not_the_read(monkeypatch):
+    ing = RadioIngest(KEYS)
+    real = ing.link.receive
+    calls = []
+
+    def receive(data):
+        calls.append(data)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return real(data)
+    monkeypatch.setattr(ing.link, "receive", receive)
+    ing.feed(readings(101, 1) + readings(102, 1), T_RX)
+    assert [(f.node, f.seq) for f in ing.group.frames] == [(102, 1)]
+    assert ing.counters == {"internal": 1}
+
+
 # ------------------------------------------------------------------ the shell
 
 
@@ -249,7 +265,7 @@ def _payload(draw_value):
         return b"\xff"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(mtype=st.sampled_from(fr.UPLINK_TYPES),
        payload=st.one_of(st.binary(min_size=1, max_size=120),
