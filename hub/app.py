@@ -65,7 +65,8 @@ class Hub:
                                first if i == 0 else open_store(cfg.database), self.ctx,
                                cfg.mqtt_host, cfg.mqtt_port, cfg.prefix, cfg.group,
                                cfg.session_expiry_s, username=cfg.username,
-                               password=cfg.password, tls=cfg.tls, stats=self.stats)
+                               password=cfg.password, tls=cfg.tls, stats=self.stats,
+                               shared=cfg.subscription == "shared")
                         for i in range(cfg.workers)]
         self.dispatcher = outbox.Dispatcher(open_store(cfg.database), sinks,
                                             self.ctx.outbox_added)

@@ -9,6 +9,13 @@ MQTT 5 features used:
   - Receive Maximum: bounds the unacked PUBLISHes in flight to one worker (its batch);
   - the Content Type property is read only to reject what is not application/cbor.
 Manual acks: paho's `manual_ack=True` and `client.ack(mid, qos)` once the rows are in.
+
+`[mqtt] subscription = "exclusive"` subscribes without $share (one worker): for a
+single Mosquitto that may be restarted while the hub is down. Mosquitto 2.0.11
+(Debian 12) restores a persistent session's shared subscription after a restart but
+routes nothing to it until the client subscribes again, so what is published between a
+broker restart and the hub's reconnect would never reach a shared-subscription hub
+(docs/hub.md has the reproduction). Plain persistent subscriptions do not have that gap.
 """
 import logging
 import queue
@@ -133,7 +140,9 @@ def _fmt(chan, v):
     return "%g %s" % (round(v * 10.0 ** exp, 6), unit)
 
 
-def topics(prefix, group):
+def topics(prefix, group, shared=True):
+    if not shared:
+        return ["%s/+/+/%s" % (prefix, k) for k in uplink.KINDS]
     return ["$share/%s/%s/+/+/%s" % (group, prefix, k) for k in uplink.KINDS]
 
 
@@ -142,8 +151,10 @@ class Worker:
 
     def __init__(self, name, store, ctx, host="127.0.0.1", port=1883, prefix="stations",
                  group="stationhub", session_expiry_s=7 * 86400, max_batch=200,
-                 max_wait_s=0.02, username=None, password=None, tls=False, stats=None):
+                 max_wait_s=0.02, username=None, password=None, tls=False, stats=None,
+                 shared=True):
         self.name, self.store, self.ctx = name, store, ctx
+        self.shared = shared
         self.prefix, self.group = prefix, group
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = stats or Stats()
@@ -159,7 +170,9 @@ class Worker:
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = lambda c_, u, m: self.q.put(m)
-        c.reconnect_delay_set(min_delay=0.05, max_delay=2)
+        # back quickly after a broker restart: until a worker has subscribed again, a
+        # restarted Mosquitto (2.0.11) routes nothing to its shared subscription
+        c.reconnect_delay_set(min_delay=0.05, max_delay=1)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
         props.ReceiveMaximum = max_batch
@@ -170,7 +183,8 @@ class Worker:
         if rc.is_failure:
             log.warning("event=mqtt_refused worker=%s reason=%s", self.name, rc)
             return
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics(self.prefix, self.group)])
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics(self.prefix, self.group,
+                                                                        self.shared)])
         self.connected.set()
         log.info("event=connected worker=%s session_present=%s", self.name,
                  flags.session_present)
