@@ -133,9 +133,20 @@ class Dispatcher:
         return self
 
     def run_once(self):
+        """Deliver what is due; returns how many deliveries were tried. Per station and
+        sink, messages go strictly in order: one waiting for a retry holds back the later
+        ones (an Update never overtakes its Alert)."""
         now = int(time.time() * 1000)
         with self.store.tx():
-            due = self.store.due_outbox(now)
+            unsent = self.store.unsent_outbox()
+        due, first = [], set()
+        for row in unsent:
+            key = (row[1], row[5], row[6])
+            if key in first:
+                continue
+            first.add(key)
+            if row[8] <= now:
+                due.append(row[:8])
         for ident, sink_name, msgtype, level, body, site, node, attempts in due:
             sink = self.sinks.get(sink_name)
             try:

@@ -110,10 +110,10 @@ class Store:
         cur.executemany(self._sql("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,0,?,NULL,NULL)"
                                   " ON CONFLICT DO NOTHING"), [r + (r[9],) for r in rows])
 
-    def due_outbox(self, now_ms, limit=50):
-        return self.rows("SELECT identifier, sink, msgtype, level, body, site, node, attempts"
-                         " FROM outbox WHERE sent_ms IS NULL AND next_ms <= ? ORDER BY"
-                         " created_ms, identifier LIMIT ?", (now_ms, limit))
+    def unsent_outbox(self, limit=500):
+        return self.rows("SELECT identifier, sink, msgtype, level, body, site, node, attempts,"
+                         " next_ms FROM outbox WHERE sent_ms IS NULL ORDER BY created_ms,"
+                         " identifier LIMIT ?", (limit,))
 
     def mark_sent(self, identifier, sink, now_ms):
         self.execute("UPDATE outbox SET sent_ms = ?, attempts = attempts + 1, error = NULL"
