@@ -29,6 +29,7 @@ class HubUnderTest:
                             'port = 0\ntoken_file = "hub.token"\n\n[cap]\nspool = "cap-out"\n'
                             % (self.db, broker_port, prefix, 1 if subscription == "exclusive"
                                else 2, subscription))
+        self.exclusive = subscription == "exclusive"
         self.proc = None
         self.runs = 0
         self.kills = 0
@@ -45,7 +46,9 @@ class HubUnderTest:
                                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "event=running" in log.read_text(errors="replace"):
+            text = log.read_text(errors="replace")
+            if "event=running" in text and text.count("event=subscribed") >= (
+                    2 if self.exclusive else 3):
                 return self
             if self.proc.poll() is not None:
                 break

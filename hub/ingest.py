@@ -10,6 +10,11 @@ MQTT 5 features used:
   - the Content Type property is read only to reject what is not application/cbor.
 Manual acks: paho's `manual_ack=True` and `client.ack(mid, qos)` once the rows are in.
 
+Alarms first (DESIGN I3) holds here too: a broker delivers a session's messages in
+order, so an alarm queued behind a backlog of batches would wait for all of them. The
+hub therefore runs an alarm lane: its own worker (and shared group `<group>-alarms`)
+for the alarm and status topics, beside the data workers.
+
 `[mqtt] subscription = "exclusive"` subscribes without $share (one worker): for a
 single Mosquitto that may be restarted while the hub is down. Mosquitto 2.0.11
 (Debian 12) restores a persistent session's shared subscription after a restart but
@@ -140,10 +145,14 @@ def _fmt(chan, v):
     return "%g %s" % (round(v * 10.0 ** exp, 6), unit)
 
 
-def topics(prefix, group, shared=True):
+def topics(prefix, group, shared=True, kinds=uplink.KINDS):
     if not shared:
-        return ["%s/+/+/%s" % (prefix, k) for k in uplink.KINDS]
-    return ["$share/%s/%s/+/+/%s" % (group, prefix, k) for k in uplink.KINDS]
+        return ["%s/+/+/%s" % (prefix, k) for k in kinds]
+    return ["$share/%s/%s/+/+/%s" % (group, prefix, k) for k in kinds]
+
+
+DATA = ("data",)
+ALARMS = ("alarm", "status")
 
 
 class Worker:
@@ -152,15 +161,16 @@ class Worker:
     def __init__(self, name, store, ctx, host="127.0.0.1", port=1883, prefix="stations",
                  group="stationhub", session_expiry_s=7 * 86400, max_batch=200,
                  max_wait_s=0.02, username=None, password=None, tls=False, stats=None,
-                 shared=True):
+                 shared=True, kinds=uplink.KINDS):
         self.name, self.store, self.ctx = name, store, ctx
-        self.shared = shared
+        self.shared, self.kinds = shared, tuple(kinds)
         self.prefix, self.group = prefix, group
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.stats = stats or Stats()
         self.q = queue.Queue()
         self.stop_ev = threading.Event()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name,
                         protocol=mqtt.MQTTv5, manual_ack=True)
         if username:
@@ -170,6 +180,7 @@ class Worker:
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = lambda c_, u, m: self.q.put(m)
+        c.on_subscribe = self._on_subscribe
         # back quickly after a broker restart: until a worker has subscribed again, a
         # restarted Mosquitto (2.0.11) routes nothing to its shared subscription
         c.reconnect_delay_set(min_delay=0.05, max_delay=1)
@@ -184,10 +195,19 @@ class Worker:
             log.warning("event=mqtt_refused worker=%s reason=%s", self.name, rc)
             return
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics(self.prefix, self.group,
-                                                                        self.shared)])
+                                                                        self.shared, self.kinds)])
         self.connected.set()
         log.info("event=connected worker=%s session_present=%s", self.name,
                  flags.session_present)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props=None):
+        bad = [str(r) for r in reason_codes if r.is_failure]
+        if bad:
+            log.error("event=subscribe_refused worker=%s reasons=%s", self.name, ",".join(bad))
+        else:
+            self.subscribed.set()
+            log.info("event=subscribed worker=%s topics=%s", self.name,
+                     ",".join(topics(self.prefix, self.group, self.shared, self.kinds)))
 
     def start(self):
         self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,

@@ -164,7 +164,7 @@ class Store:
             " a.threshold, a.t, a.gw_rx_ms, a.hub_rx_ms, a.acked_by, a.acked_ms,"
             " (SELECT MIN(o.sent_ms) FROM outbox o WHERE o.site = a.site AND o.node = a.node"
             "  AND o.sink <> 'broadcast' AND o.hub_rx_ms = a.hub_rx_ms AND o.sample_t = a.t)"
-            " FROM alarms a ORDER BY a.hub_rx_ms DESC LIMIT ?", (limit,))
+            " FROM alarms a ORDER BY a.hub_rx_ms DESC, a.seq DESC, a.aidx DESC LIMIT ?", (limit,))
 
 
 class SqliteStore(Store):

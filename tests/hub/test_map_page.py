@@ -54,7 +54,9 @@ def test_map_page(broker, tmp_path):
             y = {k: float(c.get_attribute("cy")) for k, c in pos.items()}
             assert x["LH-01"] > x["XH-01"] > x["LJP-01"] and y["XH-01"] > y["LJP-01"]
             rows_ = browser.wait_for(drv, "#alarms tbody tr", count=3)
-            assert "red" in rows_[0].text and "LJP-01" in rows_[0].text
+            texts = [r.text for r in rows_]     # newest first
+            assert "XH-01" in texts[0] and "yellow" in texts[0]
+            assert "LJP-01" in texts[1] and "red" in texts[1] and "orange" in texts[2]
             png = browser.screenshot(drv, tmp_path / "map.png")
             assert png.count(RED, tol=20) > 50
             # a station's panel: one trend chart per channel with a line
