@@ -72,15 +72,14 @@ class Stats:
 def commit(store, items, ctx, stats=None):
     """items: [(kind, site, gw, doc, hub_rx_ms)] already decoded and checked. Writes them
     all in one transaction. Returns (new readings, duplicate readings, CAP messages)."""
-    new = dup = caps = 0
+    caps = 0
+    rows = []
     with store.tx():
         for kind, site, gw, doc, rx_ms in items:
             if kind == "data":
-                rows = uplink.batch_rows(site, gw, doc)
-                n = store.insert_readings(rows)
-                new += n
-                dup += len(rows) - n
-                store.insert_batch((site, gw, doc[3], doc[4], len(rows), rx_ms))
+                mine = uplink.batch_rows(site, gw, doc)
+                rows += mine
+                store.insert_batch((site, gw, doc[3], doc[4], len(mine), rx_ms))
                 store.upsert_gateway(site, gw, 1, doc[4], None, doc[7], rx_ms)
                 for st in doc.get(6, ()):
                     store.upsert_node_status(site, st)
@@ -89,6 +88,8 @@ def commit(store, items, ctx, stats=None):
             else:
                 store.upsert_gateway(site, gw, doc[3], doc[4], doc.get(5)
                                      if isinstance(doc.get(5), str) else None, None, rx_ms)
+        new = store.insert_readings(rows)       # one statement (or COPY) for the group
+        dup = len(rows) - new
     if caps:
         ctx.outbox_added.set()
     if stats:

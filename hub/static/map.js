@@ -104,7 +104,9 @@ async function showPanel(s) {
   meta.textContent = [s.type, s.hazard_point, s.zone && "zone " + s.zone,
     st && st.battery_mv && "battery " + (st.battery_mv / 1000).toFixed(2) + " V",
     st && st.log_depth !== null && "node log " + st.log_depth,
-    s.gaps.length ? "seq holes " + s.gaps.map(g => g[0] === g[1] ? g[0] : g[0] + "–" + g[1]).join(", ") : "no seq holes"]
+    s.gaps.length ? "seq holes " + s.gaps.map(g => g[0] === g[1] ? g[0] : g[0] + "–" + g[1]).join(", ") +
+      " (status frames and reboots skip seqs too)" : "no seq holes",
+    st && st.seq_gaps !== null && "gateway counts " + st.seq_gaps + " missing"]
     .filter(Boolean).join(" · ");
   p.append(meta);
   for (const c of s.latest) {
