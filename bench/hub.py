@@ -182,7 +182,8 @@ def flood_wave(port, url, payloads, n, d, tag, alarms=24):
     ctx = Context(st_map, "bench@hub", "bench", ("spool",))
     sent = {}
     disp = Dispatcher(open_store(url), {"spool": SpoolSink(os.path.join(d, "cap-" + tag))},
-                      ctx.outbox_added, on_sent=lambda i, s_, ms: sent.setdefault(i, ms))
+                      ctx.outbox_added, on_sent=lambda i, s_, ms: sent.setdefault(i, ms),
+                      priority=ctx.priority)
     group = "flood-%s" % tag
 
     def make():

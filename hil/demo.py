@@ -463,7 +463,7 @@ def main(argv=None):
         cfg = write_site(os.path.join(d, "site"), mqtt_port, air.path, keys,
                          modbus_port=gauge.port)
         view = LiveView(mqtt_port)
-        from hub import demohook        # the monitoring centre's map (hub/, issue #16)
+        from hub import demohook  # the monitoring centre's map (hub/, issue #16)
         hub, hub_url = demohook.start(os.path.join(d, "hub"), mqtt_port)
         procs.append(hub)
         log_path = os.path.join(d, "gateway.log")

@@ -72,7 +72,7 @@ class Hub:
         self.workers += [worker("%s-w%d" % (cfg.client_id, i + 1), open_store(cfg.database),
                                 cfg.group, DATA) for i in range(cfg.workers)]
         self.dispatcher = outbox.Dispatcher(open_store(cfg.database), sinks,
-                                            self.ctx.outbox_added)
+                                            self.ctx.outbox_added, priority=self.ctx.priority)
         self.web = None
         if web:
             tok_path = cfg.token_file or os.path.join(os.path.dirname(os.path.abspath(

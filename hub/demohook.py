@@ -1,6 +1,6 @@
 """The hub beside the demo site (`make run`, hil/demo.py): `python -m hub run` on the
 demo's broker with the example stations and county layer, SQLite in the demo dir.
-Returns the process and the map's URL (with its token in the #fragment)."""
+Returns the process and the map's URL (with its token: /?token= sets a cookie)."""
 import os
 import secrets
 import socket
@@ -45,4 +45,4 @@ def start(d, mqtt_port, timeout=20):
             if f.read().count("event=subscribed") >= 3:
                 break
         time.sleep(0.05)
-    return p, "http://127.0.0.1:%d/#token=%s" % (port, tok)
+    return p, "http://127.0.0.1:%d/?token=%s" % (port, tok)

@@ -49,6 +49,32 @@ class Context:
         self.broadcast = broadcast
         self.clock = clock
         self.outbox_added = threading.Event()   # wakes the dispatcher
+        # held while the alarm lane commits or CAP messages are being delivered: data
+        # workers in this process let them write first (SQLite has one writer at a time)
+        self.priority = PriorityGate()
+
+
+class PriorityGate:
+    """Writers that must not wait behind bulk data hold the gate; data workers wait
+    (boundedly) until nobody holds it before they start a transaction."""
+
+    def __init__(self):
+        self._n = 0
+        self._cv = threading.Condition()
+
+    def __enter__(self):
+        with self._cv:
+            self._n += 1
+
+    def __exit__(self, *exc):
+        with self._cv:
+            self._n -= 1
+            if self._n == 0:
+                self._cv.notify_all()
+
+    def wait_clear(self, timeout=1.0):
+        with self._cv:
+            return self._cv.wait_for(lambda: self._n == 0, timeout)
 
 
 class Stats:
@@ -161,12 +187,12 @@ class Worker:
 
     def __init__(self, name, store, ctx, host="127.0.0.1", port=1883, prefix="stations",
                  group="stationhub", session_expiry_s=7 * 86400, max_batch=200,
-                 max_wait_s=0.02, username=None, password=None, tls=False, stats=None,
+                 max_wait_s=0.02, max_bytes=64 * 1024, username=None, password=None, tls=False, stats=None,
                  shared=True, kinds=uplink.KINDS):
         self.name, self.store, self.ctx = name, store, ctx
         self.shared, self.kinds = shared, tuple(kinds)
         self.prefix, self.group = prefix, group
-        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.max_batch, self.max_wait_s, self.max_bytes = max_batch, max_wait_s, max_bytes
         self.stats = stats or Stats()
         self.q = queue.Queue()
         self.stop_ev = threading.Event()
@@ -223,13 +249,17 @@ class Worker:
         except queue.Empty:
             return []
         msgs = [first]
+        size = len(first.payload)
         deadline = time.monotonic() + self.max_wait_s
-        while len(msgs) < self.max_batch:
+        # a group is bounded in bytes too, so one transaction stays short (~2 s of a
+        # busy county's uplink) and an alarm never waits long for the database
+        while len(msgs) < self.max_batch and size < self.max_bytes:
             left = deadline - time.monotonic()
             try:
                 msgs.append(self.q.get(timeout=left) if left > 0 else self.q.get_nowait())
             except queue.Empty:
                 break
+            size += len(msgs[-1].payload)
         return msgs
 
     def _run(self):
@@ -242,17 +272,28 @@ class Worker:
                 item = self._decode(m)
                 if item is not None:
                     items.append(item)
-            while not self.stop_ev.is_set():
-                try:
-                    commit(self.store, items, self.ctx, self.stats)
-                    break
-                except Exception as e:   # database down: keep the messages unacked, retry
-                    log.error("event=commit_failed worker=%s error=%r", self.name, e)
-                    self.stop_ev.wait(1.0)
-            else:
+            if not self._commit(items):
                 return
             for m in msgs:          # in arrival order, as MQTT requires
                 self.client.ack(m.mid, m.qos)
+
+    def _commit(self, items):
+        """True once committed; False if the worker was stopped before it could."""
+        if "alarm" in self.kinds:
+            with self.ctx.priority:
+                return self._commit_retrying(items)
+        self.ctx.priority.wait_clear()
+        return self._commit_retrying(items)
+
+    def _commit_retrying(self, items):
+        while not self.stop_ev.is_set():
+            try:
+                commit(self.store, items, self.ctx, self.stats)
+                return True
+            except Exception as e:   # database down: keep the messages unacked, retry
+                log.error("event=commit_failed worker=%s error=%r", self.name, e)
+                self.stop_ev.wait(1.0)
+        return False
 
     def _decode(self, m):
         rx_ms = int(time.time() * 1000)

@@ -14,7 +14,8 @@ window.addEventListener("hashchange", () => { token = readToken(); refresh(); })
 let geo = null, state = null, selected = null, proj = null;
 
 async function api(path, opts = {}) {
-  opts.headers = Object.assign({ Authorization: "Bearer " + token }, opts.headers || {});
+  // the cookie set by /?token=… rides along by itself; a #token= fragment is sent as a header
+  if (token) opts.headers = Object.assign({ Authorization: "Bearer " + token }, opts.headers || {});
   const r = await fetch(path, opts);
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.status);

@@ -37,8 +37,9 @@ def test_map_page(broker, tmp_path):
             drv.get(base)               # no token: the page says so, shows no station
             err = browser.wait_for(drv, "#error:not([hidden])")[0]
             assert "token" in err.text and not drv.find_elements("css selector", "g.station")
-            drv.get(base + "#token=" + TOKEN)
+            drv.get(base + "?token=" + TOKEN)      # sets the cookie, redirects to /
             st = browser.wait_for(drv, "g.station", count=4)
+            assert "token" not in drv.current_url
             levels = browser.retry(lambda: {g.get_attribute("data-station"):
                                             g.get_attribute("data-level") for g in
                                             drv.find_elements("css selector", "g.station")})
