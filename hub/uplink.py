@@ -125,8 +125,27 @@ def structural_check(kind, doc):
     return errs
 
 
-# The one switch: the shared CDDL checker when it is there, the structural one otherwise.
-check = structural_check
+def cddl_check(kind, doc, payload):
+    """The project's CDDL checker (gateway/uplink_schema.py over protocol/uplink.cddl,
+    issue #13) on the payload as received."""
+    from gateway import uplink_schema
+    try:
+        uplink_schema.check({"data": "batch"}.get(kind, kind), payload)
+    except uplink_schema.SchemaError as e:
+        return [str(e)]
+    return []
+
+
+def _structural(kind, doc, payload):
+    return structural_check(kind, doc)
+
+
+# The one switch: `check = cddl_check` once gateway/uplink_schema.py is merged (and the
+# reasons matched in tests/hub/test_ingest.py follow its wording). Measured before
+# switching: zcbor-based CDDL validation checked ~350 readings/s here against ~470 000
+# for the structural check, far below what one hub worker ingests (tens of thousands a
+# second), so the CDDL check belongs in tests and tools, this one in the hot path.
+check = _structural
 
 
 def decode(kind, site, gw, payload):
@@ -135,7 +154,7 @@ def decode(kind, site, gw, payload):
         doc = cbor2.loads(payload)
     except Exception as e:
         raise Rejected("not CBOR (%s)" % e) from None
-    errs = check(kind, doc)
+    errs = check(kind, doc, payload)
     if errs:
         raise Rejected("; ".join(errs[:5]))
     if doc[1] != site or doc[2] != gw:

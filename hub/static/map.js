@@ -181,7 +181,8 @@ async function refresh() {
     state.stations.forEach(s => counts[s.level]++);
     document.getElementById("summary").textContent = `${state.stations.length} stations · ` +
       LEVELS.map((n, i) => counts[i] ? `${counts[i]} ${n}` : "").filter(Boolean).join(", ") +
-      ` · ${alarms.filter(a => !a.acked_ms).length} alarms to acknowledge`;
+      ` · ${alarms.filter(a => !a.acked_ms).length} alarms to acknowledge` +
+      state.gateways.filter(g => !g.state).map(g => ` · gateway ${g.site}/${g.gateway} OFFLINE`).join("");
     drawMap();
     drawAlarms(alarms);
     const sel = state.stations.find(x => x.id === selected);

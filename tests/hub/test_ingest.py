@@ -62,7 +62,7 @@ def test_faults_and_node_status_are_kept(store):
     rows = [(1, 103, 4, 0, 0x18, 1_780_000_000, None, 0x0108, 0)]
     st = [(103, 1_780_000_050, 3700, None, 215, None, None, 3, None, None, None, 2)]
     commit(store, items(("data", encode_batch("demo", "gw1", 1, 1_780_000_060, rows, st,
-                                              {1: 0}))), Context())
+                                              {k: 0 for k in range(1, 6)}))), Context())
     assert store.series("demo", 103, 0x18, 0) == [(1_780_000_000, None, 0x0108)]
     assert store.rows("SELECT battery_mv, log_depth, seq_gaps FROM node_status") == [(3700, 3, 2)]
 
