@@ -128,7 +128,7 @@ def _alarm(store, site, gw, doc, rx_ms, ctx):
     row = uplink.alarm_row(site, gw, doc, rx_ms)
     if not store.insert_alarm(row):
         return 0            # a re-sent alarm: already applied
-    node, seq, aidx, chan, level = doc[3], doc[4], doc.get(15, 0), doc[8], doc[6]
+    node, seq, aidx, chan, level = doc[3], doc[4], doc[15], doc[8], doc[6]
     before = store.levels(site, node)
     after, changed = levels.apply(before, chan, level, seq, aidx)
     if not changed:

@@ -103,11 +103,21 @@ def test_warning_chain_alert_update_cancel(store):
     ({0: 2, 1: "demo", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {}}, "schema version"),
     ({0: 1, 1: "demo", 2: "gw1", 3: 1, 4: 5, 5: [[101, [[16, [[1, 0, 5, 0, [1 << 70]]]]]]],
       7: {}}, "neither int"),
-    ({0: 1, 1: "other", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {}}, "do not match the topic"),
+    ({0: 1, 1: "demo", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {1: 0, 2: 0, 4: 0}}, "lacks counter"),
 ])
 def test_bad_batches_are_rejected_with_the_reason(doc, why):
+    doc.setdefault(7, {k: 0 for k in range(1, 6)})
+    if not doc[7]:
+        doc[7] = {k: 0 for k in range(1, 6)}
     with pytest.raises(uplink.Rejected, match=why):
         uplink.decode("data", "demo", "gw1", cbor2.dumps(doc))
+
+
+def test_site_must_match_the_topic():
+    doc = {0: 1, 1: "other", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {k: 0 for k in range(1, 6)}}
+    with pytest.raises(uplink.Rejected, match="do not match the topic"):
+        uplink.decode("data", "demo", "gw1", cbor2.dumps(doc))
+    uplink.decode("data", "other", "gw1", cbor2.dumps(doc))     # the same batch on its topic
 
 
 def test_garbage_and_bad_alarms_are_rejected():
@@ -116,6 +126,10 @@ def test_garbage_and_bad_alarms_are_rejected():
     a = cbor2.loads(alarm(101, 1, 3, 0))
     a[6] = 7
     with pytest.raises(uplink.Rejected, match="level"):
+        uplink.decode("alarm", "demo", "gw1", cbor2.dumps(a))
+    del a[15]
+    a[6] = 3
+    with pytest.raises(uplink.Rejected, match="key 15"):
         uplink.decode("alarm", "demo", "gw1", cbor2.dumps(a))
 
 
