@@ -104,7 +104,7 @@ class BroadcastHook:
             import json
             req = urllib.request.Request(self.url, method="POST", data=json.dumps(
                 {"zone": zone, "level": "red", "identifier": ident}).encode(),
-                headers={"Content-Type": "application/json"})
+                headers={"Content-Type": "application/json", "X-CAP-Identifier": ident})
             try:
                 with urllib.request.urlopen(req, timeout=5):
                     pass

@@ -1,6 +1,7 @@
 """CAP delivery from the durable outbox: HTTP retried until the endpoint takes it,
 nothing lost when the hub stops before delivering, MQTT on PUBACK, the village
 broadcast coil set on red for the station's zone."""
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,3 +133,23 @@ def test_mqtt_sink_and_broadcast_coil(broker, tmp_path):
         relay.stop()
         c.loop_stop()
         pubc.loop_stop()
+
+
+def test_broadcast_over_http_on_red_only(tmp_path):
+    ep = Endpoint(fail=1)
+    try:
+        url = "sqlite:///%s" % (tmp_path / "hub.db")
+        s, _ = raise_alarms(url, ("spool",), broadcast=True, levels=((3, 0), (4, 3), (0, 4)))
+        d = outbox.Dispatcher(s, {"spool": outbox.SpoolSink(str(tmp_path / "spool")),
+                                  "broadcast": outbox.BroadcastHook({}, url=ep.url)},
+                              threading.Event(), retry_base_ms=0)
+        while d.run_once():
+            pass
+        # one call, for the red Update (not the orange Alert, not the Cancel), once
+        assert [(i, ct) for i, ct, _ in ep.got] == [("county.demo.101.51.0", "application/json")]
+        assert json.loads(ep.got[0][2]) == {"zone": "liujiapo", "level": "red",
+                                            "identifier": "county.demo.101.51.0"}
+        assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == [
+            "county.demo.101.50.0.xml", "county.demo.101.51.0.xml", "county.demo.101.52.0.xml"]
+    finally:
+        ep.close()
