@@ -31,6 +31,11 @@ def main(argv=None):
                    help="simulate this many hours instead of the scenario's duration")
     r.add_argument("--sabotage", choices=("wrong-key",), default=None,
                    help="check the checker: give the gateway a wrong key for the first node")
+    r.add_argument("--hub", type=int, default=None, metavar="KILLS",
+                   help="also run the monitoring centre's hub (hub/) as a subscriber, kill -9 it "
+                        "KILLS times, and check its database against the subscriber")
+    r.add_argument("--hub-subscription", choices=("exclusive", "shared"), default="exclusive",
+                   help="the hub's subscription (default %(default)s; see hub/ingest.py)")
     b = sp.add_parser("board", help="real-board tier (needs HIL_PORT)")
     b.add_argument("scenario", nargs="?")
     b.add_argument("--seed", type=int, default=None)
@@ -58,7 +63,8 @@ def main(argv=None):
     out = (lambda s: None) if a.quiet else (lambda s: print(s, flush=True))
     with tempfile.TemporaryDirectory(prefix="hil-%s-" % sc.name) as tmp:
         rig = Rig(sc, a.workdir or tmp, seed=a.seed, runtime=a.runtime, heap=a.heap, out=out,
-                  sabotage=a.sabotage)
+                  sabotage=a.sabotage, hub_kills=a.hub,
+                  hub_subscription=a.hub_subscription)
         res = rig.run()
     print(res.text())
     print(res.json_line(), flush=True)

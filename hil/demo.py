@@ -476,6 +476,7 @@ def main(argv=None):
     d = args.dir or tempfile.mkdtemp(prefix="stationgw-demo-")
     procs = []
     broker = air = gauge = view = gw = None
+    hub_url = None
     rc = 0
     try:
         broker, mqtt_port = start_broker(os.path.join(d, "mq"))
@@ -486,6 +487,9 @@ def main(argv=None):
         cfg = write_site(os.path.join(d, "site"), mqtt_port, air.path, keys,
                          modbus_port=gauge.port)
         view = LiveView(mqtt_port)
+        from hub import demohook  # the monitoring centre's map (hub/, issue #16)
+        hub, hub_url = demohook.start(os.path.join(d, "hub"), mqtt_port)
+        procs.append(hub)
         log_path = os.path.join(d, "gateway.log")
         logf = open(log_path, "wb")
         gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", cfg],
@@ -494,8 +498,10 @@ def main(argv=None):
         print("demo site in %s\n  broker   mosquitto on 127.0.0.1:%d\n  radio    3 simulated "
               "nodes on %s\n  modbus   water-level gauge on 127.0.0.1:%d (node 9001)\n  "
               "gateway  pid %d, config %s, log %s\n  status   %s -m gateway.cli status -c %s"
-              "\n  watch    mosquitto_sub -p %d -t 'stations/#' -v\n%s" % (
+              "\n  watch    mosquitto_sub -p %d -t 'stations/#' -v\n  map      %s (CAP alerts in "
+              "%s)\n%s" % (
                   d, mqtt_port, air.path, gauge.port, gw.pid, cfg, log_path, sys.executable, cfg, mqtt_port,
+                  hub_url, os.path.join(d, "hub", "cap-out"),
                   "running for %g s" % args.duration if args.duration else "Ctrl-C stops"),
               flush=True)
         air.start()

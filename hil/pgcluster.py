@@ -2,6 +2,7 @@
 directory on a free loopback port, for the hub's tests and `bench hub`. PostgreSQL
 refuses to run as root, so as root the cluster runs as the unprivileged user `nobody`
 (runuser); its files are removed on stop."""
+import atexit
 import glob
 import os
 import shutil
@@ -52,6 +53,7 @@ class PgCluster:
                 "-c fsync=on -c max_connections=50 -c shared_buffers=64MB" % (self.port, self.root))
         self._run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-o", opts, "-l",
                   os.path.join(self.root, "pg.log"), "-w", "-t", "60", "start")
+        atexit.register(self.stop)      # also when the caller forgets or dies of an exception
         return self
 
     def url(self, dbname="postgres"):
@@ -65,6 +67,8 @@ class PgCluster:
         return self.url(name)
 
     def stop(self):
+        if not os.path.exists(self.root):
+            return
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
             self._run(os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "immediate",
                       "-w", "stop", check=False)

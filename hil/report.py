@@ -173,6 +173,10 @@ def evaluate(rig):
     f["node_heap_limit"] = rig.heap if rig.runtime == "micropython" else None
     f.update(rig.stats)
     f["medium"] = dict(rig.medium.counts)
+    if getattr(rig, "hub_result", None) is not None:     # `--hub N`: hil/hubcheck.py
+        h = f["hub"] = rig.hub_result
+        res.check("hub stored every reading once", h["missing"] == 0 and h["extra"] == 0 and
+                  h["content_differs"] == 0 and h["readings"] == h["expected"] > 0, str(h))
     # ---- the checks every scenario makes
     res.check("readings flowed", len(packed) > 0 and delivered > 0,
               "%d packed, %d delivered" % (len(packed), delivered))

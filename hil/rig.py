@@ -77,8 +77,11 @@ class NodeAlarm:
 
 class Rig:
     def __init__(self, scenario, workdir, seed=None, runtime=None, heap=None, out=None,
-                 sabotage=None, board=None):
+                 sabotage=None, board=None, hub_kills=None, hub_subscription="exclusive"):
         self.sc = scenario
+        self.hub_kills = hub_kills    # None: no hub; N: run hub/ beside, kill -9 it N times
+        self.hub_subscription = hub_subscription
+        self.hub = self.hub_result = None
         self.d = Path(workdir)
         self.seed = scenario.seed if seed is None else seed
         self.runtime = runtime or scenario.runtime
@@ -560,6 +563,13 @@ class Rig:
         self.clock = SimClock(self.d / "simclock", self.epoch)
         self.broker = Broker(self.d / "mq").start()
         self.sub = Subscriber(self.broker.port, PREFIX, SITE, GW).start()
+        if self.hub_kills is not None:
+            from hil.hubcheck import HubUnderTest
+            self.hub = HubUnderTest(self.d / "hub", self.broker.port, PREFIX,
+                                    self.hub_subscription).start()
+            for i in range(self.hub_kills):
+                self._push(sc.duration_s * (i + 1) / (self.hub_kills + 1), "action",
+                           lambda t: self.hub.arm(self.sub), ())
         for spec in sc.gauges:
             self.gauges.append((spec, ModbusGauge()))
         self._start_gauges()
@@ -592,6 +602,10 @@ class Rig:
             for np_ in self.nodes:
                 np_.stop()
             self.gw.stop()
+            if self.hub:            # compared with all the subscriber ever got
+                self.hub.stop_watching()
+                self.hub_result = self.hub.verify(self.sub)
+                self.hub.stop()
             self.sub.stop()
             self.broker.stop()
             for _spec, g in self.gauges:

@@ -8,7 +8,7 @@ import signal
 import threading
 
 from hub import outbox
-from hub.ingest import Context, Stats, Worker
+from hub.ingest import ALARMS, DATA, Context, Stats, Worker
 from hub.stations import load as load_stations
 from hub.store import open_store
 from hub.web import MapApi, WebServer
@@ -61,14 +61,18 @@ class Hub:
                            [s for s in sinks if s != "broadcast"], broadcast)
         first = open_store(cfg.database)
         first.init_schema()
-        self.workers = [Worker("%s-w%d" % (cfg.client_id, i + 1),
-                               first if i == 0 else open_store(cfg.database), self.ctx,
-                               cfg.mqtt_host, cfg.mqtt_port, cfg.prefix, cfg.group,
-                               cfg.session_expiry_s, username=cfg.username,
-                               password=cfg.password, tls=cfg.tls, stats=self.stats)
-                        for i in range(cfg.workers)]
+        shared = cfg.subscription == "shared"
+
+        def worker(name, store, group, kinds):
+            return Worker(name, store, self.ctx, cfg.mqtt_host, cfg.mqtt_port, cfg.prefix, group,
+                          cfg.session_expiry_s, username=cfg.username, password=cfg.password,
+                          tls=cfg.tls, stats=self.stats, shared=shared, kinds=kinds)
+        # the alarm lane first: alarms never queue behind a backlog of batches
+        self.workers = [worker("%s-a" % cfg.client_id, first, cfg.group + "-alarms", ALARMS)]
+        self.workers += [worker("%s-w%d" % (cfg.client_id, i + 1), open_store(cfg.database),
+                                cfg.group, DATA) for i in range(cfg.workers)]
         self.dispatcher = outbox.Dispatcher(open_store(cfg.database), sinks,
-                                            self.ctx.outbox_added)
+                                            self.ctx.outbox_added, priority=self.ctx.priority)
         self.web = None
         if web:
             tok_path = cfg.token_file or os.path.join(os.path.dirname(os.path.abspath(

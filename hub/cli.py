@@ -49,8 +49,8 @@ def main(argv=None):
     from hub.app import Hub
     hub = Hub(cfg)
     if hub.web:
-        print("stationhub: map on http://%s:%d/ (token in %s)" % (
-            cfg.web_listen, hub.web.port, hub.token_path), flush=True)
+        print("stationhub: map on http://%s:%d/ (open /?token=<token> once; the token is in %s)"
+              % (cfg.web_listen, hub.web.port, hub.token_path), flush=True)
     hub.run_forever()
     return 0
 

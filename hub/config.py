@@ -7,6 +7,7 @@ is reported at once as `file: key: what is wrong (allowed values)`.
     [mqtt]      host, port, prefix = "stations", group = "stationhub", workers = 2,
                 client_id = "stationhub-1" (stable: the broker keeps each worker's
                 session under client_id-wN), session_expiry_s = 604800,
+                subscription = "shared" | "exclusive" (no $share, workers = 1),
                 username, password_file, tls = false
     [web]       listen = "127.0.0.1", port = 8090, token_file, geojson
     [cap]       spool = "cap-out", http_url, mqtt_topic
@@ -19,7 +20,7 @@ import tomllib
 _ALLOWED = {
     "hub": {"database", "stations", "sender", "sender_id"},
     "mqtt": {"host", "port", "prefix", "group", "workers", "client_id", "session_expiry_s",
-             "username", "password_file", "tls"},
+             "username", "password_file", "tls", "subscription"},
     "web": {"listen", "port", "token_file", "geojson"},
     "cap": {"spool", "http_url", "mqtt_topic"},
     "broadcast": {"modbus_host", "modbus_port", "device_id", "url", "zones"},
@@ -92,6 +93,11 @@ def load(path):
     c.group = get("mqtt", "group", str, "stationhub", lambda v: v and not set(v) & set("/+#"),
                   "a name without / + #")
     c.workers = get("mqtt", "workers", int, 2, lambda v: 1 <= v <= 64, "1..64")
+    c.subscription = get("mqtt", "subscription", str, "shared", lambda v: v in (
+        "shared", "exclusive"), 'allowed "shared" ($share, several workers) or "exclusive"')
+    if c.subscription == "exclusive" and c.workers != 1:
+        bad("mqtt.workers", "%d workers with subscription = \"exclusive\": each would get every"
+            " message; use workers = 1, or subscription = \"shared\"" % c.workers)
     c.client_id = get("mqtt", "client_id", str, "stationhub-1", lambda v: 0 < len(v) <= 20,
                       "1..20 characters (the workers add -wN)")
     c.session_expiry_s = get("mqtt", "session_expiry_s", int, 7 * 86400,

@@ -9,6 +9,18 @@ MQTT 5 features used:
   - Receive Maximum: bounds the unacked PUBLISHes in flight to one worker (its batch);
   - the Content Type property is read only to reject what is not application/cbor.
 Manual acks: paho's `manual_ack=True` and `client.ack(mid, qos)` once the rows are in.
+
+Alarms first (DESIGN I3) holds here too: a broker delivers a session's messages in
+order, so an alarm queued behind a backlog of batches would wait for all of them. The
+hub therefore runs an alarm lane: its own worker (and shared group `<group>-alarms`)
+for the alarm and status topics, beside the data workers.
+
+`[mqtt] subscription = "exclusive"` subscribes without $share (one worker): for a
+single Mosquitto that may be restarted while the hub is down. Mosquitto 2.0.11
+(Debian 12) restores a persistent session's shared subscription after a restart but
+routes nothing to it until the client subscribes again, so what is published between a
+broker restart and the hub's reconnect would never reach a shared-subscription hub
+(docs/hub.md has the reproduction). Plain persistent subscriptions do not have that gap.
 """
 import logging
 import queue
@@ -37,6 +49,32 @@ class Context:
         self.broadcast = broadcast
         self.clock = clock
         self.outbox_added = threading.Event()   # wakes the dispatcher
+        # held while the alarm lane commits or CAP messages are being delivered: data
+        # workers in this process let them write first (SQLite has one writer at a time)
+        self.priority = PriorityGate()
+
+
+class PriorityGate:
+    """Writers that must not wait behind bulk data hold the gate; data workers wait
+    (boundedly) until nobody holds it before they start a transaction."""
+
+    def __init__(self):
+        self._n = 0
+        self._cv = threading.Condition()
+
+    def __enter__(self):
+        with self._cv:
+            self._n += 1
+
+    def __exit__(self, *exc):
+        with self._cv:
+            self._n -= 1
+            if self._n == 0:
+                self._cv.notify_all()
+
+    def wait_clear(self, timeout=1.0):
+        with self._cv:
+            return self._cv.wait_for(lambda: self._n == 0, timeout)
 
 
 class Stats:
@@ -60,15 +98,14 @@ class Stats:
 def commit(store, items, ctx, stats=None):
     """items: [(kind, site, gw, doc, hub_rx_ms)] already decoded and checked. Writes them
     all in one transaction. Returns (new readings, duplicate readings, CAP messages)."""
-    new = dup = caps = 0
+    caps = 0
+    rows = []
     with store.tx():
         for kind, site, gw, doc, rx_ms in items:
             if kind == "data":
-                rows = uplink.batch_rows(site, gw, doc)
-                n = store.insert_readings(rows)
-                new += n
-                dup += len(rows) - n
-                store.insert_batch((site, gw, doc[3], doc[4], len(rows), rx_ms))
+                mine = uplink.batch_rows(site, gw, doc)
+                rows += mine
+                store.insert_batch((site, gw, doc[3], doc[4], len(mine), rx_ms))
                 store.upsert_gateway(site, gw, 1, doc[4], None, doc[7], rx_ms)
                 for st in doc.get(6, ()):
                     store.upsert_node_status(site, st)
@@ -77,6 +114,8 @@ def commit(store, items, ctx, stats=None):
             else:
                 store.upsert_gateway(site, gw, doc[3], doc[4], doc.get(5)
                                      if isinstance(doc.get(5), str) else None, None, rx_ms)
+        new = store.insert_readings(rows)       # one statement (or COPY) for the group
+        dup = len(rows) - new
     if caps:
         ctx.outbox_added.set()
     if stats:
@@ -89,7 +128,7 @@ def _alarm(store, site, gw, doc, rx_ms, ctx):
     row = uplink.alarm_row(site, gw, doc, rx_ms)
     if not store.insert_alarm(row):
         return 0            # a re-sent alarm: already applied
-    node, seq, aidx, chan, level = doc[3], doc[4], doc.get(15, 0), doc[8], doc[6]
+    node, seq, aidx, chan, level = doc[3], doc[4], doc[15], doc[8], doc[6]
     before = store.levels(site, node)
     after, changed = levels.apply(before, chan, level, seq, aidx)
     if not changed:
@@ -133,8 +172,14 @@ def _fmt(chan, v):
     return "%g %s" % (round(v * 10.0 ** exp, 6), unit)
 
 
-def topics(prefix, group):
-    return ["$share/%s/%s/+/+/%s" % (group, prefix, k) for k in uplink.KINDS]
+def topics(prefix, group, shared=True, kinds=uplink.KINDS):
+    if not shared:
+        return ["%s/+/+/%s" % (prefix, k) for k in kinds]
+    return ["$share/%s/%s/+/+/%s" % (group, prefix, k) for k in kinds]
+
+
+DATA = ("data",)
+ALARMS = ("alarm", "status")
 
 
 class Worker:
@@ -142,14 +187,17 @@ class Worker:
 
     def __init__(self, name, store, ctx, host="127.0.0.1", port=1883, prefix="stations",
                  group="stationhub", session_expiry_s=7 * 86400, max_batch=200,
-                 max_wait_s=0.02, username=None, password=None, tls=False, stats=None):
+                 max_wait_s=0.02, max_bytes=64 * 1024, username=None, password=None, tls=False, stats=None,
+                 shared=True, kinds=uplink.KINDS):
         self.name, self.store, self.ctx = name, store, ctx
+        self.shared, self.kinds = shared, tuple(kinds)
         self.prefix, self.group = prefix, group
-        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self.max_batch, self.max_wait_s, self.max_bytes = max_batch, max_wait_s, max_bytes
         self.stats = stats or Stats()
         self.q = queue.Queue()
         self.stop_ev = threading.Event()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name,
                         protocol=mqtt.MQTTv5, manual_ack=True)
         if username:
@@ -159,7 +207,10 @@ class Worker:
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = lambda c_, u, m: self.q.put(m)
-        c.reconnect_delay_set(min_delay=0.05, max_delay=2)
+        c.on_subscribe = self._on_subscribe
+        # back quickly after a broker restart: until a worker has subscribed again, a
+        # restarted Mosquitto (2.0.11) routes nothing to its shared subscription
+        c.reconnect_delay_set(min_delay=0.05, max_delay=1)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
         props.ReceiveMaximum = max_batch
@@ -170,10 +221,20 @@ class Worker:
         if rc.is_failure:
             log.warning("event=mqtt_refused worker=%s reason=%s", self.name, rc)
             return
-        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics(self.prefix, self.group)])
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in topics(self.prefix, self.group,
+                                                                        self.shared, self.kinds)])
         self.connected.set()
         log.info("event=connected worker=%s session_present=%s", self.name,
                  flags.session_present)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props=None):
+        bad = [str(r) for r in reason_codes if r.is_failure]
+        if bad:
+            log.error("event=subscribe_refused worker=%s reasons=%s", self.name, ",".join(bad))
+        else:
+            self.subscribed.set()
+            log.info("event=subscribed worker=%s topics=%s", self.name,
+                     ",".join(topics(self.prefix, self.group, self.shared, self.kinds)))
 
     def start(self):
         self.client.connect_async(self.host, self.port, keepalive=15, clean_start=False,
@@ -188,13 +249,17 @@ class Worker:
         except queue.Empty:
             return []
         msgs = [first]
+        size = len(first.payload)
         deadline = time.monotonic() + self.max_wait_s
-        while len(msgs) < self.max_batch:
+        # a group is bounded in bytes too, so one transaction stays short (~2 s of a
+        # busy county's uplink) and an alarm never waits long for the database
+        while len(msgs) < self.max_batch and size < self.max_bytes:
             left = deadline - time.monotonic()
             try:
                 msgs.append(self.q.get(timeout=left) if left > 0 else self.q.get_nowait())
             except queue.Empty:
                 break
+            size += len(msgs[-1].payload)
         return msgs
 
     def _run(self):
@@ -207,17 +272,28 @@ class Worker:
                 item = self._decode(m)
                 if item is not None:
                     items.append(item)
-            while not self.stop_ev.is_set():
-                try:
-                    commit(self.store, items, self.ctx, self.stats)
-                    break
-                except Exception as e:   # database down: keep the messages unacked, retry
-                    log.error("event=commit_failed worker=%s error=%r", self.name, e)
-                    self.stop_ev.wait(1.0)
-            else:
+            if not self._commit(items):
                 return
             for m in msgs:          # in arrival order, as MQTT requires
                 self.client.ack(m.mid, m.qos)
+
+    def _commit(self, items):
+        """True once committed; False if the worker was stopped before it could."""
+        if "alarm" in self.kinds:
+            with self.ctx.priority:
+                return self._commit_retrying(items)
+        self.ctx.priority.wait_clear()
+        return self._commit_retrying(items)
+
+    def _commit_retrying(self, items):
+        while not self.stop_ev.is_set():
+            try:
+                commit(self.store, items, self.ctx, self.stats)
+                return True
+            except Exception as e:   # database down: keep the messages unacked, retry
+                log.error("event=commit_failed worker=%s error=%r", self.name, e)
+                self.stop_ev.wait(1.0)
+        return False
 
     def _decode(self, m):
         rx_ms = int(time.time() * 1000)

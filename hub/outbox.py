@@ -104,7 +104,7 @@ class BroadcastHook:
             import json
             req = urllib.request.Request(self.url, method="POST", data=json.dumps(
                 {"zone": zone, "level": "red", "identifier": ident}).encode(),
-                headers={"Content-Type": "application/json"})
+                headers={"Content-Type": "application/json", "X-CAP-Identifier": ident})
             try:
                 with urllib.request.urlopen(req, timeout=5):
                     pass
@@ -120,8 +120,10 @@ class Dispatcher:
     """Delivers due outbox rows; one thread. `wake` (an Event) is set when new rows
     were committed, so a warning leaves without waiting for the poll."""
 
-    def __init__(self, store, sinks, wake, poll_s=1.0, on_sent=None, retry_base_ms=1000):
+    def __init__(self, store, sinks, wake, poll_s=1.0, on_sent=None, retry_base_ms=1000,
+                 priority=None):
         self.store, self.sinks, self.wake = store, dict(sinks), wake
+        self.priority = priority        # hub.ingest.PriorityGate: bulk writes wait for us
         self.retry_base_ms = retry_base_ms
         self.poll_s = poll_s
         self.on_sent = on_sent
@@ -133,9 +135,27 @@ class Dispatcher:
         return self
 
     def run_once(self):
+        """Deliver what is due; returns how many deliveries were tried. Per station and
+        sink, messages go strictly in order: one waiting for a retry holds back the later
+        ones (an Update never overtakes its Alert)."""
         now = int(time.time() * 1000)
-        with self.store.tx():
-            due = self.store.due_outbox(now)
+        unsent = self.store.unsent_outbox()     # a plain read: never waits for a writer
+        due, first = [], set()
+        for row in unsent:
+            key = (row[1], row[5], row[6])
+            if key in first:
+                continue
+            first.add(key)
+            if row[8] <= now:
+                due.append(row[:8])
+        if not due:
+            return 0
+        if self.priority is None:
+            return self._deliver(due)
+        with self.priority:
+            return self._deliver(due)
+
+    def _deliver(self, due):
         for ident, sink_name, msgtype, level, body, site, node, attempts in due:
             sink = self.sinks.get(sink_name)
             try:

@@ -110,10 +110,10 @@ class Store:
         cur.executemany(self._sql("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,0,?,NULL,NULL)"
                                   " ON CONFLICT DO NOTHING"), [r + (r[9],) for r in rows])
 
-    def due_outbox(self, now_ms, limit=50):
-        return self.rows("SELECT identifier, sink, msgtype, level, body, site, node, attempts"
-                         " FROM outbox WHERE sent_ms IS NULL AND next_ms <= ? ORDER BY"
-                         " created_ms, identifier LIMIT ?", (now_ms, limit))
+    def unsent_outbox(self, limit=500):
+        return self.rows("SELECT identifier, sink, msgtype, level, body, site, node, attempts,"
+                         " next_ms FROM outbox WHERE sent_ms IS NULL ORDER BY created_ms,"
+                         " identifier LIMIT ?", (limit,))
 
     def mark_sent(self, identifier, sink, now_ms):
         self.execute("UPDATE outbox SET sent_ms = ?, attempts = attempts + 1, error = NULL"
@@ -134,14 +134,15 @@ class Store:
         return self.rows("SELECT COUNT(*) FROM %s" % table)[0][0]
 
     def seq_gaps(self, site, node, limit=20):
-        """Holes between the reading seqs received from a node: [(first missing, last
-        missing)]. Some holes are seqs the node spent on frames that carry no readings
+        """Holes between the seqs of the readings and alarms received from a node:
+        [(first missing, last missing)], newest first. Some holes are seqs the node spent on frames that carry no readings
         (status, hello) or skipped after a reboot (SPEC §2); a hole that stays open while
         the node's own gap count (status key 12) is 0 is one of those."""
         return [(r[0] + 1, r[1] - 1) for r in self.rows(
             "SELECT prev, seq FROM (SELECT seq, LAG(seq) OVER (ORDER BY seq) AS prev FROM"
-            " (SELECT DISTINCT seq FROM readings WHERE site = ? AND node = ?) s) g"
-            " WHERE seq > prev + 1 ORDER BY seq DESC LIMIT ?", (site, node, limit))]
+            " (SELECT seq FROM readings WHERE site = ? AND node = ? UNION SELECT seq FROM alarms"
+            " WHERE site = ? AND node = ?) s) g WHERE seq > prev + 1 ORDER BY seq DESC LIMIT ?",
+            (site, node, site, node, limit))]
 
     def series(self, site, node, chan, since, limit=2000):
         return self.rows("SELECT t, value, fault FROM readings WHERE site = ? AND node = ? AND"
@@ -164,7 +165,7 @@ class Store:
             " a.threshold, a.t, a.gw_rx_ms, a.hub_rx_ms, a.acked_by, a.acked_ms,"
             " (SELECT MIN(o.sent_ms) FROM outbox o WHERE o.site = a.site AND o.node = a.node"
             "  AND o.sink <> 'broadcast' AND o.hub_rx_ms = a.hub_rx_ms AND o.sample_t = a.t)"
-            " FROM alarms a ORDER BY a.hub_rx_ms DESC LIMIT ?", (limit,))
+            " FROM alarms a ORDER BY a.hub_rx_ms DESC, a.seq DESC, a.aidx DESC LIMIT ?", (limit,))
 
 
 class SqliteStore(Store):
@@ -221,7 +222,7 @@ class PgStore(Store):
         cur.execute("INSERT INTO readings SELECT DISTINCT ON (site, node, seq, idx) * FROM"
                     " readings_in ON CONFLICT DO NOTHING")
         n = cur.rowcount
-        cur.execute("TRUNCATE readings_in")
+        cur.execute("DELETE FROM readings_in")      # a second call in the same transaction
         return n
 
     def close(self):

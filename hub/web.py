@@ -1,8 +1,9 @@
 """The map page and its JSON API (stdlib http.server, one thread per request, a
 database connection per request). Everything the page needs is served from hub/static:
-it works without the internet. Every /api/ request needs the token (header
-`Authorization: Bearer <token>`); the page takes it from its URL's #token=... fragment,
-which browsers never send to the server."""
+it works without the internet. Every /api/ request needs the token, as the gateway's
+status page does it: `Authorization: Bearer <token>`, or the cookie that opening
+`/?token=<token>` sets (then it redirects to `/`, so the token leaves the address bar);
+the page also takes it from a `#token=` fragment, which browsers never send."""
 import hmac
 import json
 import logging
@@ -17,6 +18,7 @@ from hub.store import open_store
 from protocol import channels
 
 log = logging.getLogger("stationhub")
+COOKIE = "stationhub_token"
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".png": "image/png"}
@@ -149,9 +151,16 @@ def make_handler(api, token):
             self.end_headers()
             self.wfile.write(body)
 
+        def _cookie_token(self):
+            for part in self.headers.get("Cookie", "").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == COOKIE:
+                    return v.encode()
+            return b""
+
         def _authorised(self):
             h = self.headers.get("Authorization", "")
-            got = h[7:].encode() if h.startswith("Bearer ") else b""
+            got = h[7:].encode() if h.startswith("Bearer ") else self._cookie_token()
             if not hmac.compare_digest(got, tok):
                 self._send(401, {"error": "missing or wrong token: open the page with the URL"
                                  " stationhub printed (…/#token=…), or send Authorization:"
@@ -162,6 +171,15 @@ def make_handler(api, token):
         def do_GET(self):
             u = urlparse(self.path)
             if u.path in ("/", "/index.html"):
+                t = parse_qs(u.query).get("token", [""])[0].encode()
+                if t and hmac.compare_digest(t, tok):
+                    self.send_response(303)
+                    self.send_header("Location", "/")
+                    self.send_header("Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/"
+                                     % (COOKIE, t.decode()))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 return self._static("index.html")
             if u.path.startswith("/static/"):
                 return self._static(u.path[8:])

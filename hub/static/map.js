@@ -14,7 +14,8 @@ window.addEventListener("hashchange", () => { token = readToken(); refresh(); })
 let geo = null, state = null, selected = null, proj = null;
 
 async function api(path, opts = {}) {
-  opts.headers = Object.assign({ Authorization: "Bearer " + token }, opts.headers || {});
+  // the cookie set by /?token=… rides along by itself; a #token= fragment is sent as a header
+  if (token) opts.headers = Object.assign({ Authorization: "Bearer " + token }, opts.headers || {});
   const r = await fetch(path, opts);
   const body = await r.json();
   if (!r.ok) throw new Error(body.error || r.status);
@@ -104,7 +105,9 @@ async function showPanel(s) {
   meta.textContent = [s.type, s.hazard_point, s.zone && "zone " + s.zone,
     st && st.battery_mv && "battery " + (st.battery_mv / 1000).toFixed(2) + " V",
     st && st.log_depth !== null && "node log " + st.log_depth,
-    s.gaps.length ? "seq holes " + s.gaps.map(g => g[0] === g[1] ? g[0] : g[0] + "–" + g[1]).join(", ") : "no seq holes"]
+    s.gaps.length ? "seq holes " + s.gaps.map(g => g[0] === g[1] ? g[0] : g[0] + "–" + g[1]).join(", ") +
+      " (status frames and reboots skip seqs too)" : "no seq holes",
+    st && st.seq_gaps !== null && "gateway counts " + st.seq_gaps + " missing"]
     .filter(Boolean).join(" · ");
   p.append(meta);
   for (const c of s.latest) {
@@ -178,7 +181,8 @@ async function refresh() {
     state.stations.forEach(s => counts[s.level]++);
     document.getElementById("summary").textContent = `${state.stations.length} stations · ` +
       LEVELS.map((n, i) => counts[i] ? `${counts[i]} ${n}` : "").filter(Boolean).join(", ") +
-      ` · ${alarms.filter(a => !a.acked_ms).length} alarms to acknowledge`;
+      ` · ${alarms.filter(a => !a.acked_ms).length} alarms to acknowledge` +
+      state.gateways.filter(g => !g.state).map(g => ` · gateway ${g.site}/${g.gateway} OFFLINE`).join("");
     drawMap();
     drawAlarms(alarms);
     const sel = state.stations.find(x => x.id === selected);

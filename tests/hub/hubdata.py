@@ -8,7 +8,7 @@ def batch(seq, node_rows, site="demo", gw="gw1", created=1_780_000_000, counters
           statuses=()):
     """node_rows: [(node, nseq, idx, chan, t, value)] -> CBOR batch."""
     rows = [(i, n, s, x, c, t, v, None, 0) for i, (n, s, x, c, t, v) in enumerate(node_rows)]
-    return encode_batch(site, gw, seq, created, rows, statuses, counters or {1: 0, 2: 0})
+    return encode_batch(site, gw, seq, created, rows, statuses, counters or {1: 0, 2: 0, 3: 0, 4: 0, 5: 0})
 
 
 def alarm(node, seq, level, prev, chan=0x10, t=1_780_000_000, aidx=0, event=2, site="demo",

@@ -26,8 +26,9 @@ def write_config(d, port, db_url, workers=2, extra=""):
 
 
 class HubProcess:
-    def __init__(self, cfg):
+    def __init__(self, cfg, workers=2):
         self.cfg = Path(cfg)
+        self.workers = workers + 1          # and the alarm lane
         self.proc = None
         self.runs = 0
 
@@ -41,7 +42,7 @@ class HubProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log.read_text(errors="replace")
-            if text.count("event=connected") >= 1 and "event=running" in text:
+            if text.count("event=subscribed") >= self.workers and "event=running" in text:
                 return self
             if self.proc.poll() is not None:
                 break

@@ -69,7 +69,7 @@ def test_no_ack_before_commit(broker, tmp_path):
     received before must come again after the restart."""
     db = tmp_path / "hub.db"
     url = "sqlite:///%s" % db
-    hub = HubProcess(write_config(tmp_path / "hub", broker.port, url, workers=1)).start()
+    hub = HubProcess(write_config(tmp_path / "hub", broker.port, url, workers=1), 1).start()
     pub = Publisher(broker.port)
     lock = sqlite3.connect(db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")

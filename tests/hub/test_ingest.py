@@ -62,7 +62,7 @@ def test_faults_and_node_status_are_kept(store):
     rows = [(1, 103, 4, 0, 0x18, 1_780_000_000, None, 0x0108, 0)]
     st = [(103, 1_780_000_050, 3700, None, 215, None, None, 3, None, None, None, 2)]
     commit(store, items(("data", encode_batch("demo", "gw1", 1, 1_780_000_060, rows, st,
-                                              {1: 0}))), Context())
+                                              {k: 0 for k in range(1, 6)}))), Context())
     assert store.series("demo", 103, 0x18, 0) == [(1_780_000_000, None, 0x0108)]
     assert store.rows("SELECT battery_mv, log_depth, seq_gaps FROM node_status") == [(3700, 3, 2)]
 
@@ -103,11 +103,21 @@ def test_warning_chain_alert_update_cancel(store):
     ({0: 2, 1: "demo", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {}}, "schema version"),
     ({0: 1, 1: "demo", 2: "gw1", 3: 1, 4: 5, 5: [[101, [[16, [[1, 0, 5, 0, [1 << 70]]]]]]],
       7: {}}, "neither int"),
-    ({0: 1, 1: "other", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {}}, "do not match the topic"),
+    ({0: 1, 1: "demo", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {1: 0, 2: 0, 4: 0}}, "lacks counter"),
 ])
 def test_bad_batches_are_rejected_with_the_reason(doc, why):
+    doc.setdefault(7, {k: 0 for k in range(1, 6)})
+    if not doc[7]:
+        doc[7] = {k: 0 for k in range(1, 6)}
     with pytest.raises(uplink.Rejected, match=why):
         uplink.decode("data", "demo", "gw1", cbor2.dumps(doc))
+
+
+def test_site_must_match_the_topic():
+    doc = {0: 1, 1: "other", 2: "gw1", 3: 1, 4: 5, 5: [], 7: {k: 0 for k in range(1, 6)}}
+    with pytest.raises(uplink.Rejected, match="do not match the topic"):
+        uplink.decode("data", "demo", "gw1", cbor2.dumps(doc))
+    uplink.decode("data", "other", "gw1", cbor2.dumps(doc))     # the same batch on its topic
 
 
 def test_garbage_and_bad_alarms_are_rejected():
@@ -116,6 +126,10 @@ def test_garbage_and_bad_alarms_are_rejected():
     a = cbor2.loads(alarm(101, 1, 3, 0))
     a[6] = 7
     with pytest.raises(uplink.Rejected, match="level"):
+        uplink.decode("alarm", "demo", "gw1", cbor2.dumps(a))
+    del a[15]
+    a[6] = 3
+    with pytest.raises(uplink.Rejected, match="key 15"):
         uplink.decode("alarm", "demo", "gw1", cbor2.dumps(a))
 
 

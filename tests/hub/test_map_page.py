@@ -37,8 +37,9 @@ def test_map_page(broker, tmp_path):
             drv.get(base)               # no token: the page says so, shows no station
             err = browser.wait_for(drv, "#error:not([hidden])")[0]
             assert "token" in err.text and not drv.find_elements("css selector", "g.station")
-            drv.get(base + "#token=" + TOKEN)
+            drv.get(base + "?token=" + TOKEN)      # sets the cookie, redirects to /
             st = browser.wait_for(drv, "g.station", count=4)
+            assert "token" not in drv.current_url
             levels = browser.retry(lambda: {g.get_attribute("data-station"):
                                             g.get_attribute("data-level") for g in
                                             drv.find_elements("css selector", "g.station")})
@@ -54,7 +55,9 @@ def test_map_page(broker, tmp_path):
             y = {k: float(c.get_attribute("cy")) for k, c in pos.items()}
             assert x["LH-01"] > x["XH-01"] > x["LJP-01"] and y["XH-01"] > y["LJP-01"]
             rows_ = browser.wait_for(drv, "#alarms tbody tr", count=3)
-            assert "red" in rows_[0].text and "LJP-01" in rows_[0].text
+            texts = [r.text for r in rows_]     # newest first
+            assert "XH-01" in texts[0] and "yellow" in texts[0]
+            assert "LJP-01" in texts[1] and "red" in texts[1] and "orange" in texts[2]
             png = browser.screenshot(drv, tmp_path / "map.png")
             assert png.count(RED, tol=20) > 50
             # a station's panel: one trend chart per channel with a line

@@ -1,6 +1,7 @@
 """CAP delivery from the durable outbox: HTTP retried until the endpoint takes it,
 nothing lost when the hub stops before delivering, MQTT on PUBACK, the village
 broadcast coil set on red for the station's zone."""
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,8 +73,8 @@ def test_http_retries_and_survives_a_restart(tmp_path, db_url):
         s = open_store(db_url)
         d = outbox.Dispatcher(s, {"http": outbox.HttpSink(ep.url)}, threading.Event(),
                               retry_base_ms=0)
-        for _ in range(10):
-            d.run_once()
+        while d.run_once():
+            pass
         ids = [i for i, _, _ in ep.got]
         assert ids == ["county.demo.101.50.0", "county.demo.101.51.0"]
         for _, ctype, body in ep.got:
@@ -119,7 +120,8 @@ def test_mqtt_sink_and_broadcast_coil(broker, tmp_path):
         d = outbox.Dispatcher(s, {"mqtt": outbox.MqttSink(pubc, "warnings/cap"),
                                   "broadcast": hook}, threading.Event())
         assert relay.get(1, 5)[0] == 0
-        d.run_once()
+        while d.run_once():
+            pass
         assert relay.get(1, 5)[0] == 1 and relay.get(1, 6)[0] == 0   # red, zone liujiapo only
         assert wait_until(lambda: len(got) == 2, 10)
         assert sorted(t for t, _, _ in got) == ["warnings/cap/county.demo.101.50.0",
@@ -131,3 +133,23 @@ def test_mqtt_sink_and_broadcast_coil(broker, tmp_path):
         relay.stop()
         c.loop_stop()
         pubc.loop_stop()
+
+
+def test_broadcast_over_http_on_red_only(tmp_path):
+    ep = Endpoint(fail=1)
+    try:
+        url = "sqlite:///%s" % (tmp_path / "hub.db")
+        s, _ = raise_alarms(url, ("spool",), broadcast=True, levels=((3, 0), (4, 3), (0, 4)))
+        d = outbox.Dispatcher(s, {"spool": outbox.SpoolSink(str(tmp_path / "spool")),
+                                  "broadcast": outbox.BroadcastHook({}, url=ep.url)},
+                              threading.Event(), retry_base_ms=0)
+        while d.run_once():
+            pass
+        # one call, for the red Update (not the orange Alert, not the Cancel), once
+        assert [(i, ct) for i, ct, _ in ep.got] == [("county.demo.101.51.0", "application/json")]
+        assert json.loads(ep.got[0][2]) == {"zone": "liujiapo", "level": "red",
+                                            "identifier": "county.demo.101.51.0"}
+        assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == [
+            "county.demo.101.50.0.xml", "county.demo.101.51.0.xml", "county.demo.101.52.0.xml"]
+    finally:
+        ep.close()
