@@ -61,6 +61,7 @@ MAX_RX_PACKETS = 8          # per step: a babbling radio cannot starve sampling
 STATUS_TRIES = 3
 CONFIG_ACK_TRIES = 5
 PENDING_LISTEN_S = 5.0
+ACK_GUARD_S = 0.5           # LBT: after any frame heard, the channel counts as busy this long
 RADIO_RETRY_S = 10.0        # a radio that refused a packet (busy module, AUX stuck) is retried this much later
 
 MODE_NORMAL = 0
@@ -116,6 +117,9 @@ class Node:
         self.engine = TripEngine(cfg.rules)
         self.alarm = AlarmOut(siren, strobe)
         self.link = link or NodeLink(rand or _xorshift(cfg.node or 1))
+        # the radio driver's carrier sense, if its module reports channel RSSI
+        self.lbt = getattr(radio, "channel_busy", None)
+        self.heard_until = 0                 # a frame was heard: its ACK may follow (SPEC 6.5)
         self.deframer = framing.Deframer()
         self.events = []                     # reused list for trip engine events
         self.control = []                    # _Control frames waiting to go out
@@ -395,6 +399,11 @@ class Node:
         air = self.radio.airtime_ms(len(wire)) / 1000.0
         if not self.link.can_send(now, air, urgent):
             return False
+        if self.lbt is not None and (now < self.heard_until or self.lbt()):
+            # listen before talk (SPEC 6.5): alarms retry sooner than routine frames
+            self.link.defer(now, urgent)
+            self.count("lbt_busy")
+            return False
         if not self.radio.send(wire):
             self.count("radio_refused")
             self.radio_retry_at = now + RADIO_RETRY_S
@@ -423,6 +432,8 @@ class Node:
                     f = fr.decode(item, self._signer_for, fr.DOWNLINK_TYPES)
                 except fr.FrameError as e:
                     self.count("rx_" + e.reason)
+                    # another node's uplink (type) or its ACK (node): an ACK may follow
+                    self.heard_until = now + ACK_GUARD_S
                     continue
                 if f.flags & fr.F_PENDING:
                     self.listen_until = now + PENDING_LISTEN_S
@@ -438,6 +449,7 @@ class Node:
     def _on_ack(self, now, f):
         re, gw_time, ranges = messages.decode_ack(f.payload)
         res = self.link.on_ack(now, re, gw_time, ranges)
+        self.sampler.congested = bool(f.flags & fr.F_CONGESTED)
         if res.fresh:
             self.clock.sync(now, gw_time)
         hint = self.inflight if self.inflight is not None and self.inflight[0] == re else None

@@ -125,7 +125,7 @@ class RadioIngest:
     each packet (E22 option), which arrives as a one-byte piece after the frame."""
 
     def __init__(self, keys, downlink=None, rssi_byte=False, log_every_s=60.0,
-                 dl_seq_start=1, logger=log):
+                 dl_seq_start=1, logger=log, chanload=None):
         self._signers = {n: Hmac(k) for n, k in keys.items()}
         self.link = GatewayLink(self._signers.get)
         self.deframer = Deframer()
@@ -143,6 +143,7 @@ class RadioIngest:
         self._dl_seq = {}
         self._dl_seq_start = dl_seq_start
         self._last_frame_node = None
+        self.chanload = chanload       # gateway.chanload.ChannelLoad: F_CONGESTED in ACKs
 
     # ------------------------------------------------------------------ start
     def load(self, node, floor, ranges):
@@ -169,6 +170,8 @@ class RadioIngest:
                 if self._last_frame_node is not None:
                     self.node_stats(self._last_frame_node).rssi_dbm = item
             else:
+                if self.chanload is not None:
+                    self.chanload.heard(now, len(item) + 5)
                 self._frame(item, now)
 
     def _feed_with_rssi(self, data):
@@ -365,8 +368,13 @@ class RadioIngest:
         return out
 
     def _ack(self, f, now, pending):
-        return wrap(self.link.ack(f.node, f.seq, int(now), self._next_dl(f.node),
-                                  fr.F_PENDING if pending else 0))
+        flags = fr.F_PENDING if pending else 0
+        if self.chanload is not None and self.chanload.congested(now):
+            flags |= fr.F_CONGESTED
+        b = wrap(self.link.ack(f.node, f.seq, int(now), self._next_dl(f.node), flags))
+        if self.chanload is not None:
+            self.chanload.heard(now, len(b))
+        return b
 
     def _next_dl(self, node):
         s = self._dl_seq.get(node, self._dl_seq_start)

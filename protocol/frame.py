@@ -48,6 +48,7 @@ F_ALARM_ACTIVE = const(0x04)  # the node's warning level is above normal
 F_EMERGENCY = const(0x08)     # the node is in emergency (intensified) mode
 # flags, downlink
 F_PENDING = const(0x01)       # more downlink frames wait for this node: keep listening
+F_CONGESTED = const(0x02)     # ACK: the channel is busy: aggregate routine reports (SPEC 6.5)
 
 HEADER_FIXED = const(12)
 MIN_FRAME = HEADER_FIXED + 1 + MIC_LEN
