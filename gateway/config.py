@@ -276,6 +276,7 @@ class SiteConfig:
     nodes: tuple
     modbus: Modbus
     warnings: tuple = ()          # ConfigIssue: worth a look, not fatal
+    beidou: object = None         # gateway.config_beidou.Beidou or None (issue #17)
 
     def node(self, node_id):
         for n in self.nodes:
@@ -852,7 +853,9 @@ def parse(text, path="site.toml"):
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([ConfigIssue(path, "", "TOML syntax error: %s" % e)]) from None
-    c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus"), "")
+    c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus", "beidou"), "")
+    from gateway import config_beidou
+    beidou = config_beidou.parse(c, doc, BAUDRATES)
     site = _site(c, doc)
     storage = _storage(c, doc)
     batch = _batch(c, doc)
@@ -885,7 +888,7 @@ def parse(text, path="site.toml"):
     if c.issues:
         raise ConfigError(c.issues)
     return SiteConfig(str(path), site, storage, batch, mqtt, radio, tuple(nodes), modbus,
-                      tuple(c.warnings))
+                      tuple(c.warnings), beidou)
 
 
 def load(path):

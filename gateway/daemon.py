@@ -104,6 +104,7 @@ class Daemon:
         self.node_channels = {n.id: set(n.channels) for n in cfg.nodes if n.channels}
         self.module_info = None
         self.chan_levels = {}     # (radio node, chan) -> warning level from its last alarm
+        self.beidou = None        # gateway.beidou.BeidouService when [beidou] is configured
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self):
@@ -133,6 +134,10 @@ class Daemon:
                                  on_command=self._on_command_thread).start()
             log.info("event=uplink_started broker=%s:%d protocol=%s", cfg.mqtt.host,
                      cfg.mqtt.port, cfg.mqtt.protocol)
+            if cfg.beidou is not None:
+                from gateway.beidou import start_service
+                self.beidou = start_service(cfg.beidou, self.store, self.uplink.connected,
+                                            self.clock, self.serial_factory)
             if cfg.radio is not None:
                 err = self._start_radio()
                 if err:
@@ -179,6 +184,8 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.commit_exec.shutdown(wait=True)
+        if self.beidou is not None:
+            self.beidou.stop()
         # 3. uplink: flush what is in flight, offline status, disconnect.
         if self.uplink is not None:
             await self.loop.run_in_executor(None, self.uplink.stop, 5.0)
@@ -401,6 +408,8 @@ class Daemon:
                             "rejects": radio["rejects"], "module_info": self.module_info}
         if self.bridge is not None:
             out["modbus"] = self.bridge.stats()
+        if self.beidou is not None:
+            out["beidou"] = self.beidou.stats()
         return out
 
     def _write_status(self):

@@ -385,6 +385,9 @@ def _read_input(path):
 
 
 def run(args):
+    if getattr(args, "beidou", False):
+        from tools import bddecode
+        return bddecode.run(args)
     given = [x for x in (args.frame, args.capture, args.batch) if x is not None]
     if len(given) != 1:
         raise ToolError(BAD_INPUT, "give exactly one of: a frame as HEX, --capture FILE, "
