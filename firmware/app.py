@@ -120,6 +120,7 @@ class Node:
         # the radio driver's carrier sense, if its module reports channel RSSI
         self.lbt = getattr(radio, "channel_busy", None)
         self.heard_until = 0                 # a frame was heard: its ACK may follow (SPEC 6.5)
+        self.zone_level = 0                  # the gateway's zone warning for this node (SPEC 3.5)
         self.deframer = framing.Deframer()
         self.events = []                     # reused list for trip engine events
         self.control = []                    # _Control frames waiting to go out
@@ -238,7 +239,7 @@ class Node:
 
     def _log_alarms(self, now, events):
         now_i = int(now)
-        self.alarm.set_level(self.engine.level(), int(now * 1000))
+        self.alarm.set_level(max(self.engine.level(), self.zone_level), int(now * 1000))
         out = []
         for ev in events:
             out.append({messages.A_EVENT: ev.event, messages.A_LEVEL: ev.level,
@@ -391,6 +392,8 @@ class Node:
             flags |= fr.F_ALARM_ACTIVE
         if now < self.emergency_until or self.sampler.intensified:
             flags |= fr.F_EMERGENCY
+        if self.zone_level:
+            flags |= fr.F_ZONE
         oldest = self._oldest_unacked()
         back = seq - oldest if oldest is not None and oldest < seq else 0
         return framing.wrap(fr.encode(self.signer, mtype, self.cfg.node, seq, t, payload, flags, back))
@@ -440,6 +443,8 @@ class Node:
                 try:
                     if f.mtype == fr.ACK:
                         self._on_ack(now, f)
+                    elif f.mtype == fr.ZONE:
+                        self._on_zone(now, f.payload)
                     else:
                         self._on_config(now, f)
                 except messages.PayloadError as e:
@@ -465,6 +470,19 @@ class Node:
             if not done:
                 keep.append(c)
         self.control = keep
+
+    def _on_zone(self, now, p):
+        """A zone warning from the gateway (SPEC 3.5): re u32 | level | zone. Sounds the
+        siren at the higher of the zone's level and the node's own; level 0 ends it."""
+        if len(p) != 6 or p[4] > 4:
+            self.count("rx_payload")
+            return
+        if not self.link.is_fresh_re(now, int.from_bytes(p[:4], "big")):
+            self.count("zone_not_fresh")      # a replay, or an answer to a frame long gone
+            return
+        self.zone_level = p[4]
+        self.console("zone %d: level %d" % (p[5], p[4]))
+        self.alarm.set_level(max(self.engine.level(), p[4]), int(now * 1000))
 
     def _on_config(self, now, f):
         """A CONFIG downlink: firmware/downlink.py, loaded for it with the config checks

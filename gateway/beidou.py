@@ -16,6 +16,7 @@ Layers, as in gateway/radio.py:
   BeidouService           the thread that owns the serial port and polls the store
 """
 import logging
+import os
 import threading
 import time
 
@@ -344,11 +345,15 @@ class BeidouService:
 
     def _run(self):
         self._write(self.terminal.start(self.clock()))
+        last = None
         while not self._stop.is_set():
             try:
                 self.step()
-            except Exception as e:   # keep the fallback alive through surprises; say so
-                log.exception("event=beidou_step_failed error=%r", e)
+                last = None
+            except Exception as e:   # keep the fallback alive through surprises; say so once
+                if repr(e) != last:
+                    log.exception("event=beidou_step_failed error=%r", e)
+                last = repr(e)
             self._stop.wait(self.tick_s)
 
     def step(self):
@@ -410,7 +415,9 @@ def start_service(settings, store, uplink_up, clock, serial_factory):
         log.error("event=beidou_port_failed port=%s error=%r: alarms wait for MQTT only",
                   settings.port, e)
         return None
-    svc = BeidouService(settings, ser, store, uplink_up, clock, key=settings.key)
+    # the HIL rig runs simulated time fast and sets a shorter tick (hil/procs.py)
+    tick = float(os.environ.get("STATIONGW_BEIDOU_TICK_S", "0.5"))
+    svc = BeidouService(settings, ser, store, uplink_up, clock, key=settings.key, tick_s=tick)
     svc.start()
     log.info("event=beidou_started port=%s dest=%s card=%s max_bytes=%d after_s=%g",
              settings.port, settings.dest, settings.card, settings.max_bytes,

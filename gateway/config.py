@@ -277,6 +277,7 @@ class SiteConfig:
     modbus: Modbus
     warnings: tuple = ()          # ConfigIssue: worth a look, not fatal
     beidou: object = None         # gateway.config_beidou.Beidou or None (issue #17)
+    zones: tuple = ()             # gateway.config_zones.Zone (issue #17)
 
     def node(self, node_id):
         for n in self.nodes:
@@ -853,7 +854,8 @@ def parse(text, path="site.toml"):
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([ConfigIssue(path, "", "TOML syntax error: %s" % e)]) from None
-    c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus", "beidou"), "")
+    c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus", "beidou",
+                    "zones"), "")
     from gateway import config_beidou
     beidou = config_beidou.parse(c, doc, BAUDRATES)
     site = _site(c, doc)
@@ -863,6 +865,8 @@ def parse(text, path="site.toml"):
     radio = _radio(c, doc)
     nodes = _nodes(c, doc)
     modbus = _modbus(c, doc, {n.id for n in nodes if n.id is not None})
+    from gateway import config_zones
+    zones = config_zones.parse(c, doc, {n.id for n in nodes}, [d.name for d in modbus.devices])
     if nodes and radio is None:
         c.err("radio", "[[nodes]] are listed but there is no [radio] section to hear them")
     keys_loaded = radio is not None and radio.keys_file and not any(
@@ -888,7 +892,7 @@ def parse(text, path="site.toml"):
     if c.issues:
         raise ConfigError(c.issues)
     return SiteConfig(str(path), site, storage, batch, mqtt, radio, tuple(nodes), modbus,
-                      tuple(c.warnings), beidou)
+                      tuple(c.warnings), beidou, zones)
 
 
 def load(path):

@@ -27,6 +27,7 @@ Every rejected input is counted by reason (SPEC.md section 7) and logged at most
 import asyncio
 import logging
 import os
+import struct
 
 from gateway.records import FLAG_TIME_APPROX, Alarm, Count, FrameSeen, NodeStatus, Reading
 from protocol import frame as fr
@@ -144,6 +145,8 @@ class RadioIngest:
         self._dl_seq_start = dl_seq_start
         self._last_frame_node = None
         self.chanload = chanload       # gateway.chanload.ChannelLoad: F_CONGESTED in ACKs
+        self.zone_level = None         # node -> (level, zone number): gateway.zones.ZoneEngine
+        self._zone_sent = {}           # node -> zone level last sent to it
 
     # ------------------------------------------------------------------ start
     def load(self, node, floor, ranges):
@@ -360,12 +363,28 @@ class RadioIngest:
         configs = []
         if last_for_node and self.downlink is not None:
             configs = self.downlink.config_for(f.node, f.seq, now)
-        out = [self._ack(f, now, bool(configs))]
+        zone = self._zone_due(f) if last_for_node else None
+        out = [self._ack(f, now, bool(configs) or zone is not None)]
         for i, cfg in enumerate(configs):
-            flags = fr.F_PENDING if i + 1 < len(configs) else 0
+            flags = fr.F_PENDING if i + 1 < len(configs) or zone is not None else 0
             out.append(wrap(self.link.config(f.node, f.seq, cfg, int(now),
                                              self._next_dl(f.node), flags)))
+        if zone is not None:
+            out.append(wrap(fr.encode(self._signers[f.node], fr.ZONE, f.node, self._next_dl(f.node),
+                                      int(now), struct.pack(">IBB", f.seq, zone[0], zone[1]))))
+            self._zone_sent[f.node] = zone[0]
         return out
+
+    def _zone_due(self, f):
+        """The ZONE downlink this node needs (SPEC 3.5), or None: sent while what the
+        node says it sounds (F_ZONE) differs from what its zones want."""
+        if self.zone_level is None:
+            return None
+        level, number = self.zone_level(f.node)
+        sounding = bool(f.flags & fr.F_ZONE)
+        if (level > 0) != sounding or (level and self._zone_sent.get(f.node) != level):
+            return level, number
+        return None
 
     def _ack(self, f, now, pending):
         flags = fr.F_PENDING if pending else 0

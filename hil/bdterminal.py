@@ -39,6 +39,7 @@ class SimTerminal:
         self.on_message = on_message
         self.splitter = Splitter()
         self.last_send = None
+        self.last_txa = None         # when the gateway last asked to send (the rig paces after it)
         self.timers = []             # (due, kind, args)
         self.log = []                # (t, what)
         self.delivered = []          # (t, dest, payload)
@@ -62,7 +63,12 @@ class SimTerminal:
             else:
                 self.log.append((now, "unknown sentence " + name))
 
+    def busy(self, now, window_s=120.0):
+        """Feedback or a delivery is still due, or a send was asked for lately."""
+        return bool(self.timers) or (self.last_txa is not None and now - self.last_txa < window_s)
+
     def _txa(self, now, f):
+        self.last_txa = now
         dest, content = f[0], f[3]
         if self.last_send is not None and now - self.last_send < self.interval_s:
             wait = int(self.interval_s - (now - self.last_send) + 0.999)
@@ -117,7 +123,7 @@ class SimTerminal:
 
     def _run(self):
         while not self._stop.is_set():
-            r, _, _ = select.select([self.fd], [], [], 0.02)
+            r, _, _ = select.select([self.fd], [], [], 0.004)
             if r:
                 try:
                     data = os.read(self.fd, 4096)

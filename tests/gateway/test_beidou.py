@@ -18,18 +18,7 @@ KEY = bytes(range(9, 41))
 T0 = 1_784_246_400.0
 
 
-def _test_config():
-    # the gateway config tests' BASE site and key writer (tests/gateway is no package)
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(
-        "gw_test_config", Path(__file__).resolve().parent / "test_config.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.BASE, mod.write_keys
 
-
-BASE, write_keys = _test_config()
 
 
 def test_checksums_match_published_examples():
@@ -167,7 +156,8 @@ def test_red_goes_through_the_simulated_terminal_within_interval_plus_60s(pty_pa
     assert svc.stats()["queued"] == 0
 
 
-def test_config_section_is_checked_with_the_rest(tmp_path):
+def test_config_section_is_checked_with_the_rest(tmp_path, site_base):
+    BASE, write_keys = site_base
     write_keys(tmp_path)
     kf = tmp_path / "beidou.key"
     kf.write_text(secrets.token_hex(32))
