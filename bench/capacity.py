@@ -148,7 +148,7 @@ class SimNode:
         air = self.sim.medium.airtime_of(len(wire))
         if not link.can_send(t, air, urgent):
             return
-        if self.profile["lbt"] and self.sim.channel_busy(self.node, t):
+        if self.profile["lbt"] and self.sim.channel_busy(self.node, t, urgent):
             link.defer(t, urgent)
             self.sim.lbt_defers += 1
             return
@@ -220,10 +220,11 @@ class Sim:
     def push(self, t, kind, *args):
         heapq.heappush(self.events, (t, id(args), kind, args))
 
-    def channel_busy(self, listener, t):
+    def channel_busy(self, listener, t, urgent=False):
         """What the listener's module RSSI shows: a packet on the air that it can hear,
-        or (ack_guard) one that ended so recently that its ACK may be on its way."""
-        guard = self.ack_guard_s
+        or, for a routine frame, one that ended so recently that its ACK may be on its
+        way (firmware/app.py keeps routine frames back 0.5 s after a frame it heard)."""
+        guard = 0.0 if urgent else self.ack_guard_s
         for tx in self.medium.recent:
             if tx.start <= t < tx.end + (guard if tx.src != GATEWAY else 0.0):
                 if tx.src == listener or (tx.src, listener) in self.deaf:
@@ -236,7 +237,7 @@ class Sim:
         self.push(tx.arrive, "at_gw", tx, node.node, rec[0], rec[3], rec[5])
 
     def run(self):
-        self.ack_guard_s = COMMIT_S + self.medium.airtime_of(40) + 0.05
+        self.ack_guard_s = 0.5          # firmware/app.py: routine frames after a frame heard
         self.calm_air = None
         while self.events:
             t, _, kind, args = heapq.heappop(self.events)

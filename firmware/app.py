@@ -61,7 +61,6 @@ MAX_RX_PACKETS = 8          # per step: a babbling radio cannot starve sampling
 STATUS_TRIES = 3
 CONFIG_ACK_TRIES = 5
 PENDING_LISTEN_S = 5.0
-ACK_GUARD_S = 0.5           # LBT: after any frame heard, the channel counts as busy this long
 RADIO_RETRY_S = 10.0        # a radio that refused a packet (busy module, AUX stuck) is retried this much later
 
 MODE_NORMAL = 0
@@ -117,10 +116,7 @@ class Node:
         self.engine = TripEngine(cfg.rules)
         self.alarm = AlarmOut(siren, strobe)
         self.link = link or NodeLink(rand or _xorshift(cfg.node or 1))
-        # the radio driver's carrier sense, if its module reports channel RSSI
-        self.lbt = getattr(radio, "channel_busy", None)
-        self.heard_until = 0                 # a frame was heard: its ACK may follow (SPEC 6.5)
-        self.zone_level = 0                  # the gateway's zone warning for this node (SPEC 3.5)
+        self.zone_level = 0                  # the gateway's zone warning (SPEC 3.5, firmware/downlink.py)
         self.deframer = framing.Deframer()
         self.events = []                     # reused list for trip engine events
         self.control = []                    # _Control frames waiting to go out
@@ -402,10 +398,11 @@ class Node:
         air = self.radio.airtime_ms(len(wire)) / 1000.0
         if not self.link.can_send(now, air, urgent):
             return False
-        if self.lbt is not None and (now < self.heard_until or self.lbt()):
-            # listen before talk (SPEC 6.5): alarms retry sooner than routine frames
+        busy = getattr(self.radio, "channel_busy", None)
+        if busy is not None and busy():
+            # listen before talk (SPEC 6.5): the driver's carrier sense says the channel is
+            # in use; alarms try again sooner than routine frames
             self.link.defer(now, urgent)
-            self.count("lbt_busy")
             return False
         if not self.radio.send(wire):
             self.count("radio_refused")
@@ -435,16 +432,16 @@ class Node:
                     f = fr.decode(item, self._signer_for, fr.DOWNLINK_TYPES)
                 except fr.FrameError as e:
                     self.count("rx_" + e.reason)
-                    # another node's uplink (type) or its ACK (node): an ACK may follow
-                    self.heard_until = now + ACK_GUARD_S
+                    # another node's uplink (type) or ACK (node): its ACK may follow, so
+                    # routine frames keep off the channel a moment (SPEC 6.5)
+                    if self.link.next_routine < now + 0.5:
+                        self.link.next_routine = now + 0.5
                     continue
                 if f.flags & fr.F_PENDING:
                     self.listen_until = now + PENDING_LISTEN_S
                 try:
                     if f.mtype == fr.ACK:
                         self._on_ack(now, f)
-                    elif f.mtype == fr.ZONE:
-                        self._on_zone(now, f.payload)
                     else:
                         self._on_config(now, f)
                 except messages.PayloadError as e:
@@ -471,21 +468,8 @@ class Node:
                 keep.append(c)
         self.control = keep
 
-    def _on_zone(self, now, p):
-        """A zone warning from the gateway (SPEC 3.5): re u32 | level | zone. Sounds the
-        siren at the higher of the zone's level and the node's own; level 0 ends it."""
-        if len(p) != 6 or p[4] > 4:
-            self.count("rx_payload")
-            return
-        if not self.link.is_fresh_re(now, int.from_bytes(p[:4], "big")):
-            self.count("zone_not_fresh")      # a replay, or an answer to a frame long gone
-            return
-        self.zone_level = p[4]
-        self.console("zone %d: level %d" % (p[5], p[4]))
-        self.alarm.set_level(max(self.engine.level(), p[4]), int(now * 1000))
-
     def _on_config(self, now, f):
-        """A CONFIG downlink: firmware/downlink.py, loaded for it with the config checks
+        """A CONFIG or ZONE downlink: firmware/downlink.py, loaded for it with the config checks
         and the CBOR decoder. Where boot dropped them (firmware/main.py on a board, to
         make room for the node's data) they are dropped again however this ends; a
         fragmented heap may not have room for them (MemoryError: nothing applied or
@@ -493,7 +477,7 @@ class Node:
         dropped = config_dropped()
         try:
             from firmware import downlink
-            downlink.handle(self, now, f.payload)
+            downlink.handle(self, now, f.payload, f.mtype)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
             self.count("config_no_memory")
