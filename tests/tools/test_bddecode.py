@@ -43,3 +43,17 @@ def test_wrong_key_and_garbage_get_clear_errors(tmp_path, capsys):
     assert "MIC" in capsys.readouterr().err
     assert cli.main(["decode", "--beidou", "zz"]) == errors.BAD_INPUT
     assert "neither hex" in capsys.readouterr().err
+
+
+def test_zone_downlink_frame_in_words(capsys):
+    """A ZONE downlink (SPEC 3.5) with its payload and the downlink flags named."""
+    import struct
+
+    from protocol import frame as fr
+    from protocol.mic import Hmac
+    raw = fr.encode(Hmac(KEY), fr.ZONE, 101, 3, 1_780_000_000, struct.pack(">IBB", 41, 3, 2),
+                    fr.F_CONGESTED)
+    assert cli.main(["decode", raw.hex()]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ZONE node 101 seq 3") and "flags congested" in out
+    assert "re=41, level=orange, zone=2" in out
