@@ -116,6 +116,7 @@ class Node:
         self.engine = TripEngine(cfg.rules)
         self.alarm = AlarmOut(siren, strobe)
         self.link = link or NodeLink(rand or _xorshift(cfg.node or 1))
+        self.zone_level = 0                  # the gateway's zone warning (SPEC 3.5, firmware/downlink.py)
         self.deframer = framing.Deframer()
         self.events = []                     # reused list for trip engine events
         self.control = []                    # _Control frames waiting to go out
@@ -234,7 +235,7 @@ class Node:
 
     def _log_alarms(self, now, events):
         now_i = int(now)
-        self.alarm.set_level(self.engine.level(), int(now * 1000))
+        self.alarm.set_level(max(self.engine.level(), self.zone_level), int(now * 1000))
         out = []
         for ev in events:
             out.append({messages.A_EVENT: ev.event, messages.A_LEVEL: ev.level,
@@ -387,6 +388,8 @@ class Node:
             flags |= fr.F_ALARM_ACTIVE
         if now < self.emergency_until or self.sampler.intensified:
             flags |= fr.F_EMERGENCY
+        if self.zone_level:
+            flags |= fr.F_ZONE
         oldest = self._oldest_unacked()
         back = seq - oldest if oldest is not None and oldest < seq else 0
         return framing.wrap(fr.encode(self.signer, mtype, self.cfg.node, seq, t, payload, flags, back))
@@ -394,6 +397,12 @@ class Node:
     def _send(self, now, wire, seq, mtype, urgent):
         air = self.radio.airtime_ms(len(wire)) / 1000.0
         if not self.link.can_send(now, air, urgent):
+            return False
+        busy = getattr(self.radio, "channel_busy", None)
+        if busy is not None and busy():
+            # listen before talk (SPEC 6.5): the driver's carrier sense says the channel is
+            # in use; alarms try again sooner than routine frames
+            self.link.defer(now, urgent)
             return False
         if not self.radio.send(wire):
             self.count("radio_refused")
@@ -423,6 +432,10 @@ class Node:
                     f = fr.decode(item, self._signer_for, fr.DOWNLINK_TYPES)
                 except fr.FrameError as e:
                     self.count("rx_" + e.reason)
+                    # another node's uplink (type) or ACK (node): its ACK may follow, so
+                    # routine frames keep off the channel a moment (SPEC 6.5)
+                    if self.link.next_routine < now + 0.5:
+                        self.link.next_routine = now + 0.5
                     continue
                 if f.flags & fr.F_PENDING:
                     self.listen_until = now + PENDING_LISTEN_S
@@ -438,6 +451,7 @@ class Node:
     def _on_ack(self, now, f):
         re, gw_time, ranges = messages.decode_ack(f.payload)
         res = self.link.on_ack(now, re, gw_time, ranges)
+        self.sampler.congested = bool(f.flags & fr.F_CONGESTED)
         if res.fresh:
             self.clock.sync(now, gw_time)
         hint = self.inflight if self.inflight is not None and self.inflight[0] == re else None
@@ -455,7 +469,7 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        """A CONFIG downlink: firmware/downlink.py, loaded for it with the config checks
+        """A CONFIG or ZONE downlink: firmware/downlink.py, loaded for it with the config checks
         and the CBOR decoder. Where boot dropped them (firmware/main.py on a board, to
         make room for the node's data) they are dropped again however this ends; a
         fragmented heap may not have room for them (MemoryError: nothing applied or
@@ -463,7 +477,7 @@ class Node:
         dropped = config_dropped()
         try:
             from firmware import downlink
-            downlink.handle(self, now, f.payload)
+            downlink.handle(self, now, f.payload, f.mtype)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
             self.count("config_no_memory")

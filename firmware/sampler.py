@@ -12,7 +12,8 @@ Samples wait in RAM until the report is due, then leave as one READINGS payload:
   the same fault code; an interval change, a late sample (the loop was held up by
   more than `slack_s`), a fault starting or ending starts a new block;
 * the report is due every `report_s` (every 6 intensified samples, at least 60 s,
-  while intensified: fresh data matters most then), or earlier when the payload
+  while intensified: fresh data matters most then; every 300 s while the gateway says
+  the channel is congested, SPEC.md 6.5), or earlier when the payload
   would no longer fit one radio frame, or when a channel's buffer is full.
 
 Memory is fixed at construction: one array('l') of `per_channel` values per
@@ -80,8 +81,14 @@ class Sampler:
     def interval(self):
         return self.intensified_s if self.intensified else self.sample_s
 
+    # The gateway says the channel is congested (F_CONGESTED in ACKs, SPEC.md 6.5): while
+    # intensified, report every 300 s in fuller frames instead of every minute
+    congested = False
+
     def report_interval(self):
         if self.intensified:
+            if self.congested:
+                return min(self.report_s, 300)
             return min(self.report_s, max(60, 6 * self.intensified_s))
         return self.report_s
 

@@ -280,6 +280,8 @@ class SiteConfig:
     warnings: tuple = ()          # ConfigIssue: worth a look, not fatal
     http: config_http.Http = config_http.OFF   # [http]: status page and /metrics
     security: object = None       # gateway.config_security.Security ([commands], reconnect)
+    beidou: object = None         # gateway.config_beidou.Beidou or None (issue #17)
+    zones: tuple = ()             # gateway.config_zones.Zone (issue #17)
 
     def node(self, node_id):
         for n in self.nodes:
@@ -870,7 +872,9 @@ def parse(text, path="site.toml"):
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([ConfigIssue(path, "", "TOML syntax error: %s" % e)]) from None
     c.unknown(doc, ("site", "storage", "batch", "mqtt", "radio", "nodes", "modbus",
-                    "commands", "http"), "")
+                    "commands", "http", "beidou", "zones"), "")
+    from gateway import config_beidou
+    beidou = config_beidou.parse(c, doc, BAUDRATES)
     site = _site(c, doc)
     storage = _storage(c, doc)
     batch = _batch(c, doc)
@@ -880,6 +884,8 @@ def parse(text, path="site.toml"):
     modbus = _modbus(c, doc, {n.id for n in nodes if n.id is not None})
     security = config_security.parse(c, doc)
     http = config_http.check(c, doc)
+    from gateway import config_zones
+    zones = config_zones.parse(c, doc, {n.id for n in nodes}, [d.name for d in modbus.devices])
     if nodes and radio is None:
         c.err("radio", "[[nodes]] are listed but there is no [radio] section to hear them")
     keys_loaded = radio is not None and radio.keys_file and not any(
@@ -905,7 +911,7 @@ def parse(text, path="site.toml"):
     if c.issues:
         raise ConfigError(c.issues)
     return SiteConfig(str(path), site, storage, batch, mqtt, radio, tuple(nodes), modbus,
-                      tuple(c.warnings), http, security)
+                      tuple(c.warnings), http, security, beidou, zones)
 
 
 def load(path):

@@ -171,6 +171,9 @@ class Daemon:
         self.node_channels = {n.id: set(n.channels) for n in cfg.nodes if n.channels}
         self.module_info = None
         self.chan_levels = {}     # (radio node, chan) -> warning level from its last alarm
+        self.beidou = None        # gateway.beidou.BeidouService when [beidou] is configured
+        from gateway.zones import ZoneEngine
+        self.zones = ZoneEngine(cfg.zones) if cfg.zones else None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self):
@@ -206,6 +209,11 @@ class Daemon:
                                  on_command=self._on_command_thread).start()
             log.info("event=uplink_started broker=%s:%d protocol=%s", cfg.mqtt.host,
                      cfg.mqtt.port, cfg.mqtt.protocol)
+            if cfg.beidou is not None:
+                from gateway.beidou import start_service
+                up = self.uplink
+                self.beidou = start_service(cfg.beidou, self.store, lambda: up.connected,
+                                            self.clock, self.serial_factory)
             if cfg.radio is not None:
                 err = self._start_radio()
                 if err:
@@ -215,6 +223,10 @@ class Daemon:
             if cfg.modbus.devices:
                 tasks.append(asyncio.create_task(self._run_modbus(), name="modbus"))
             tasks.append(asyncio.create_task(self._housekeeping(), name="status"))
+            if self.zones is not None:
+                if self.ingest is not None:
+                    self.ingest.zone_level = self.zones.node_level
+                tasks.append(asyncio.create_task(self._zone_ticker(), name="zones"))
             log.info("event=running radio=%s modbus_devices=%d nodes=%d",
                      cfg.radio.port if cfg.radio else "none", len(cfg.modbus.devices),
                      len(cfg.nodes))
@@ -254,6 +266,8 @@ class Daemon:
         self.commit_exec.shutdown(wait=True)
         self._save_closed = True
         self.save_exec.shutdown(wait=True)
+        if self.beidou is not None:
+            self.beidou.stop()
         # 3. uplink: flush what is in flight, offline status, disconnect.
         if self.uplink is not None:
             await self.loop.run_in_executor(None, self.uplink.stop, 5.0)
@@ -288,6 +302,40 @@ class Daemon:
                 if self.bridge is not None:
                     self.loop.call_soon_threadsafe(self.bridge.set_external_level,
                                                    "radio-%d" % a.node, level)
+                if self.zones is not None:      # before the ACK of this frame is built
+                    self.loop.call_soon_threadsafe(self._zone_level, a.node, level)
+            elif self.zones is not None:        # a Modbus virtual node
+                self.loop.call_soon_threadsafe(self._zone_level, a.node, a.level)
+
+    # ------------------------------------------------------------------ zones
+    def _zone_level(self, source, level):
+        self._zone_actions(self.zones.level_changed(source, level, self.clock()))
+
+    def _zone_actions(self, actions):
+        for act in actions:
+            log.warning("event=zone_%s zone=%s level=%d nodes=%s coils=%d reason=%r", act.what,
+                        act.zone, act.level, ",".join(str(n) for n in sorted(act.nodes)),
+                        len(act.coils), act.reason)
+        if actions and self.bridge is not None:
+            for (dev, addr), on in self.zones.coil_wanted().items():
+                self.bridge.set_coil(dev, addr, on)
+
+    async def _zone_ticker(self):
+        while True:                       # hold-time clears (members normal long enough)
+            await asyncio.sleep(1.0)
+            self._zone_actions(self.zones.tick(self.clock()))
+
+    def _zone_command(self, verb, payload):
+        try:
+            doc = dl.decode_payload(payload)
+            acts = self.zones.command(verb, doc.get("zone"), self.clock())
+        except (dl.CommandError, KeyError, ValueError, AttributeError) as e:
+            self._publish_result(verb, None, dl.R_INVALID, None,
+                                 "%s: send {\"zone\": \"<name>\"}" % e, None)
+            return
+        self._zone_actions(acts)
+        self._publish_result(verb, doc.get("id") if isinstance(doc.get("id"), str) else None,
+                             "applied", None, "zone %s" % doc.get("zone"), None)
 
     def _start_radio(self):
         r = self.cfg.radio
@@ -307,8 +355,10 @@ class Daemon:
             log.info("event=module_ready %s", " ".join(
                 "%s=%s" % kv for kv in sorted(self.module_info.items())))
         keys = {n: r.keys.get(n) for n in r.keys.nodes()}
+        from gateway.chanload import ChannelLoad, ebyte_airtime
         self.ingest = RadioIngest(keys, downlink=self.queue, rssi_byte=rssi,
-                                  dl_seq_start=int(self.clock()) & 0x7FFFFFFF)
+                                  dl_seq_start=int(self.clock()) & 0x7FFFFFFF,
+                                  chanload=ChannelLoad(ebyte_airtime(r.air_rate)))
         self.port = RadioPort(ser, self.ingest, self.store, self.clock, self.commit_exec)
         nodes = set(keys) | set(self.store.known_nodes())
         self.port.load_state(sorted(n for n in nodes if n in keys))
@@ -426,6 +476,8 @@ class Daemon:
 
     def _on_command(self, verb, payload):
         now = self.clock()
+        if verb in ("zone-clear", "zone-sound") and self.zones is not None:
+            return self._zone_command(verb, payload)
         try:
             if not self.commands_enabled:
                 raise cmdauth.Refused("disabled", "this gateway takes no commands: add a "
@@ -571,6 +623,8 @@ class Daemon:
                             "rejects": radio["rejects"], "module_info": self.module_info}
         if self.bridge is not None:
             out["modbus"] = self.bridge.stats()
+        if self.beidou is not None:
+            out["beidou"] = self.beidou.stats()
         return out
 
     def _write_status(self):

@@ -274,6 +274,37 @@ class ModbusBridge:
         lv = [d.engine.level() for d in self.devices.values() if d.engine is not None]
         return max(lv + list(self.external.values()) + [0])
 
+    def set_coil(self, device, address, on):
+        """A coil another feature drives (zone sirens, the village broadcast controller:
+        gateway/zones.py): written at siren priority, retried with back-off until it lands;
+        a newer call for the same coil supersedes a retry still waiting."""
+        dev = self.devices.get(device)
+        w = self.workers.get(dev.cfg.bus) if dev is not None else None
+        if w is None:
+            log.error("event=zone_coil_unknown device=%s address=%d", device, address)
+            return False
+        gens = self.__dict__.setdefault("_extra_gen", {})
+        gens[(device, address)] = gen = gens.get((device, address), 0) + 1
+
+        def job_for(failures):
+            async def job():
+                if gens.get((device, address)) != gen:
+                    return
+                try:
+                    reply = await w.transact(dev.cfg, "write_coil", address, on)
+                    ok = not reply.isError()
+                except _NoReply:
+                    ok = False
+                if ok:
+                    log.warning("event=zone_coil device=%s address=%d on=%s", device, address, on)
+                    return
+                log.error("event=zone_coil_failed device=%s address=%d on=%s", device, address, on)
+                w.push(self.clock.monotonic() + min(0.1 * 2 ** failures, 5.0), _PRIO_COIL,
+                       job_for(failures + 1))
+            return job
+        w.push(self.clock.monotonic(), _PRIO_COIL, job_for(0))
+        return True
+
     def set_external_level(self, source, level):
         """Another alarm source (e.g. radio nodes) at `level`; the siren follows the max."""
         self.external[source] = level

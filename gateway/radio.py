@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import struct
 
 from gateway.records import FLAG_TIME_APPROX, Alarm, Count, FrameSeen, NodeStatus, Reading
 from protocol import frame as fr
@@ -161,7 +162,7 @@ class RadioIngest:
     each packet (E22 option), which arrives as a one-byte piece after the frame."""
 
     def __init__(self, keys, downlink=None, rssi_byte=False, log_every_s=60.0,
-                 dl_seq_start=1, logger=log):
+                 dl_seq_start=1, logger=log, chanload=None):
         self._signers = {n: Hmac(k) for n, k in keys.items()}
         self.link = GatewayLink(self._signers.get)
         self.deframer = Deframer()
@@ -179,6 +180,9 @@ class RadioIngest:
         self._dl_seq = {}
         self._dl_seq_start = dl_seq_start
         self._last_frame_node = None
+        self.chanload = chanload       # gateway.chanload.ChannelLoad: F_CONGESTED in ACKs
+        self.zone_level = None         # node -> (level, zone number): gateway.zones.ZoneEngine
+        self._zone_sent = {}           # node -> zone level last sent to it
 
     # ------------------------------------------------------------------ start
     def load(self, node, floor, ranges):
@@ -205,6 +209,8 @@ class RadioIngest:
                 if self._last_frame_node is not None:
                     self.node_stats(self._last_frame_node).rssi_dbm = item
             else:
+                if self.chanload is not None:
+                    self.chanload.heard(now, len(item) + 5)
                 try:
                     self._frame(item, now)
                 except Exception as e:
@@ -441,16 +447,37 @@ class RadioIngest:
         configs = []
         if last_for_node and self.downlink is not None:
             configs = self.downlink.config_for(f.node, f.seq, now)
-        out = [self._ack(f, now, bool(configs))]
+        zone = self._zone_due(f) if last_for_node else None
+        out = [self._ack(f, now, bool(configs) or zone is not None)]
         for i, cfg in enumerate(configs):
-            flags = fr.F_PENDING if i + 1 < len(configs) else 0
+            flags = fr.F_PENDING if i + 1 < len(configs) or zone is not None else 0
             out.append(wrap(self.link.config(f.node, f.seq, cfg, int(now),
                                              self._next_dl(f.node), flags)))
+        if zone is not None:
+            out.append(wrap(fr.encode(self._signers[f.node], fr.ZONE, f.node, self._next_dl(f.node),
+                                      int(now), struct.pack(">IBB", f.seq, zone[0], zone[1]))))
+            self._zone_sent[f.node] = zone[0]
         return out
 
+    def _zone_due(self, f):
+        """The ZONE downlink this node needs (SPEC 3.5), or None: sent while what the
+        node says it sounds (F_ZONE) differs from what its zones want."""
+        if self.zone_level is None:
+            return None
+        level, number = self.zone_level(f.node)
+        sounding = bool(f.flags & fr.F_ZONE)
+        if (level > 0) != sounding or (level and self._zone_sent.get(f.node) != level):
+            return level, number
+        return None
+
     def _ack(self, f, now, pending):
-        return wrap(self.link.ack(f.node, f.seq, int(now), self._next_dl(f.node),
-                                  fr.F_PENDING if pending else 0))
+        flags = fr.F_PENDING if pending else 0
+        if self.chanload is not None and self.chanload.congested(now):
+            flags |= fr.F_CONGESTED
+        b = wrap(self.link.ack(f.node, f.seq, int(now), self._next_dl(f.node), flags))
+        if self.chanload is not None:
+            self.chanload.heard(now, len(b))
+        return b
 
     def _next_dl(self, node):
         s = self._dl_seq.get(node, self._dl_seq_start)

@@ -121,6 +121,7 @@ class Gateway:
         self.runs += 1
         self.log = self.d / ("gw-%d.log" % self.runs)
         env = dict(os.environ, STATIONGW_SIMCLOCK=str(self.clock_path),
+                   STATIONGW_BEIDOU_TICK_S="0.004",    # the rig paces BeiDou at 10 ms/sim-s
                    PYTHONPATH=str(ROOT))
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c",

@@ -235,6 +235,13 @@ def evaluate(rig):
                   n_alarms > 0 and n_before <= window and backlog > window,
                   "%d alarms, %d of %d backlog batches ahead of them (in-flight window %d)"
                   % (n_alarms, n_before, backlog, window))
+    if ex.get("zone_sirens"):
+        _zone_checks(rig, res, ex["zone_sirens"])
+    if ex.get("readings_once"):
+        res.check("every reading arrived once", sub.duplicates == 0 and lost == 0,
+                  "%d duplicates, %d lost" % (sub.duplicates, lost))
+    if ex.get("beidou_red_within_s") is not None:
+        _beidou_checks(rig, res, ex["beidou_red_within_s"])
     if ex.get("forged_rejected"):
         rej = sub.counters.get(3, 0)
         res.check("forged frames rejected and counted", rej > 0 and not unknown
@@ -380,3 +387,53 @@ def _lines(rig, res):
     ]
     for n in rig.notes[:5]:
         res.lines.append("note: " + n)
+
+
+def _zone_checks(rig, res, zx):
+    """zone_sirens = { zone = [ids], outside = [ids], min_level = 3, within_s = N }: from the
+    first member alarm at min_level, every zone node's siren is on within N simulated
+    seconds; no node outside ever sounds (docs/zones.md)."""
+    zone, outside = set(zx["zone"]), set(zx.get("outside", []))
+    lvl = zx.get("min_level", 3)
+    trips = [a.t - rig.epoch for a in rig.node_alarms if a.node in zone and a.level >= lvl]
+    f = res.figures
+    if not trips:
+        res.check("a zone member tripped at level >= %d" % lvl, False, "no such alarm")
+        return
+    t0 = min(trips)
+    lat = {}
+    for node in sorted(zone):
+        ons = [t for n, t, on in rig.siren_changes if n == node and on and t >= t0 - 1]
+        lat[node] = round(ons[0] - t0, 1) if ons else None
+    f["zone_siren_latency_s"] = {str(k): v for k, v in lat.items()}
+    worst = max((v for v in lat.values() if v is not None), default=None)
+    f["zone_siren_latency_s_max"] = worst
+    res.check("every siren of the zone on within %d s of the trip" % zx["within_s"],
+              all(v is not None and v <= zx["within_s"] for v in lat.values()),
+              "latency per node %s" % lat)
+    sounded = sorted({n for n, _t, on in rig.siren_changes if n in outside and on})
+    res.check("no siren outside the zone", not sounded, "sounded: %s" % sounded)
+
+
+def _beidou_checks(rig, res, within_s):
+    """The first red reaches the "platform" through the simulated BeiDou terminal within
+    `within_s` simulated seconds of the node's trip (docs/beidou.md)."""
+    f = res.figures
+    reds = [a.t - rig.epoch for a in rig.node_alarms if a.level == 4 and a.event in (1, 2)]
+    msgs = [(t, m) for t, m in rig.bd_received]
+    f["beidou_messages"] = len(msgs)
+    f["beidou_paced_s"] = round(rig.bd_paced)
+    f["beidou_alarms"] = sum(len(m["alarms"]) for _, m in msgs)
+    if not reds:
+        res.check("a red was raised", False, "no red alarm at any node")
+        return
+    t_red = min(reds)
+    got = [t for t, m in msgs if any(a.level == 4 for a in m["alarms"])]
+    lat = round(got[0] - t_red, 1) if got else None
+    f["beidou_red_latency_s"] = lat
+    res.check("red via BeiDou within %d s of the trip" % within_s,
+              lat is not None and lat <= within_s, "latency %s s" % lat)
+    keys = [a.key() for _, m in msgs for a in m["alarms"]]
+    matched = set(rig.sub.alarms)          # (node, seq, index)
+    res.check("every BeiDou alarm also arrived over MQTT (dedup key)",
+              set(keys) <= matched, "%d of %d not on MQTT" % (len(set(keys) - matched), len(set(keys))))

@@ -20,6 +20,7 @@ dead, or took longer than GW_ANSWER_WALL_S of wall time, which is counted)."""
 import heapq
 import os
 import random
+import secrets
 import select
 import shutil
 import time
@@ -39,11 +40,14 @@ from protocol.framing import Deframer, wrap
 from protocol.mic import Hmac
 
 GW_ANSWER_WALL_S = 10.0
+BACKOFF_MAX_WALL_S = 65.0     # the uplink's reconnect back-off cap (gateway/uplink.py) + margin
 GAUGE_UPDATE_S = 60.0         # simulated seconds between updates of a gauge's register
 GAUGE_POLL_S = 0.5           # the gateway polls gauges on wall time
 GW_TURNAROUND_S = 0.02
 RX_GAP_S = 0.005
 PROGRESS_S = 6 * 3600
+BD_PACE_S = 180.0             # simulated seconds paced after a node alarm (BeiDou lane)
+BD_PACE_WALL_S = 0.01         # wall time per paced simulated second: > the gateway's BeiDou tick
 SITE, GW, PREFIX = "hil", "gw1", "stations"
 # Deliberate faults that the checks must catch (tests/hil proves the rig can fail).
 SABOTAGE = (None, "wrong-key")
@@ -121,6 +125,11 @@ class Rig:
         self.gw_signers = {}          # node -> Hmac of the key the gateway was given
         self.frame_readings = {}      # (node, seq) -> readings in it, until acked
         self.stored_seqs = set()
+        self.siren_changes = []       # (node, sim t, on): zone-warning checks
+        self.bd_pace_until = 0.0
+        self.bd_paced = 0             # simulated seconds stepped slowly for the BeiDou lane
+        self.bd = None                # hil.bdterminal.SimTerminal when the scenario has [beidou]
+        self.bd_received = []         # (sim t, decoded BeiDou message) at the "platform"
 
     # ---------------------------------------------------------------- set-up
     def _write_site(self, mqtt_port, radio_tty):
@@ -162,6 +171,8 @@ class Rig:
                       '[[modbus.devices.points]]', 'chan = "%s"' % spec.channel.name,
                       'table = "holding"', 'address = %d' % g.REGISTER, 'type = "i16"',
                       'scale = 0.001', '']
+        lines += _zone_lines(self.sc.zones)
+        lines += self._beidou_lines(d)
         path = d / "site.toml"
         path.write_text("\n".join(lines))
         return path
@@ -194,6 +205,61 @@ class Rig:
             spec["uart"] = self.board.uart_spec()
         (nd / "hil.json").write_text(json.dumps(spec))
         return nd
+
+    # ---------------------------------------------------------------- BeiDou
+    def _beidou_lines(self, d):
+        b = self.sc.beidou
+        if not b:
+            return []
+        self.bd_key = secrets.token_bytes(32)
+        kp = d / "beidou.key"
+        fd = os.open(kp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.bd_key.hex())
+        self.bd_master, slave = os.openpty()
+        tty.setraw(slave)
+        tty.setraw(self.bd_master)
+        self.bd_slave = slave
+        return ["[beidou]", 'port = "%s"' % os.ttyname(slave), 'dest = "0300001"',
+                "gateway_number = 1", 'key_file = "beidou.key"',
+                'card = "%s"' % b.get("card", "bds2"),
+                "fallback_after_s = %g" % b.get("fallback_after_s", 20), ""]
+
+    def _start_beidou(self):
+        from hil.bdterminal import SimTerminal
+        from protocol import bdmsg
+        b = self.sc.beidou
+        if not b:
+            return
+
+        def delivered(card, dest, payload, t):
+            try:
+                m = bdmsg.decode(payload, self.bd_key)
+            except bdmsg.BdMsgError as e:
+                self.notes.append("BeiDou message refused: %s" % e)
+                return
+            self.bd_received.append((t - self.epoch, m))
+            self.out("  t=%s BeiDou message: %d alarm(s), levels %s" % (
+                _hms(t - self.epoch), len(m["alarms"]), [a.level for a in m["alarms"]]))
+
+        self.bd = SimTerminal(self.bd_master, self.clock.now, interval_s=b.get("interval_s", 60),
+                              fail_p=b.get("fail_p", 0.0), feedback_s=b.get("feedback_s", 2.0),
+                              deliver_s=b.get("deliver_s", 5.0), seed=self.seed,
+                              on_message=delivered).serve()
+
+    def _bd_pace(self, t):
+        """After a node alarm, move simulated time at most 1 s per BD_PACE_WALL_S of wall
+        time, so the gateway's BeiDou thread (which runs on wall time, reading the
+        simulated clock) sees every second of the card interval."""
+        if self.bd is None:
+            return
+        tt = self.clock.t
+        while tt < t and (tt < self.bd_pace_until or self.bd.busy(self.epoch + tt)):
+            step = min(1.0, t - tt)
+            time.sleep(step * BD_PACE_WALL_S)
+            tt += step
+            self.clock.set(tt)
+            self.bd_paced += step
 
     def _push(self, t, kind, *args):
         self.counter += 1
@@ -248,6 +314,8 @@ class Rig:
                 a = NodeAlarm(np_.id, parts, t_unix, wall)
                 self.node_alarms.append(a)
                 np_.alarm_pending = True
+                if self.bd is not None:       # let the gateway's BeiDou lane keep pace
+                    self.bd_pace_until = self.clock.t + BD_PACE_S
                 self.out("  t=%s node %d ALARM %s" % (_hms(self.clock.t), np_.id, line))
             elif k == "C" and ("error" in line or "torn" in line):
                 self.notes.append("node %d: %s" % (np_.id, line[2:]))
@@ -256,7 +324,10 @@ class Rig:
 
     def _parse_w(self, np_, w):
         _, wake, level, depth, siren, tx = w.split()
-        np_.level, np_.depth, np_.siren = int(level), int(depth), siren == "1"
+        on = siren == "1"
+        if on != bool(getattr(np_, "siren", False)):
+            self.siren_changes.append((np_.id, self.clock.t, on))
+        np_.level, np_.depth, np_.siren = int(level), int(depth), on
         np_.tx_total = int(tx)
         return float(wake)
 
@@ -581,6 +652,7 @@ class Rig:
         self.sub.operator = self.operator
         self.gw = Gateway(site_cfg, self.d,
                           self.d / "simclock")
+        self._start_beidou()
         self.nodes = []
         self.by_id = {}
         try:
@@ -610,6 +682,12 @@ class Rig:
             self.broker.stop()
             for _spec, g in self.gauges:
                 g.close()
+            if self.bd is not None:
+                self.bd.stop()
+                (self.d / "beidou-terminal.log").write_text("".join(
+                    "%s %s\n" % (_hms(t - self.epoch), w) for t, w in self.bd.log))
+                os.close(self.bd_master)
+                os.close(self.bd_slave)
             self.clock.close()
             os.close(gw_slave)
             os.close(self.gw_master)
@@ -631,6 +709,7 @@ class Rig:
                 return False
             t, _, kind, args = heapq.heappop(self.events)
             if t > self.clock.t:
+                self._bd_pace(t)
                 if t >= self.next_progress:
                     self.next_progress = (t // PROGRESS_S + 1) * PROGRESS_S
                     self.out("  t=%s  %d readings taken, %d at the subscriber, %d alarms"
@@ -707,7 +786,7 @@ class Rig:
         self.notes.append("nodes still had logged frames after %d s of drain: %s" % (
             self.sc.drain_s, ", ".join("%d:%d" % (n.id, n.depth) for n in self.nodes)))
 
-    def _settle(self, timeout=30.0):
+    def _settle(self, timeout=75.0):
         """Wall time for the gateway to publish what it stored."""
         deadline = time.time() + timeout
         want = sum(1 for s in self.sent if s.packed)
@@ -720,7 +799,10 @@ class Rig:
                 last, stable_since = got, time.time()
             if got[0] >= want and time.time() - stable_since > 0.5:
                 return
-            if time.time() - stable_since > 2.5:
+            # a broker that came back lately: the gateway's reconnect back-off runs on wall time
+            patience = 2.5 if self.broker_restart_wall is None else max(
+                2.5, self.broker_restart_wall + BACKOFF_MAX_WALL_S - time.time())
+            if time.time() - stable_since > patience:
                 return
             time.sleep(0.05)
 
@@ -728,3 +810,26 @@ class Rig:
 def _hms(t):
     t = int(t)
     return "%dd%02d:%02d:%02d" % (t // 86400, t // 3600 % 24, t // 60 % 60, t % 60)
+
+
+def _zone_lines(zones):
+    """[[zones]] of a scenario as site.toml lines (values written back as TOML)."""
+    out = []
+    for z in zones:
+        out.append("[[zones]]")
+        for k, v in z.items():
+            out.append("%s = %s" % (k, _toml(v)))
+        out.append("")
+    return out
+
+
+def _toml(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"%s"' % v
+    if isinstance(v, list):
+        return "[%s]" % ", ".join(_toml(x) for x in v)
+    if isinstance(v, dict):
+        return "{ %s }" % ", ".join("%s = %s" % (k, _toml(x)) for k, x in v.items())
+    return repr(v)

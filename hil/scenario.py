@@ -173,6 +173,9 @@ class Scenario:
                 if any(k + s in a for s, _ in _UNITS):
                     b[k] = secs(a, k, where)
             self.actions.append(b)
+        # [[zones]] go to the gateway's site.toml as they are (gateway/config_zones.py checks them)
+        self.zones = doc.get("zones", [])
+        self.beidou = doc.get("beidou")       # a simulated BeiDou terminal (hil/bdterminal.py)
         g = doc.get("gateway", {})
         self.gateway = {"max_readings": g.get("max_readings", 5000),
                         "max_age_s": g.get("max_age_s", 0.2), "inflight": g.get("inflight", 8)}

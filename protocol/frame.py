@@ -35,19 +35,22 @@ HELLO = const(4)
 CONFIG_ACK = const(5)
 ACK = const(8)
 CONFIG = const(9)
+ZONE = const(10)
 
 UPLINK_TYPES = (READINGS, ALARM, STATUS, HELLO, CONFIG_ACK)
-DOWNLINK_TYPES = (ACK, CONFIG)
+DOWNLINK_TYPES = (ACK, CONFIG, ZONE)
 TYPE_NAMES = {READINGS: "readings", ALARM: "alarm", STATUS: "status", HELLO: "hello",
-              CONFIG_ACK: "config_ack", ACK: "ack", CONFIG: "config"}
+              CONFIG_ACK: "config_ack", ACK: "ack", CONFIG: "config", ZONE: "zone"}
 
 # flags, uplink
 F_CLOCK_SYNCED = const(0x01)  # time field is Unix seconds (else seconds since the node booted)
 F_TIME_APPROX = const(0x02)   # some reading times in this frame were rebased after a clock loss
 F_ALARM_ACTIVE = const(0x04)  # the node's warning level is above normal
 F_EMERGENCY = const(0x08)     # the node is in emergency (intensified) mode
+F_ZONE = const(0x10)          # the node sounds its siren for a zone warning (SPEC 3.5)
 # flags, downlink
 F_PENDING = const(0x01)       # more downlink frames wait for this node: keep listening
+F_CONGESTED = const(0x02)     # ACK: the channel is busy: aggregate routine reports (SPEC 6.5)
 
 HEADER_FIXED = const(12)
 MIN_FRAME = HEADER_FIXED + 1 + MIC_LEN

@@ -128,6 +128,17 @@ class NodeLink:
         if len(self._recent) > 8:
             self._recent.pop(0)
 
+    def defer(self, now, urgent=False):
+        """Listen before talk heard the channel busy: try again after a random pause,
+        short for an alarm (0.3 x urgent_base_s) and long for a routine frame (0.5 x
+        retry_base_s), so alarms win the channel. (No new attribute names: each costs the
+        node's heap a qstr, see tests/firmware/test_node_32bit.py.)"""
+        d = (self.urgent_base_s * 0.3 if urgent else self.retry_base_s * 0.5) * (0.5 + self.rand())
+        if urgent:
+            self.next_urgent = now + d
+        else:
+            self.next_routine = now + d
+
     def deadline(self):
         """Next time `poll` must run, or None while idle with nothing timed."""
         if self.state == WAIT_ACK:

@@ -78,6 +78,9 @@ def build_parser():
     d.add_argument("--rx-time", type=int, metavar="UNIX_S",
                    help="when the frame was received (for absolute reading times)")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--beidou", action="store_true",
+                   help="HEX is a BeiDou alarm message (or a whole $BDTXR sentence)")
+    d.add_argument("--beidou-key", metavar="FILE", help="check its MIC with the gateway's BeiDou key")
 
     m = sub.add_parser("monitor", help="live view of a site's data, alarms and status")
     m.add_argument("--broker", required=True, help="mqtt://host:port (mqtts:// for TLS)")

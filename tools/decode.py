@@ -42,7 +42,8 @@ CONFIG_ACK_NAMES = {messages.K_VERSION: "version", messages.K_RESULT: "result",
 RESULT_NAMES = {messages.RESULT_OK: "ok", messages.RESULT_REJECTED: "rejected",
                 messages.RESULT_STALE: "stale"}
 FLAG_NAMES_UP = ((fr.F_CLOCK_SYNCED, "clock_synced"), (fr.F_TIME_APPROX, "time_approx"),
-                 (fr.F_ALARM_ACTIVE, "alarm_active"), (fr.F_EMERGENCY, "emergency"))
+                 (fr.F_ALARM_ACTIVE, "alarm_active"), (fr.F_EMERGENCY, "emergency"),
+                 (fr.F_ZONE, "zone"))
 BATCH_COUNTERS = {1: "readings_thinned", 2: "readings_dropped", 3: "frames_rejected",
                   4: "frames_duplicate", 5: "alarms_dropped"}
 NODE_STATUS_NAMES = {1: "node", 2: "t", 3: "battery_mv", 4: "supply_mv", 5: "temp_decic",
@@ -96,7 +97,8 @@ class _Unchecked:
 
 def _flags(mtype, flags):
     if mtype in fr.DOWNLINK_TYPES:
-        return ["pending"] if flags & fr.F_PENDING else []
+        return [name for bit, name in ((fr.F_PENDING, "pending"), (fr.F_CONGESTED, "congested"))
+                if flags & bit]
     return [name for bit, name in FLAG_NAMES_UP if flags & bit]
 
 
@@ -161,6 +163,12 @@ def _payload(f, rx_time):
     if t == fr.CONFIG:
         re, m = messages.decode_config(f.payload)
         return {"config": {"re": re, "map": {str(k): v for k, v in m.items()}}}
+    if t == fr.ZONE:
+        p = f.payload
+        if len(p) != 6 or p[4] > 4:
+            raise messages.PayloadError("ZONE payload must be re u32, level 0..4, zone (6 bytes)")
+        return {"zone": {"re": int.from_bytes(p[:4], "big"), "level": level_name(p[4]),
+                         "zone": p[5]}}
     return {}
 
 
@@ -234,7 +242,7 @@ def frame_text(d):
                      % (a["event"].upper() if isinstance(a["event"], str) else a["event"],
                         a["level"].upper(), a["prev_level"], a["label"], a["rule"], a["kind"],
                         a["value"], a["threshold"], a["age_s"]))
-    for key in ("status", "hello", "config_ack", "ack", "config"):
+    for key in ("status", "hello", "config_ack", "ack", "config", "zone"):
         if key in d:
             lines.append("  " + ", ".join("%s=%s" % (k, v) for k, v in d[key].items()))
     if d.get("error"):
@@ -385,6 +393,9 @@ def _read_input(path):
 
 
 def run(args):
+    if getattr(args, "beidou", False):
+        from tools import bddecode
+        return bddecode.run(args)
     given = [x for x in (args.frame, args.capture, args.batch) if x is not None]
     if len(given) != 1:
         raise ToolError(BAD_INPUT, "give exactly one of: a frame as HEX, --capture FILE, "

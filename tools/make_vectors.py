@@ -2,6 +2,7 @@
 `python -m tools.make_vectors`). tests/protocol/test_vectors.py checks that the committed
 files equal what this produces, so an accidental change of the wire format fails CI."""
 import json
+import struct
 from pathlib import Path
 
 from protocol import cbor, channels, framing, gwmessages, messages, readings
@@ -83,6 +84,10 @@ def frames():
     cack = {messages.K_VERSION: 5, messages.K_RESULT: 0, messages.K_RE: 10}
     add("config_ack", fr.CONFIG_ACK, 101, 41, 1_780_003_712, messages.encode_map(cack),
         {"map": {str(k): v for k, v in cack.items()}}, fr.F_CLOCK_SYNCED)
+
+    add("zone_red", fr.ZONE, 101, 11, 1_780_003_713, struct.pack(">IBB", 41, 4, 2),
+        {"re": 41, "level": 4, "zone": 2},
+        note="zone 2 is at red: sound the siren (answers uplink seq 41; SPEC 3.5)")
 
     good = bytes.fromhex(vs[0]["frame"])
     bad = []

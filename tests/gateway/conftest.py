@@ -151,3 +151,16 @@ class Make:
 @pytest.fixture
 def mk():
     return Make
+
+
+@pytest.fixture
+def site_base():
+    """test_config.py's BASE site text and its key writer, for tests of further config
+    sections (tests/gateway is not a package, so it is loaded by path)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "gw_test_config", Path(__file__).resolve().parent / "test_config.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.BASE, mod.write_keys

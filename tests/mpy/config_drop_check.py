@@ -45,6 +45,8 @@ node.start(0)
 
 
 class Downlink:
+    mtype = 9               # protocol.frame.CONFIG: Node._on_config hands CONFIG and ZONE on
+
     def __init__(self, payload):
         self.payload = payload
 

@@ -65,6 +65,9 @@ def _payload(f):
     if t == fr.CONFIG:
         re, m = messages.decode_config(f.payload)
         return {"re": re, "map": m}
+    if t == fr.ZONE:
+        p = f.payload
+        return {"re": int.from_bytes(p[:4], "big"), "level": p[4], "zone": p[5]}
     return {"map": gwmessages.decode_map(f.payload)}
 
 

@@ -60,6 +60,9 @@ def test_independent_decoder_agrees_on_valid_frames():
             assert cbor2.loads(payload) == [{int(k): x for k, x in a.items()} for a in exp["payload"]["alarms"]]
         if exp["type"] in ("status", "hello", "config_ack"):
             assert cbor2.loads(payload) == {int(k): x for k, x in exp["payload"]["map"].items()}
+        if exp["type"] == "zone":
+            assert struct.unpack(">IBB", payload) == (exp["payload"]["re"], exp["payload"]["level"],
+                                                      exp["payload"]["zone"])
         if exp["type"] == "config":
             assert struct.unpack(">I", payload[:4])[0] == exp["payload"]["re"]
             m = cbor2.loads(payload[4:])
