@@ -230,7 +230,7 @@ class Daemon:
                 "%s=%s" % kv for kv in sorted(self.module_info.items())))
         keys = {n: r.keys.get(n) for n in r.keys.nodes()}
         self.ingest = RadioIngest(keys, downlink=self.queue, rssi_byte=rssi,
-                                  dl_seq_start=int(self.clock()) & 0x7FFFFFFF)
+                                  dl_seq_start=(int(self.clock()) & 0x7FFFFFFF) or 1)
         self.port = RadioPort(ser, self.ingest, self.store, self.clock, self.commit_exec)
         nodes = set(keys) | set(self.store.known_nodes())
         self.port.load_state(sorted(n for n in nodes if n in keys))

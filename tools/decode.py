@@ -142,17 +142,17 @@ def _payload(f, rx_time):
                         "age_s": a.get(messages.A_AGE, 0)})
         return {"alarms": out}
     if t == fr.STATUS:
-        m = _map_named(gwmessages.decode_map(f.payload), STATUS_NAMES)
+        m = _map_named(gwmessages.decode_status(f.payload), STATUS_NAMES)
         if isinstance(m.get("level"), int):
             m["level"] = level_name(m["level"])
         return {"status": m}
     if t == fr.HELLO:
-        m = _map_named(gwmessages.decode_map(f.payload), HELLO_NAMES)
+        m = _map_named(gwmessages.decode_hello(f.payload), HELLO_NAMES)
         if isinstance(m.get("channels"), list):
             m["channels"] = [chan_label(c) for c in m["channels"]]
         return {"hello": m}
     if t == fr.CONFIG_ACK:
-        m = _map_named(gwmessages.decode_map(f.payload), CONFIG_ACK_NAMES)
+        m = _map_named(gwmessages.decode_config_ack(f.payload), CONFIG_ACK_NAMES)
         m["result"] = RESULT_NAMES.get(m.get("result"), m.get("result"))
         return {"config_ack": m}
     if t == fr.ACK:
