@@ -166,7 +166,7 @@ def decode_alarms(data):
                         what, ev, prev, lv))
                 break
         else:
-            raise PayloadError("%s: event %d is not one of %r" % (what, ev, t[::6]))
+            raise PayloadError("%s: event %d is not defined (SPEC §3.1)" % (what, ev))
         if m.A_AGE not in a:
             a[m.A_AGE] = 0
     return arr

@@ -73,7 +73,7 @@ def test_cbor_vectors_agree_with_cbor2():
         assert cbor2.loads(bytes.fromhex(v["hex"])) == want
     for v in doc["invalid"]:
         if v["note"] in ("nesting too deep", "duplicate map key", "tag", "indefinite byte string",
-                         "trailing byte"):
+                         "trailing byte") or v["note"].startswith("subset:"):
             continue   # limits and subset rules of ours; cbor2 accepts these
         try:
             cbor2.loads(bytes.fromhex(v["hex"]))

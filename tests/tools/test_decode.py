@@ -169,3 +169,15 @@ def test_batch_not_cbor(tmp_path, capsys):
     f.write_bytes(cbor2.dumps([1, 2]))
     assert cli.main(["decode", "--batch", str(f)]) == errors.BAD_INPUT
     assert "not an uplink message" in capsys.readouterr().err
+
+
+def test_batch_that_breaks_the_cddl_names_the_path(tmp_path, capsys):
+    m = cbor2.loads(batcher.encode_batch("lushi", "gw1", 7, 1767225700, _rows(),
+                                         counters={1: 0, 2: 0, 3: 2, 4: 1, 5: 0}))
+    m[5][0][1][0][0] = 256          # channel 256
+    del m[7][4]                     # and a counter missing: the first failure is reported
+    f = tmp_path / "b.cbor"
+    f.write_bytes(cbor2.dumps(m))
+    assert cli.main(["decode", "--batch", str(f)]) == errors.BAD_INPUT
+    err = capsys.readouterr().err
+    assert "breaks the uplink schema" in err and "/5/0/1/0" in err
