@@ -4,8 +4,9 @@ what the checks need.
 
 Each reading is kept under its dedup key (node, seq, idx); a second copy with the same
 key is counted as a duplicate (allowed by I1), a second copy with different content
-is a *conflict* (never allowed). Every schema violation is kept as a text in
-`errors`."""
+is a *conflict* (never allowed). Every message is also checked against
+protocol/uplink.cddl (gateway/uplink_schema.py); every schema violation is kept as a
+text in `errors`."""
 import threading
 import time
 
@@ -13,6 +14,10 @@ import cbor2
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from gateway import uplink_schema      # the CDDL check only: the decoding below is our own
+
+_KINDS = {"data": "batch", "alarm": "alarm", "status": "status", "cmd-result": "cmd_result"}
 
 
 def _uint(x):
@@ -97,6 +102,12 @@ class Subscriber:
         except Exception as e:
             self._err("%s: not CBOR: %s" % (m.topic, e))
             return
+        kind = _KINDS.get(sub)
+        if kind is not None:
+            try:
+                uplink_schema.check(kind, m.payload)
+            except uplink_schema.SchemaError as e:
+                self._err("%s: breaks protocol/uplink.cddl: %s" % (m.topic, e))
         with self.lock:
             if sub == "data":
                 self._batch(doc, wall)
