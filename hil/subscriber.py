@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import uplink_schema      # the CDDL check only: the decoding below is our own
+from gateway import uplink_schema  # the CDDL check only: the decoding below is our own
 
 _KINDS = {"data": "batch", "alarm": "alarm", "status": "status", "cmd-result": "cmd_result"}
 
