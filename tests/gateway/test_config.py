@@ -468,3 +468,14 @@ def test_module_mode_pins_are_configurable(site):
     assert (cfg.radio.m0_gpio, cfg.radio.m1_gpio) == (5, 6)
     msg = one(site, BASE.replace("air_rate = 2400\n", "air_rate = 2400\nm0_gpio = \"GPIO5\"\n"), "radio.m0_gpio")
     assert "int" in msg or "integer" in msg
+
+
+def test_modbus_polls_are_whole_seconds(site):
+    # the uplink stamps readings in whole seconds (SPEC §9.2): 0.5 s or 1.5 s polls would
+    # give readings the same or uneven stamps, so the config refuses them
+    for bad, why in (("0.5", "1"), ("1.5", "whole number of seconds")):
+        msg = one(site, BASE.replace("device_id = 1", "device_id = 1\npoll_s = " + bad),
+                  "modbus.devices[0].poll_s")
+        assert why in msg, msg
+    cfg = load(site, BASE.replace("device_id = 1", "device_id = 1\npoll_s = 1"))
+    assert cfg.modbus.devices[0].poll_s == 1
