@@ -279,6 +279,10 @@ def contract_vectors():
     bad("readings_empty", "readings", b"")
     bad("readings_count_0", "readings", bytes([DISP]) + _uv(0, 5, 0))
 
+    ok("config_version_unix_time", "config", gwmessages.encode_config(40, {messages.C_VERSION: 1_780_000_000}),
+       [40, {"1": 1_780_000_000}], "any larger version, not only +1 (SPEC §9.5)")
+    bad("config_version_0", "config", gwmessages.encode_config(40, {messages.C_VERSION: 0}))
+    bad("config_version_missing", "config", gwmessages.encode_config(40, {messages.C_INTERVALS: {1: 60}}))
     ok("ack_no_range", "ack", _ack_payload(7, []), [7, 1_780_000_000, []],
        "the floor passed re: nothing to delete")
     ok("ack_32_ranges", "ack", _ack_payload(1000, [(0, 1)] * 32),
@@ -303,6 +307,31 @@ def contract_vectors():
     frame("downlink_back_0", fr.ACK, 101, 9, _ack_payload(8, [(0, 1)]))
     frame("node_0", fr.READINGS, 0, 1, rp, error="unknown_node")
     frame("node_65535", fr.READINGS, 65535, 1, rp, error="unknown_node")
+    # §7: the first failing check names the reason
+    seq0 = bytearray(bytes.fromhex(frames[0]["frame"]))
+    seq0[-1] ^= 1
+    frames.append({"name": "seq_0_and_bad_mic", "frame": bytes(seq0).hex(), "error": "mic",
+                   "note": "the MIC is checked before the header"})
+    v2 = bytearray(bytes.fromhex(frames[0]["frame"]))
+    v2[0] = 0x2F
+    frames.append({"name": "version_2_and_type_15", "frame": bytes(v2).hex(), "error": "version"})
+    frames.append({"name": "short_and_version_2", "frame": "21" + "00" * 19, "error": "short"})
+
+    # §5: the gateway stamps sample k at round(rx) - age + k*step, halves up; an age beyond
+    # the receive time is a payload reject
+    receive = []
+    for name, rx, blk in (("round_down", 1_780_000_000.49, readings.Block(DISP, 120, 60, [1, 2, 3])),
+                          ("round_half_up", 1_780_000_000.5, readings.Block(DISP, 0, 0, [7])),
+                          ("age_equals_rx", 100.0, readings.Block(DISP, 100, 0, [7])),
+                          ("age_beyond_rx", 100.0, readings.Block(DISP, 101, 0, [7]))):
+        f = fr.encode(s, fr.READINGS, 101, 5, 5, readings.encode([blk]), fr.F_CLOCK_SYNCED)
+        t = int(rx + 0.5)
+        v = {"name": name, "frame": f.hex(), "rx": rx}
+        if blk.age > t:
+            v["error"] = "payload"
+        else:
+            v["times"] = blk.times(t)
+        receive.append(v)
 
     big = fr.encode(s, fr.READINGS, 101, 1, 5, readings.encode(
         [readings.Block(DISP, 200, 1, list(range(1, 164)))]))
@@ -325,7 +354,50 @@ def contract_vectors():
     ]
     # two files: the MicroPython tier parses one at a time within its heap
     return {"payloads": pl}, {"key": KEY.hex(), "nodes": [101], "frames": frames,
-                              "streams": streams}
+                              "streams": streams, "receive": receive}
+
+
+def uplink_vectors():
+    """Uplink messages (SPEC §9, protocol/uplink.cddl): valid ones, and invalid ones with
+    the path of the part that fails (gateway/uplink_schema.py names the same path)."""
+    import cbor2
+
+    from gateway import batcher
+    from gateway.records import Alarm, NodeStatus
+    t = 1_780_000_000
+    rows = [(1, 101, 5, 0, WATER, t - 60, 1502, None, 0), (2, 101, 5, 1, WATER, t, 1503, None, 0),
+            (3, 101, 5, 2, RAIN, t, None, 0x0207, 1), (4, 9001, 3, 1024, DISP, t, -2**31, None, 2)]
+    counters = {1: 0, 2: 0, 3: 2, 4: 1, 5: 0}
+    good = batcher.encode_batch("lushi", "gw1", 7, t + 5, rows, [NodeStatus(101, t, 3300, None, -35)],
+                                counters)
+    valid = [("batch", good), ("batch", batcher.encode_batch("lushi", "gw1", 8, t, [], (), counters)),
+             ("alarm", batcher.encode_alarm("lushi", "gw1", Alarm(101, 6, 0, 1, 4, 0, DISP, 3, 5, 1500,
+                                                                   1800, t, t * 1000 + 250))),
+             ("status", batcher.encode_status("lushi", "gw1", 1, t, "0.1.0", {101: t})),
+             ("cmd_result", cbor2.dumps({0: 1, 1: "lushi", 2: "gw1", 3: "emergency", 4: None,
+                                         5: "queued", 9: t, 10: [101]}))]
+    out = [{"name": "valid_%s_%d" % (k, i), "kind": k, "hex": p.hex()} for i, (k, p) in enumerate(valid)]
+
+    def bad(name, edit, path, kind="batch", base=good):
+        m = cbor2.loads(base)
+        edit(m)
+        out.append({"name": name, "kind": kind, "hex": cbor2.dumps(m).hex(), "path": path})
+
+    bad("node_0", lambda m: m[5][0].__setitem__(0, 0), "/5/0")
+    bad("chan_256", lambda m: m[5][0][1][0].__setitem__(0, 256), "/5/0/1/0")
+    bad("counter_missing", lambda m: m[7].pop(4), "/7")
+    bad("counter_text_key", lambda m: m[7].__setitem__("x", 1), "/7")
+    bad("value_above_int32", lambda m: m[5][0][1][1][1][0][4].__setitem__(0, 2**31), "/5/0/1/1/1/0/4/0")
+    bad("fault_negative", lambda m: m[5][0][1][0][1][0][4].__setitem__(0, [-1]), "/5/0/1/0/1/0/4/0")
+    bad("two_values_step_0", lambda m: m[5][0][1][1][1][0].__setitem__(3, 0), "/5/0/1/1/1/0")
+    bad("one_value_step_60", lambda m: m[5][0][1][0][1][0].__setitem__(3, 60), "/5/0/1/0/1/0")
+    bad("node_twice", lambda m: m[5].append(m[5][0]), "/5/2/0")
+    bad("battery_negative", lambda m: m[6][0].__setitem__(3, -1), "/6/0")
+    bad("seq_0", lambda m: m.__setitem__(3, 0), "/")
+    bad("alarm_rule_kind_9", lambda m: m.__setitem__(10, 9), "/", "alarm", valid[2][1])
+    out.append({"name": "indefinite_length_map", "kind": "batch", "hex": "bf" + good[1:].hex() + "ff",
+                "path": "/"})
+    return {"messages": out}
 
 
 def _j(v):
@@ -348,6 +420,7 @@ def build():
         "cbor.json": {"valid": cv, "invalid": cbad},
         "contract_payloads.json": payloads,
         "contract_frames.json": cframes,
+        "uplink.json": uplink_vectors(),
     }
 
 

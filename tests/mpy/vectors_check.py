@@ -170,12 +170,17 @@ def _decode_payload(t, data):
     if t == "ack":
         re, gw, ranges = messages.decode_ack(data)
         return [re, gw, [[lo, hi] for lo, hi in ranges]]
+    if t == "config":
+        re, m = messages.decode_config(data)
+        return [re, m]
     return getattr(gwmessages, "decode_" + t)(data)
 
 
 def _expected(t, exp):
     if t == "alarm":
         return [_intkeys(a) for a in exp]
+    if t == "config":
+        return [exp[0], _intkeys(exp[1])]
     if isinstance(exp, dict) and t != "readings":
         return _intkeys(exp)
     return exp
