@@ -94,7 +94,8 @@ class _Reader:
             m = {}
             for _ in range(n):
                 k = self.item(depth + 1)
-                if isinstance(k, (list, dict)):
+                t = type(k)
+                if t is not int and t is not str:   # so true is never a duplicate of 1
                     raise CborError("map key must be an integer or a string")
                 if k in m:
                     raise CborError("duplicate map key %r" % (k,))

@@ -157,7 +157,8 @@ def cbor_vectors():
         ("1a0000ffff", "subset: 65535 in a four-byte head"),
         ("1b00000000ffffffff", "subset: 2^32-1 in an eight-byte head"),
         ("5801ff", "subset: length 1 in a one-byte head"), ("f7", "subset: undefined"),
-        ("f820", "subset: simple value 32"), ("a2616101616102", "subset: duplicate text key"))]
+        ("f820", "subset: simple value 32"), ("a2616101616102", "subset: duplicate text key"),
+        ("a201f5f502", "subset: map key true (beside key 1)"), ("a1f93c0001", "subset: float key"))]
     # the deepest nesting a receiver must take: eight arrays around a number
     out.append({"hex": ("81" * 8 + "00"), "json": [[[[[[[[0]]]]]]]]})
     return out, bad
