@@ -14,6 +14,7 @@ from gateway import batcher, uplink_schema
 from gateway.radio import RadioIngest
 from gateway.records import Alarm, NodeStatus, Reading
 from protocol import frame as fr
+from protocol import messages as msg
 from protocol import readings as rd
 from protocol.framing import wrap
 from protocol.mic import Hmac
@@ -151,3 +152,44 @@ def test_any_batch_the_gateway_builds_passes(readings, statuses, counters):
     rows = [(i, node, seq, idx, chan, t, v, f, flags)
             for i, (node, chan, seq, idx, t, (v, f), flags) in enumerate(readings)]
     uplink_schema.check("batch", batch(rows, statuses=statuses, counters=counters))
+
+
+EVENT_LEVELS = ([(1, 0, lv) for lv in range(1, 5)] + [(3, p, 0) for p in range(1, 5)]
+                + [(2, p, lv) for p in range(1, 5) for lv in range(1, 5) if p != lv])
+
+
+@st.composite
+def alarm_maps(draw):
+    ev, prev, lv = draw(st.sampled_from(EVENT_LEVELS))
+    a = {msg.A_EVENT: ev, msg.A_LEVEL: lv, msg.A_PREV: prev, msg.A_CHAN: draw(st.integers(0, 255)),
+         msg.A_RULE: draw(st.integers(0, 255)), msg.A_KIND: draw(st.integers(1, 5)),
+         msg.A_VALUE: draw(s32), msg.A_THRESHOLD: draw(s32)}
+    if draw(st.booleans()):
+        a[msg.A_AGE] = draw(st.integers(0, 10**6))
+    return a
+
+
+status_maps = st.fixed_dictionaries({}, optional={
+    msg.S_BATTERY_MV: st.integers(0, 65535), msg.S_SUPPLY_MV: st.integers(0, 65535),
+    msg.S_TEMP_DECIC: st.integers(-32768, 32767), msg.S_FREE_HEAP: st.integers(0, 2**32 - 1),
+    msg.S_RESET_CAUSE: st.integers(0, 255), msg.S_LOG_DEPTH: st.integers(0, 2**32 - 1),
+    msg.S_FW: st.text(min_size=1, max_size=8), msg.S_CONFIG_VERSION: st.integers(0, 2**32 - 1),
+    msg.S_LEVEL: st.integers(0, 4), msg.S_MODE: st.integers(0, 2)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(alarm_maps(), min_size=1, max_size=4), status_maps, st.integers(1, 2**32 - 2))
+def test_node_alarms_and_status_become_valid_uplink_messages(alarms, status, seq):
+    """What a node may send (SPEC §3), through the gateway's ingest, published: the alarm
+    messages and the batch with the node's status pass uplink.cddl."""
+    ing = RadioIngest({101: KEY})
+    ing.feed(wrap(fr.encode(Hmac(KEY), fr.ALARM, 101, seq, 5, msg.encode_alarms(alarms))), T)
+    ing.feed(wrap(fr.encode(Hmac(KEY), fr.STATUS, 101, seq + 1, 5, msg.encode_map(status))), T)
+    recs = ing.take_group().records
+    got = [r for r in recs if type(r) is Alarm]
+    assert len(got) == len(alarms)
+    for a in got:
+        uplink_schema.check("alarm", batcher.encode_alarm("site", "gw1", a))
+    sts = [r for r in recs if type(r) is NodeStatus]
+    assert len(sts) == 1
+    uplink_schema.check("batch", batch([], statuses=sts))
