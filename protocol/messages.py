@@ -191,6 +191,9 @@ def decode_config(data):
         raise PayloadError("bad CBOR: %s" % e)
     if not isinstance(m, dict):
         raise PayloadError("CONFIG body must be a CBOR map")
+    for k in m:
+        if type(k) is not int or k < 0:
+            raise PayloadError("CONFIG keys must be unsigned integers")
     v = m.get(C_VERSION)
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise PayloadError("CONFIG needs key 1 (config version), an integer >= 1")

@@ -283,6 +283,8 @@ def contract_vectors():
     ok("config_version_unix_time", "config", gwmessages.encode_config(40, {messages.C_VERSION: 1_780_000_000}),
        [40, {"1": 1_780_000_000}], "any larger version, not only +1 (SPEC §9.5)")
     bad("config_version_0", "config", gwmessages.encode_config(40, {messages.C_VERSION: 0}))
+    bad("config_text_key", "config", gwmessages.encode_config(40, {messages.C_VERSION: 5, "x": 1}))
+    bad("config_version_true", "config", gwmessages.encode_config(40, {messages.C_VERSION: True}))
     bad("config_version_missing", "config", gwmessages.encode_config(40, {messages.C_INTERVALS: {1: 60}}))
     ok("ack_no_range", "ack", _ack_payload(7, []), [7, 1_780_000_000, []],
        "the floor passed re: nothing to delete")
