@@ -177,6 +177,64 @@ def ours_uplink(frames):
     return total
 
 
+MODBUS_NODE = 9001
+MODBUS_POINTS = (("water_level", channels.chan_id(3)), ("temperature", channels.chan_id(7)))
+MODBUS_BATCHES_S = (1, 5, 10, 60)
+
+
+def modbus_polls(seconds, seed=1):
+    """[(t, [value per point])]: a radar level gauge with a temperature register, polled
+    every second (level in mm with a little noise and a slow rise, temperature in 0.1 °C)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(seconds):
+        level = 1500 + i // 90 + int(round(rng.gauss(0, 1.5)))
+        temp = 215 + (i // 600) % 3
+        out.append((T0 + i, [level, temp]))
+    return out
+
+
+def modbus_rows(polls, per_poll_seq):
+    """The gateway's reading rows for the polls: windowed keys as gateway/modbus.py gives
+    them (seq per WINDOW polls, idx = point * WINDOW + poll), or the former one seq per
+    poll (idx = point), which can only make single-reading runs."""
+    from gateway.modbus import WINDOW
+    rows = []
+    for k, (t, vals) in enumerate(polls):
+        seq, pos = (k + 1, 0) if per_poll_seq else (1 + k // WINDOW, k % WINDOW)
+        for i, v in enumerate(vals):
+            idx = i if per_poll_seq else i * WINDOW + pos
+            rows.append((len(rows), MODBUS_NODE, seq, idx, MODBUS_POINTS[i][1], t, v, None, 0))
+    return rows
+
+
+def modbus_uplink(batch_s, seconds=3600, seed=1):
+    """Uplink bytes per Modbus reading at 1 s polls, batches every batch_s: ours (runs),
+    ours with one seq per poll (before runs), ThingsBoard gateway JSON, all whole MQTT
+    PUBLISH packets."""
+    polls = modbus_polls(seconds, seed)
+    n = len(polls) * len(MODBUS_POINTS)
+    out = {}
+    for name, per_poll in (("runs", False), ("per_poll", True)):
+        rows = modbus_rows(polls, per_poll)
+        total = 0
+        for b, start in enumerate(range(0, len(rows), batch_s * len(MODBUS_POINTS)), 1):
+            part = rows[start:start + batch_s * len(MODBUS_POINTS)]
+            payload = encode_batch("lushi", "gw1", b, part[-1][5] + 1, part,
+                                   counters={1: 0, 2: 0, 3: 0, 4: 0, 5: 0})
+            total += mqtt_publish_len(TOPIC_OURS, len(payload), "application/cbor")
+        out[name] = total / n
+    tb = 0
+    for start in range(0, len(polls), batch_s):
+        msg = {"Gauge %d" % MODBUS_NODE: [
+            {"ts": t * 1000, "values": {name: units(chan, v)
+                                        for (name, chan), v in zip(MODBUS_POINTS, vals)}}
+            for t, vals in polls[start:start + batch_s]]}
+        tb += mqtt_publish_len(TOPIC_TB, len(json.dumps(msg, separators=(",", ":"))), None)
+    out["thingsboard"] = tb / n
+    return out
+
+
 def run(seed=1):
     trace = station_day(seed)
     reps = reports(trace)
@@ -214,6 +272,12 @@ def run(seed=1):
     fig["air_vs_senml"] = round(fig["air_bytes_per_reading"] / fig["air_senml_bytes_per_reading"], 4)
     fig["uplink_vs_thingsboard"] = round(fig["uplink_bytes_per_reading"] / fig["uplink_thingsboard_bytes_per_reading"], 4)
     fig["uplink_vs_json"] = round(fig["uplink_bytes_per_reading"] / fig["uplink_json_bytes_per_reading"], 4)
+    for b in MODBUS_BATCHES_S:
+        m = modbus_uplink(b, seed=seed)
+        fig["modbus_%ds_uplink_bytes_per_reading" % b] = round(m["runs"], 3)
+        fig["modbus_%ds_per_poll_seq_bytes_per_reading" % b] = round(m["per_poll"], 3)
+        fig["modbus_%ds_thingsboard_bytes_per_reading" % b] = round(m["thingsboard"], 3)
+        fig["modbus_%ds_vs_thingsboard" % b] = round(m["runs"] / m["thingsboard"], 4)
     return fig
 
 
@@ -237,6 +301,16 @@ def main(argv=()):
             ("uplink: ThingsBoard gateway JSON", f["uplink_thingsboard_bytes_per_reading"], f["uplink_vs_thingsboard"])]
     for name, v, ratio in rows:
         print("%-36s %10.2f %10s" % (name, v, "" if ratio is None else "%.3f" % ratio))
+    print()
+    print("Modbus device (%d points) polled every 1 s for an hour; uplink bytes per reading"
+          % len(MODBUS_POINTS))
+    print("%-10s %14s %16s %12s %10s" % ("batch", "ours (runs)", "seq per poll", "ThingsBoard",
+                                        "ours/TB"))
+    for b in MODBUS_BATCHES_S:
+        print("%-10s %14.2f %16.2f %12.2f %10.3f" % (
+            "%d s" % b, f["modbus_%ds_uplink_bytes_per_reading" % b],
+            f["modbus_%ds_per_poll_seq_bytes_per_reading" % b],
+            f["modbus_%ds_thingsboard_bytes_per_reading" % b], f["modbus_%ds_vs_thingsboard" % b]))
     print()
     print("typical 3-channel one-sample frame: %d bytes (%d on the UART); 10-minute report frame: %d bytes"
           % (f["frame_bytes_typical"], f["frame_wire_bytes_typical"], f["frame_bytes_report"]))

@@ -287,7 +287,8 @@ class Node:
         for chan, key in ((0x28, messages.S_BATTERY_MV), (0x30, messages.S_SUPPLY_MV),
                           (0x38, messages.S_TEMP_DECIC)):
             v = self._last_value(chan)
-            if v is not None:
+            lo = -0x8000 if key == messages.S_TEMP_DECIC else 0
+            if v is not None and lo <= v <= lo + 0xFFFF:    # SPEC §3.2 ranges
                 m[key] = v
         return self._fitting(m, _STATUS_SHED)
 

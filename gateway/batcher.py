@@ -36,7 +36,7 @@ def _runs(rows):
         seq, idx, t, f = r[2], r[3], r[5], r[8]
         v = r[6] if r[7] is None else [r[7]]
         if (run is not None and seq == last_seq and idx == last_idx + 1 and f == flags
-                and t >= last_t and (step is None or t - last_t == step)):
+                and t > last_t and (step is None or t - last_t == step)):
             if step is None:
                 step = t - last_t
                 run[3] = step

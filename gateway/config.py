@@ -828,7 +828,11 @@ def _modbus(c, doc, radio_ids):
         b = by_bus.get(bus)
         hi_id = 247 if b is None or b.type == "rtu" else 255
         device_id = c.value(t, "device_id", key, int, lo=1 if hi_id == 247 else 0, hi=hi_id)
-        poll_s = c.value(t, "poll_s", key, float, default=60.0, lo=0.05, hi=86400.0)
+        poll_s = c.value(t, "poll_s", key, float, default=60.0, lo=1.0, hi=86400.0)
+        if poll_s is not None and poll_s != int(poll_s):
+            # the uplink stamps readings in whole seconds and a run's step is whole (SPEC §9.2)
+            c.err(key + ".poll_s", "%r is not allowed; a whole number of seconds 1..86400 "
+                  "(readings are stamped in whole seconds)" % poll_s)
         timeout_s = c.value(t, "timeout_s", key, float, default=0.5, lo=0.01, hi=30.0)
         points = _points(c, t, key)
         point_chans = {p.chan: p.chan_name for p in points if p.chan is not None}

@@ -357,7 +357,7 @@ class Daemon:
         keys = {n: r.keys.get(n) for n in r.keys.nodes()}
         from gateway.chanload import ChannelLoad, ebyte_airtime
         self.ingest = RadioIngest(keys, downlink=self.queue, rssi_byte=rssi,
-                                  dl_seq_start=int(self.clock()) & 0x7FFFFFFF,
+                                  dl_seq_start=(int(self.clock()) & 0x7FFFFFFF) or 1,
                                   chanload=ChannelLoad(ebyte_airtime(r.air_rate)))
         self.port = RadioPort(ser, self.ingest, self.store, self.clock, self.commit_exec)
         nodes = set(keys) | set(self.store.known_nodes())

@@ -9,9 +9,10 @@ and drives the siren coil.
     bridge.set_external_level("radio", level)     # radio-node alarms may drive the siren too
 
 `sink(records)` is an async callable that gets one list per poll: the poll's
-gateway.records.Reading records (node = the device's virtual node, seq from
-`alloc_seq(node)` (sync or async; the store persists it), idx = point position)
-followed by the Alarm records the trip engine raised on them. It should commit the list
+gateway.records.Reading records (node = the device's virtual node; seq from
+`alloc_seq(node)` (sync or async; the store persists it), one per WINDOW polls; idx =
+point position * WINDOW + the poll's number in the window) followed by the Alarm records
+the trip engine raised on them (under a seq of their own). It should commit the list
 in one transaction. Device state changes (online/offline) go to `on_state(DeviceState)`
 if given, and are always logged once per change.
 
@@ -64,6 +65,12 @@ _READERS = {"holding": "read_holding_registers", "input": "read_input_registers"
             "coil": "read_coils", "discrete": "read_discrete_inputs"}
 _PRIO_COIL, _PRIO_POLL = 0, 1
 MAX_UNSENT = 10000                    # readings kept in memory while the sink fails
+# Polls of one device under one seq (a "window"): point i of poll k of the window gets idx
+# i * WINDOW + k, so a channel's consecutive polls have consecutive idx and the uplink
+# carries them as one run [seq, idx, t0, step, values] (SPEC §9.2), as a radio frame's
+# block does; and a 1 s poll costs one seq reservation (an fsync) per WINDOW polls, not one
+# each. A restart starts a new window under a new seq, so no key is ever reused.
+WINDOW = 1024
 
 
 class SystemClock:
@@ -117,6 +124,8 @@ class _Device:
         self.engine = _trip.TripEngine(rules) if rules else None
         self.next_due = 0.0           # fixed-rate schedule of regular polls
         self.attempt = 0              # retries used by the current poll
+        self.window_seq = None        # seq of the current window of polls, and the
+        self.window_pos = WINDOW      # number of polls already in it
 
 
 class _BusWorker:
@@ -320,6 +329,9 @@ class ModbusBridge:
     async def _poll(self, w, d, probe):
         cfg, st = d.cfg, d.stats
         st.polls += 1
+        # the poll's time stamp: when it started, to the nearest whole second (slots are
+        # on whole wall-clock seconds, so equal polls stamp exactly poll_s apart)
+        t_poll = int(self.clock.time() + 0.5)
         results = []                  # (point index, value, fault)
         try:
             for rd in d.plan:
@@ -355,7 +367,7 @@ class ModbusBridge:
         if st.online is not True:
             self._set_online(d, True, "answering")
         self._schedule_next(w, d)
-        await self._finish(self._emit_poll(d, sorted(results)))
+        await self._finish(self._emit_poll(d, sorted(results), t_poll))
         out = self.alarm_output
         if out is not None and cfg.name == out.device and self.coil_wanted:
             # a relay that lost power comes back with its coil off: assert it every poll
@@ -392,7 +404,17 @@ class ModbusBridge:
         d.next_due += step
         if d.next_due <= now:      # skip missed slots instead of bunching polls
             d.next_due += step * (int((now - d.next_due) / step) + 1)
+        d.next_due = self._on_second(d.next_due, step)
         w.push(d.next_due, _PRIO_POLL, self._poll_job(w, d))
+
+    def _on_second(self, due, step):
+        """`due` (monotonic) moved onto a whole wall-clock second when the poll interval is
+        whole seconds: the nudge is the drift between the two clocks since the last slot,
+        and readings stamped in whole seconds then stay exactly `step` apart."""
+        if step != int(step):
+            return due
+        wall = self.clock.time() + (due - self.clock.monotonic())
+        return due - (wall - round(wall))
 
     def _set_online(self, d, online, reason):
         st = d.stats
@@ -404,7 +426,7 @@ class ModbusBridge:
         else:
             log.info("event=modbus_online device=%s node=%d", d.cfg.name, d.cfg.node)
             # an offline device resumes its fixed-rate schedule from now
-            d.next_due = self.clock.monotonic()
+            d.next_due = self._on_second(self.clock.monotonic(), d.cfg.poll_s)
         if self.on_state is not None:
             self.on_state(DeviceState(d.cfg.name, d.cfg.node, online, int(self.clock.time()),
                                       reason))
@@ -427,16 +449,21 @@ class ModbusBridge:
             s = await s
         return s
 
-    async def _emit_poll(self, d, results):
+    async def _emit_poll(self, d, results, t_poll):
         cfg = d.cfg
         t_wall = int(self.clock.time())
         t_mono = int(self.clock.monotonic())
-        seq = await self._alloc(cfg.node)
+        if d.window_pos >= WINDOW:
+            d.window_seq = await self._alloc(cfg.node)
+            d.window_pos = 0
+        seq, k = d.window_seq, d.window_pos
+        d.window_pos += 1
         records = []
         events = []
         for i, value, fault in results:
             p = cfg.points[i]
-            records.append(Reading(cfg.node, seq, i, p.chan, t_wall, value, fault, 0))
+            records.append(Reading(cfg.node, seq, i * WINDOW + k, p.chan, t_poll, value, fault,
+                                   0))
         if d.engine is not None:
             for i, value, _fault in results:
                 if value is not None and abs(value) > _TRIP_VMAX:
@@ -449,7 +476,9 @@ class ModbusBridge:
                 events.extend(d.engine.tick(t_mono))
             except Exception:
                 log.exception("event=trip_engine_error device=%s", cfg.name)
-        records.extend(self._alarms(cfg, seq, events, t_wall, t_mono))
+        if events:                    # alarms have their own seq: (node, seq, index) keys
+            records.extend(self._alarms(cfg, await self._alloc(cfg.node), events, t_wall,
+                                        t_mono))
         await self._deliver(records)
         if events or self.coil_wanted is None:
             self._update_siren()

@@ -116,6 +116,7 @@ def _match_alarms(rig):
 
 def evaluate(rig):
     sc, sub = rig.sc, rig.sub
+    sub.check_schema()
     res = Result(sc.name)
     ex = sc.expect
     unknown, time_err, approx = _match_readings(rig, res)

@@ -42,7 +42,7 @@ from protocol.mic import Hmac
 GW_ANSWER_WALL_S = 10.0
 BACKOFF_MAX_WALL_S = 65.0     # the uplink's reconnect back-off cap (gateway/uplink.py) + margin
 GAUGE_UPDATE_S = 60.0         # simulated seconds between updates of a gauge's register
-GAUGE_POLL_S = 0.5           # the gateway polls gauges on wall time
+GAUGE_POLL_S = 1             # the gateway polls gauges on wall time (whole seconds, SPEC §9.2)
 GW_TURNAROUND_S = 0.02
 RX_GAP_S = 0.005
 PROGRESS_S = 6 * 3600

@@ -4,8 +4,9 @@ what the checks need.
 
 Each reading is kept under its dedup key (node, seq, idx); a second copy with the same
 key is counted as a duplicate (allowed by I1), a second copy with different content
-is a *conflict* (never allowed). Every schema violation is kept as a text in
-`errors`."""
+is a *conflict* (never allowed). Every message is also checked against
+protocol/uplink.cddl (gateway/uplink_schema.py); every schema violation is kept as a
+text in `errors`."""
 import threading
 import time
 
@@ -13,6 +14,10 @@ import cbor2
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from gateway import uplink_schema  # the CDDL check only: the decoding below is our own
+
+_KINDS = {"data": "batch", "alarm": "alarm", "status": "status", "cmd-result": "cmd_result"}
 
 
 def _uint(x):
@@ -51,6 +56,8 @@ class Subscriber:
         self.node_status = []
         self.cmd_results = []       # (wall, {3: verb, 4: id, 5: result, 6: node, ...})
         self.errors = []
+        self._unchecked = []        # (topic, kind, payload) for check_schema()
+        self._checked = set()
         self.log = []               # (wall, kind, key) in arrival order
         self.connected = threading.Event()
         p = Properties(PacketTypes.CONNECT)
@@ -84,6 +91,22 @@ class Subscriber:
         client.subscribe(self.base + "/#", qos=1)
         self.connected.set()
 
+    def check_schema(self):
+        """Check every message received so far against protocol/uplink.cddl (each
+        distinct payload once); violations go to `errors`. Run at the end: a check takes
+        ~0.5 ms per reading, too slow for paho's network thread during a backlog drain."""
+        with self.lock:
+            todo, self._unchecked = self._unchecked, []
+        for topic, kind, payload in todo:
+            if payload in self._checked:
+                continue
+            self._checked.add(payload)
+            try:
+                uplink_schema.check(kind, payload)
+            except uplink_schema.SchemaError as e:
+                with self.lock:
+                    self._err("%s: breaks protocol/uplink.cddl: %s" % (topic, e))
+
     def _err(self, text):
         if len(self.errors) < 50:
             self.errors.append(text)
@@ -98,6 +121,10 @@ class Subscriber:
         except Exception as e:
             self._err("%s: not CBOR: %s" % (m.topic, e))
             return
+        kind = _KINDS.get(sub)
+        if kind is not None:        # checked by check_schema(), off the network thread
+            with self.lock:
+                self._unchecked.append((m.topic, kind, bytes(m.payload)))
         with self.lock:
             if sub == "data":
                 self._batch(doc, wall)

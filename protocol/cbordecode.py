@@ -35,14 +35,19 @@ class _Reader:
         if info < 24:
             return info
         if info == 24:
-            return self.take(1)[0]
-        if info == 25:
-            return struct.unpack(">H", self.take(2))[0]
-        if info == 26:
-            return struct.unpack(">I", self.take(4))[0]
-        if info == 27:
-            return struct.unpack(">Q", self.take(8))[0]
-        raise CborError("indefinite length or reserved additional info %d" % info)
+            n = self.take(1)[0]
+        elif info == 25:
+            n = struct.unpack(">H", self.take(2))[0]
+        elif info == 26:
+            n = struct.unpack(">I", self.take(4))[0]
+        elif info == 27:
+            n = struct.unpack(">Q", self.take(8))[0]
+        else:
+            raise CborError("indefinite length or reserved additional info %d" % info)
+        # shortest heads only (SPEC §0): one value, one encoding
+        if n < (24 if info == 24 else 1 << (4 << (info - 24))):
+            raise CborError("integer or length not in its shortest form")
+        return n
 
     def item(self, depth):
         if depth > MAX_DEPTH:
@@ -89,7 +94,8 @@ class _Reader:
             m = {}
             for _ in range(n):
                 k = self.item(depth + 1)
-                if isinstance(k, (list, dict)):
+                t = type(k)
+                if t is not int and t is not str:   # so true is never a duplicate of 1
                     raise CborError("map key must be an integer or a string")
                 if k in m:
                     raise CborError("duplicate map key %r" % (k,))

@@ -10,7 +10,8 @@
     ..     n     payload (by message type)
     end-8  8     MIC = HMAC-SHA256(node key, every byte before it)[:8]
 
-Decoding checks, in order: length, version, type, node known, MIC, then header fields;
+Decoding checks, in order (SPEC §7): length, version, type, node known, MIC, then header
+fields;
 each failure raises FrameError with one of the REASON_* codes, which receivers count.
 A frame is never returned unless its MIC verified with the node's key.
 """
@@ -148,6 +149,7 @@ def decode(data, signer_for_node, allowed_types=None):
         back, pos = get_uvarint(data, HEADER_FIXED, body)
     except VarintError as e:
         raise FrameError(REASON_HEADER, str(e))
-    if back > seq:
-        raise FrameError(REASON_HEADER, "back %d exceeds seq %d" % (back, seq))
+    # seq 0 is never used; a downlink always carries back 0 (SPEC §2)
+    if not seq or back > seq or (back and mtype >= ACK):
+        raise FrameError(REASON_HEADER, "seq %d back %d" % (seq, back))
     return Frame(mtype, node, seq, time, bytes(data[pos:body]), flags, back, version, bytes(data))

@@ -12,7 +12,11 @@ the UART returned, in any pieces, and it returns good frames and reasons for bad
 from protocol.crc16 import crc16
 
 MAX_FRAME = 192          # frame bytes (header + payload + MIC), before CRC and COBS
-MAX_WIRE = MAX_FRAME + 2 + 2 + 2   # + CRC + COBS overhead (1 per 254) + two delimiters = 198 <= 200
+# a piece (the bytes between two 0x00) holds COBS(frame | CRC): one code byte more than
+# frame + CRC below 254 bytes, so at most MAX_FRAME + 3 = 195; on the line, with the two
+# delimiters, 197 <= 200 (SPEC §1)
+MAX_PIECE = MAX_FRAME + 3
+MAX_WIRE = MAX_PIECE + 2
 
 # reasons a run of bytes between two delimiters is not a frame
 BAD_CRC = "crc"
@@ -101,7 +105,8 @@ class Deframer:
 
     def __init__(self, max_frame=MAX_FRAME):
         self.max_frame = max_frame
-        self._buf = bytearray(max_frame + 2 + 2 + 1)  # frame + CRC + COBS overhead (< 254 B)
+        # too_long is judged on the piece as received, before COBS decoding (SPEC §1)
+        self._buf = bytearray(max_frame + 3)
         self._n = 0
         self._overflow = False
 
@@ -134,9 +139,7 @@ class Deframer:
             return BAD_COBS
         if len(body) < 3:
             return TOO_SHORT
-        n = len(body) - 2
-        if n > self.max_frame:
-            return TOO_LONG
+        n = len(body) - 2       # <= max_frame: COBS decoding drops at least the code byte
         if crc16(body, 0xFFFF, 0, n) != (body[n] << 8) | body[n + 1]:
             return BAD_CRC
         return bytes(body[:n])

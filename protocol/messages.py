@@ -155,7 +155,8 @@ MAX_ACK_RANGES = 32
 
 def decode_ack(data):
     """-> (re, gw_time, ranges) with ranges as (lo, hi) inclusive, highest first (the
-    wire format: protocol/gwmessages.encode_ack)."""
+    wire format: protocol/gwmessages.encode_ack). SPEC §6.2: 0..MAX_ACK_RANGES ranges,
+    none empty, none below seq 1."""
     if len(data) < 8:
         raise PayloadError("ACK payload shorter than 8 bytes")
     re, gw_time = struct.unpack_from(">II", data, 0)
@@ -168,8 +169,8 @@ def decode_ack(data):
             n, pos = get_uvarint(data, pos)
             hi = re - gap if prev_lo is None else prev_lo - 2 - gap
             lo = hi - n + 1
-            if n == 0 or lo < 0:
-                raise PayloadError("ACK range out of bounds")
+            if n == 0 or lo < 1:
+                raise PayloadError("ACK range empty or below seq 1")
             if len(ranges) == MAX_ACK_RANGES:
                 raise PayloadError("more than %d ACK ranges" % MAX_ACK_RANGES)
             ranges.append((lo, hi))
@@ -190,6 +191,9 @@ def decode_config(data):
         raise PayloadError("bad CBOR: %s" % e)
     if not isinstance(m, dict):
         raise PayloadError("CONFIG body must be a CBOR map")
+    for k in m:
+        if type(k) is not int or k < 0:
+            raise PayloadError("CONFIG keys must be unsigned integers")
     v = m.get(C_VERSION)
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise PayloadError("CONFIG needs key 1 (config version), an integer >= 1")

@@ -19,7 +19,6 @@ from protocol.varint import (
     get_uvarint,
     put_svarint,
     put_uvarint,
-    unzigzag,
 )
 
 MAX_COUNT = 1 << 15
@@ -78,7 +77,13 @@ def put_block(out, chan, age, step, n, values, fault=0, first=0):
     prev = 0
     for i in range(first, first + n):
         v = values[i]
-        put_svarint(out, v - prev)
+        d = v - prev
+        # deltas wrap modulo 2**32 (SPEC §4), so any run of 32-bit values encodes
+        if d > 0x7FFFFFFF:
+            d -= 0x100000000
+        elif d < -0x80000000:
+            d += 0x100000000
+        put_svarint(out, d)
         prev = v
     return out
 
@@ -108,10 +113,12 @@ def decode(data, pos=0, end=None):
         step = 0
         if n > 1:
             step, pos = get_uvarint(data, pos, end)
-            if step * (n - 1) > age:
-                raise VarintError("samples after the send time")
+            if not step or step * (n - 1) > age:
+                raise VarintError("step 0, or samples after the send time")
         if head & 1:
             fault, pos = get_uvarint(data, pos, end)
+            if fault > 0xFFFF:
+                raise VarintError("fault code above 0xFFFF")
             blocks.append(Block(chan, age, step, None, fault, n))
             continue
         if n > end - pos:
@@ -121,8 +128,10 @@ def decode(data, pos=0, end=None):
         for _ in range(n):
             d, pos = get_svarint(data, pos, end)
             v += d
-            if v < -0x80000000 or v > 0x7FFFFFFF:
-                raise VarintError("value out of 32-bit range")
+            if v > 0x7FFFFFFF:          # wraps modulo 2**32 (SPEC §4)
+                v -= 0x100000000
+            elif v < -0x80000000:
+                v += 0x100000000
             values.append(v)
         blocks.append(Block(chan, age, step, values))
     return blocks
@@ -140,7 +149,7 @@ def restamp(data, delta):
     if not end:
         raise VarintError("empty readings payload")
     out = bytearray()
-    pos = k = n = head = age = v = 0
+    pos = k = n = head = age = 0
     last = 1        # k: the block's number being read (0 head, 1 age, 2 step if n > 1,
     body = 2        # then the body from k == body); last: the block's last number
     while k or pos < end:
@@ -167,17 +176,14 @@ def restamp(data, delta):
                 raise VarintError("block count %d out of range" % n)
             body = 3 if n > 1 else 2
             last = body if head & 1 else body + n - 1
-            v = 0
         elif k == 1:
             age = z
             put_uvarint(out, age + delta)
         elif k < body:
-            if z * (n - 1) > age:
-                raise VarintError("samples after the send time")
-        else:
-            v += unzigzag(z)    # a fault code is one number too, never a value
-            if (v < -0x80000000 or v > 0x7FFFFFFF) and not head & 1:
-                raise VarintError("value out of 32-bit range")
+            if not z or z * (n - 1) > age:
+                raise VarintError("step 0, or samples after the send time")
+        elif head & 1 and z > 0xFFFF:
+            raise VarintError("fault code above 0xFFFF")
         k = 0 if k == last else k + 1
     return out
 

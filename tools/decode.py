@@ -2,7 +2,8 @@
 
     stationctl decode 1101006500000007...          one frame as hex
     stationctl decode --capture line.bin           bytes recorded from the serial line
-    stationctl decode --batch batch.cbor           an uplink batch, alarm or status (- = stdin)
+    stationctl decode --batch batch.cbor           an uplink batch, alarm or status (- = stdin),
+                                                   checked against protocol/uplink.cddl
     ... --registry keys.toml                       check each frame's MIC with the node's key
     ... --json                                     machine-readable, one JSON document
 
@@ -20,6 +21,7 @@ import sys
 import cbor2
 
 from firmware import faults
+from gateway import uplink_schema
 from protocol import channels, framing, gwmessages, levels, messages, readings
 from protocol import frame as fr
 from protocol.mic import MIC_LEN, Hmac
@@ -144,17 +146,17 @@ def _payload(f, rx_time):
                         "age_s": a.get(messages.A_AGE, 0)})
         return {"alarms": out}
     if t == fr.STATUS:
-        m = _map_named(gwmessages.decode_map(f.payload), STATUS_NAMES)
+        m = _map_named(gwmessages.decode_status(f.payload), STATUS_NAMES)
         if isinstance(m.get("level"), int):
             m["level"] = level_name(m["level"])
         return {"status": m}
     if t == fr.HELLO:
-        m = _map_named(gwmessages.decode_map(f.payload), HELLO_NAMES)
+        m = _map_named(gwmessages.decode_hello(f.payload), HELLO_NAMES)
         if isinstance(m.get("channels"), list):
             m["channels"] = [chan_label(c) for c in m["channels"]]
         return {"hello": m}
     if t == fr.CONFIG_ACK:
-        m = _map_named(gwmessages.decode_map(f.payload), CONFIG_ACK_NAMES)
+        m = _map_named(gwmessages.decode_config_ack(f.payload), CONFIG_ACK_NAMES)
         m["result"] = RESULT_NAMES.get(m.get("result"), m.get("result"))
         return {"config_ack": m}
     if t == fr.ACK:
@@ -407,6 +409,11 @@ def run(args):
         except ValueError as e:
             raise ToolError(BAD_INPUT, "%s: %s: give a message from <prefix>/<site>/<gw>/data, "
                             "/alarm or /status" % (args.batch, e)) from None
+        try:
+            uplink_schema.check(d["kind"], data)
+        except uplink_schema.SchemaError as e:
+            raise ToolError(BAD_INPUT, "%s: this %s breaks the uplink schema (protocol/uplink.cddl, "
+                            "SPEC §9) at %s: %s" % (args.batch, d["kind"], e.path, e)) from None
         print(json.dumps(d, indent=1) if args.json else "\n".join(uplink_text(d)))
         return 0
     keys = _keys(args.registry)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from protocol import cbor, channels, framing, gwmessages, messages, readings
 from protocol import frame as fr
+from protocol.crc16 import crc16
 from protocol.mic import Hmac
+from protocol.varint import put_uvarint
 
 OUT = Path(__file__).resolve().parent.parent / "protocol" / "vectors"
 KEY = bytes(range(1, 33))           # test key only: 0x01..0x20
@@ -154,8 +156,256 @@ def cbor_vectors():
         ("", "empty"), ("18", "truncated uint8"), ("5f4101ff", "indefinite byte string"),
         ("c1", "tag"), ("a20101" + "01" + "02", "duplicate map key"), ("62c328", "invalid UTF-8"),
         ("8301", "array shorter than declared"), ("0001", "trailing byte"),
-        ("81" * 20 + "00", "nesting too deep"), ("9bffffffffffffffff", "array length 2^64-1"))]
+        ("81" * 20 + "00", "nesting too deep"), ("9bffffffffffffffff", "array length 2^64-1"),
+        ("81" * 9 + "00", "subset: nesting 9 deep (depth limit 8, SPEC §0)"),
+        ("1817", "subset: 23 in a one-byte head"), ("1900ff", "subset: 255 in a two-byte head"),
+        ("1a0000ffff", "subset: 65535 in a four-byte head"),
+        ("1b00000000ffffffff", "subset: 2^32-1 in an eight-byte head"),
+        ("5801ff", "subset: length 1 in a one-byte head"), ("f7", "subset: undefined"),
+        ("f820", "subset: simple value 32"), ("a2616101616102", "subset: duplicate text key"),
+        ("a201f5f502", "subset: map key true (beside key 1)"), ("a1f93c0001", "subset: float key"))]
+    # the deepest nesting a receiver must take: eight arrays around a number
+    out.append({"hex": ("81" * 8 + "00"), "json": [[[[[[[[0]]]]]]]]})
     return out, bad
+
+
+def _alarm(event=1, level=3, prev=0, **kw):
+    """An alarm map; a keyword A_<NAME> given _DROP leaves that key out."""
+    a = {messages.A_EVENT: event, messages.A_LEVEL: level, messages.A_PREV: 0,
+         messages.A_CHAN: DISP, messages.A_RULE: 3, messages.A_KIND: 1, messages.A_VALUE: 1500,
+         messages.A_THRESHOLD: 1200, messages.A_AGE: 2}
+    a[messages.A_PREV] = prev
+    kw = dict(kw)
+    if prev is _DROP:
+        del a[messages.A_PREV]
+    for k, v in kw.items():
+        key = getattr(messages, "A_" + k.upper())
+        if v is _DROP:
+            del a[key]
+        else:
+            a[key] = v
+    return a
+
+
+_DROP = object()
+
+
+def _ack_payload(re, pairs):
+    """An ACK payload with the given raw (gap, len) pairs, right or wrong."""
+    out = bytearray(re.to_bytes(4, "big") + (1_780_000_000).to_bytes(4, "big"))
+    for g, n in pairs:
+        put_uvarint(out, g)
+        put_uvarint(out, n)
+    return bytes(out)
+
+
+def _uv(*ns):
+    out = bytearray()
+    for n in ns:
+        put_uvarint(out, n)
+    return bytes(out)
+
+
+def contract_vectors():
+    """One valid and one invalid vector (at least) per decision SPEC.md settles: payload
+    tables (§3), readings (§4), ACK ranges (§6.2), header rules (§2), sizes (§1)."""
+    s = Hmac(KEY)
+    pl = []
+
+    def ok(name, mtype, payload, expect, note=""):
+        pl.append({"name": name, "type": mtype, "hex": payload.hex(), "expect": expect, "note": note})
+
+    def bad(name, mtype, payload, note=""):
+        pl.append({"name": name, "type": mtype, "hex": payload.hex(), "error": "payload", "note": note})
+
+    def aj(alarms):
+        return [{str(k): v for k, v in a.items()} for a in alarms]
+
+    enc = cbor.dumps
+    for ev, lv, prev in ((1, 1, 0), (2, 2, 4), (3, 0, 1)):
+        a = _alarm(ev, lv, prev)
+        ok("alarm_event_%d_%d_to_%d" % (ev, prev, lv), "alarm", enc([a]), aj([a]))
+    a = _alarm(kind=5, value=-(2**31), threshold=2**31 - 1, age=_DROP)
+    want = dict(a)
+    want[messages.A_AGE] = 0
+    ok("alarm_kind_5_extremes_no_age", "alarm", enc([a]), aj([want]), "age absent means 0")
+    a = _alarm()
+    a[40] = "later field"
+    ok("alarm_unknown_key_ignored", "alarm", enc([a]), aj([a]))
+    for name, kw in (("kind_9", {"kind": 9}), ("kind_0", {"kind": 0}), ("value_float", {"value": 1.5}),
+                     ("value_text", {"value": "1500"}), ("value_above_int32", {"value": 2**31}),
+                     ("prev_missing", {"prev": _DROP}), ("kind_missing", {"kind": _DROP}),
+                     ("value_missing", {"value": _DROP}), ("threshold_missing", {"threshold": _DROP}),
+                     ("level_5", {"level": 5}), ("chan_256", {"chan": 256}), ("age_negative", {"age": -1}),
+                     ("trip_from_yellow", {"prev": 2}), ("event_4", {"event": 4})):
+        bad("alarm_" + name, "alarm", enc([_alarm(**kw)]))
+    bad("alarm_change_to_same_level", "alarm", enc([_alarm(2, 3, 3)]))
+    bad("alarm_clear_to_blue", "alarm", enc([_alarm(3, 1, 2)]))
+    a = _alarm()
+    a["x"] = 1
+    bad("alarm_text_key", "alarm", enc([a]), "keys are unsigned integers (SPEC §0)")
+    a = _alarm()
+    a[-1] = 1
+    bad("alarm_negative_key", "alarm", enc([a]))
+    bad("alarm_empty_array", "alarm", enc([]))
+    bad("alarm_non_shortest_head", "alarm", bytes.fromhex("81a9") + enc(_alarm())[1:].replace(
+        b"\x01\x01", b"\x01\x18\x01", 1), "event 1 written as 0x1801")
+
+    st = {messages.S_BATTERY_MV: 65535, messages.S_TEMP_DECIC: -32768, messages.S_FW: "x" * 32,
+          messages.S_LEVEL: 4, messages.S_MODE: 2, messages.S_FREE_HEAP: 2**32 - 1}
+    ok("status_extremes", "status", enc(st), {str(k): v for k, v in st.items()})
+    for name, m in (("battery_negative", {messages.S_BATTERY_MV: -1}),
+                    ("battery_65536", {messages.S_BATTERY_MV: 65536}),
+                    ("temp_float", {messages.S_TEMP_DECIC: 21.5}),
+                    ("fw_33_bytes", {messages.S_FW: "x" * 33}), ("fw_empty", {messages.S_FW: ""}),
+                    ("mode_3", {messages.S_MODE: 3}), ("level_5", {messages.S_LEVEL: 5}),
+                    ("heap_above_u32", {messages.S_FREE_HEAP: 2**32}),
+                    ("null_value", {messages.S_LOG_DEPTH: None}), ("bool_value", {messages.S_LOG_DEPTH: True})):
+        bad("status_" + name, "status", enc(m))
+    bad("status_not_a_map", "status", enc([1, 2]))
+    ok("status_empty_map", "status", enc({}), {})
+    h = {messages.H_CONFIG_VERSION: 4, messages.H_CHANNELS: [0, 255]}
+    ok("hello_minimal_no_versions", "hello", enc(h), {str(k): v for k, v in h.items()},
+       "every HELLO key optional; no key 7 means [1]")
+    bad("hello_versions_without_1", "hello", enc({messages.H_VERSIONS: [2]}))
+    bad("hello_channel_256", "hello", enc({messages.H_CHANNELS: [256]}))
+    ok("config_ack_stale_version_0", "config_ack", enc({1: 0, 2: 2}), {"1": 0, "2": 2})
+    bad("config_ack_result_missing", "config_ack", enc({1: 5}))
+    bad("config_ack_result_3", "config_ack", enc({1: 5, 2: 3}))
+
+    w = readings.Block(DISP, 10, 1, [2**31 - 1, -(2**31), 2**31 - 1])
+    ok("readings_wrapping_delta", "readings", readings.encode([w]), blocks_json([w]),
+       "deltas wrap modulo 2^32 (SPEC §4)")
+    f3 = readings.Block(WATER, 20, 10, None, fault=0x0207, count=3)
+    ok("readings_fault_run_three", "readings", readings.encode([f3, readings.Block(DISP, 0, 0, [5])]),
+       blocks_json([f3, readings.Block(DISP, 0, 0, [5])]), "the value after the fault run has idx 3")
+    bad("readings_step_0_two_samples", "readings", bytes([DISP]) + _uv(2 << 1, 10, 0, 0, 0))
+    bad("readings_fault_code_65536", "readings", bytes([DISP]) + _uv(1 << 1 | 1, 0, 0x10000))
+    bad("readings_after_send_time", "readings", bytes([DISP]) + _uv(3 << 1, 10, 6, 0, 0, 0))
+    bad("readings_empty", "readings", b"")
+    bad("readings_count_0", "readings", bytes([DISP]) + _uv(0, 5, 0))
+
+    ok("config_version_unix_time", "config", gwmessages.encode_config(40, {messages.C_VERSION: 1_780_000_000}),
+       [40, {"1": 1_780_000_000}], "any larger version, not only +1 (SPEC §9.5)")
+    bad("config_version_0", "config", gwmessages.encode_config(40, {messages.C_VERSION: 0}))
+    bad("config_text_key", "config", gwmessages.encode_config(40, {messages.C_VERSION: 5, "x": 1}))
+    bad("config_version_true", "config", gwmessages.encode_config(40, {messages.C_VERSION: True}))
+    bad("config_version_missing", "config", gwmessages.encode_config(40, {messages.C_INTERVALS: {1: 60}}))
+    ok("ack_no_range", "ack", _ack_payload(7, []), [7, 1_780_000_000, []],
+       "the floor passed re: nothing to delete")
+    ok("ack_32_ranges", "ack", _ack_payload(1000, [(0, 1)] * 32),
+       [1000, 1_780_000_000, [[1000 - 2 * i, 1000 - 2 * i] for i in range(32)]])
+    bad("ack_33_ranges", "ack", _ack_payload(1000, [(0, 1)] * 33))
+    bad("ack_len_0", "ack", _ack_payload(7, [(0, 0)]))
+    bad("ack_range_below_seq_1", "ack", _ack_payload(7, [(0, 8)]), "7..0 reaches seq 0")
+    bad("ack_short", "ack", bytes(7))
+
+    frames = []
+
+    def frame(name, mtype, node, seq, payload, back=0, error=None):
+        raw = bytearray(fr.encode(s, mtype, node, max(seq, 1), 5, payload, 0, max(back, 0)))
+        raw[4:8] = seq.to_bytes(4, "big")
+        raw[-8:] = s.mic(bytes(raw[:-8]))
+        frames.append({"name": name, "frame": bytes(raw).hex(), "error": error})
+
+    rp = readings.encode([readings.Block(RAIN, 0, 0, [1])])
+    frame("uplink_seq_0", fr.READINGS, 101, 0, rp, error="header")
+    frame("uplink_seq_1", fr.READINGS, 101, 1, rp)
+    frame("downlink_back_1", fr.ACK, 101, 9, _ack_payload(8, [(0, 1)]), back=1, error="header")
+    frame("downlink_back_0", fr.ACK, 101, 9, _ack_payload(8, [(0, 1)]))
+    frame("node_0", fr.READINGS, 0, 1, rp, error="unknown_node")
+    frame("node_65535", fr.READINGS, 65535, 1, rp, error="unknown_node")
+    # §7: the first failing check names the reason
+    seq0 = bytearray(bytes.fromhex(frames[0]["frame"]))
+    seq0[-1] ^= 1
+    frames.append({"name": "seq_0_and_bad_mic", "frame": bytes(seq0).hex(), "error": "mic",
+                   "note": "the MIC is checked before the header"})
+    v2 = bytearray(bytes.fromhex(frames[0]["frame"]))
+    v2[0] = 0x2F
+    frames.append({"name": "version_2_and_type_15", "frame": bytes(v2).hex(), "error": "version"})
+    frames.append({"name": "short_and_version_2", "frame": "21" + "00" * 19, "error": "short"})
+
+    # §5: the gateway stamps sample k at round(rx) - age + k*step, halves up; an age beyond
+    # the receive time is a payload reject
+    receive = []
+    for name, rx, blk in (("round_down", 1_780_000_000.49, readings.Block(DISP, 120, 60, [1, 2, 3])),
+                          ("round_half_up", 1_780_000_000.5, readings.Block(DISP, 0, 0, [7])),
+                          ("age_equals_rx", 100.0, readings.Block(DISP, 100, 0, [7])),
+                          ("age_beyond_rx", 100.0, readings.Block(DISP, 101, 0, [7]))):
+        f = fr.encode(s, fr.READINGS, 101, 5, 5, readings.encode([blk]), fr.F_CLOCK_SYNCED)
+        t = int(rx + 0.5)
+        v = {"name": name, "frame": f.hex(), "rx": rx}
+        if blk.age > t:
+            v["error"] = "payload"
+        else:
+            v["times"] = blk.times(t)
+        receive.append(v)
+
+    big = fr.encode(s, fr.READINGS, 101, 1, 5, readings.encode(
+        [readings.Block(DISP, 200, 1, list(range(1, 164)))]))
+    big = fr.encode(s, fr.READINGS, 101, 1, 5, readings.encode(
+        [readings.Block(DISP, 200, 1, list(range(1, 1 + 163 + fr.MAX_FRAME - len(big))))]))
+    assert len(big) == fr.MAX_FRAME
+    over = bytes(big) + b"\x01"
+    c = crc16(over)
+    over_wire = b"\x00" + bytes(framing.cobs_encode(over + bytes([c >> 8, c & 0xFF]))) + b"\x00"
+    streams = [
+        {"name": "largest_frame", "stream": framing.wrap(big).hex(), "items": [big.hex()],
+         "note": "192-byte frame: a 195-byte piece, 197 bytes on the line"},
+        {"name": "one_byte_more", "stream": (over_wire + framing.wrap(big)).hex(),
+         "items": ["too_long", big.hex()],
+         "note": "a 193-byte frame: its 196-byte piece is too_long before COBS decoding"},
+        {"name": "long_piece_bad_cobs", "stream": ("00" + "05" * 196 + "00"),
+         "items": ["too_long"], "note": "too_long is checked before COBS"},
+        {"name": "piece_195_bad_cobs", "stream": ("00" + "c8" + "01" * 194 + "00"),
+         "items": ["cobs"]},
+    ]
+    # two files: the MicroPython tier parses one at a time within its heap
+    return {"payloads": pl}, {"key": KEY.hex(), "nodes": [101], "frames": frames,
+                              "streams": streams, "receive": receive}
+
+
+def uplink_vectors():
+    """Uplink messages (SPEC §9, protocol/uplink.cddl): valid ones, and invalid ones with
+    the path of the part that fails (gateway/uplink_schema.py names the same path)."""
+    import cbor2
+
+    from gateway import batcher
+    from gateway.records import Alarm, NodeStatus
+    t = 1_780_000_000
+    rows = [(1, 101, 5, 0, WATER, t - 60, 1502, None, 0), (2, 101, 5, 1, WATER, t, 1503, None, 0),
+            (3, 101, 5, 2, RAIN, t, None, 0x0207, 1), (4, 9001, 3, 1024, DISP, t, -2**31, None, 2)]
+    counters = {1: 0, 2: 0, 3: 2, 4: 1, 5: 0}
+    good = batcher.encode_batch("lushi", "gw1", 7, t + 5, rows, [NodeStatus(101, t, 3300, None, -35)],
+                                counters)
+    valid = [("batch", good), ("batch", batcher.encode_batch("lushi", "gw1", 8, t, [], (), counters)),
+             ("alarm", batcher.encode_alarm("lushi", "gw1", Alarm(101, 6, 0, 1, 4, 0, DISP, 3, 5, 1500,
+                                                                   1800, t, t * 1000 + 250))),
+             ("status", batcher.encode_status("lushi", "gw1", 1, t, "0.1.0", {101: t})),
+             ("cmd_result", cbor2.dumps({0: 1, 1: "lushi", 2: "gw1", 3: "emergency", 4: None,
+                                         5: "queued", 9: t, 10: [101]}))]
+    out = [{"name": "valid_%s_%d" % (k, i), "kind": k, "hex": p.hex()} for i, (k, p) in enumerate(valid)]
+
+    def bad(name, edit, path, kind="batch", base=good):
+        m = cbor2.loads(base)
+        edit(m)
+        out.append({"name": name, "kind": kind, "hex": cbor2.dumps(m).hex(), "path": path})
+
+    bad("node_0", lambda m: m[5][0].__setitem__(0, 0), "/5/0")
+    bad("chan_256", lambda m: m[5][0][1][0].__setitem__(0, 256), "/5/0/1/0")
+    bad("counter_missing", lambda m: m[7].pop(4), "/7")
+    bad("counter_text_key", lambda m: m[7].__setitem__("x", 1), "/7")
+    bad("value_above_int32", lambda m: m[5][0][1][1][1][0][4].__setitem__(0, 2**31), "/5/0/1/1/1/0/4/0")
+    bad("fault_negative", lambda m: m[5][0][1][0][1][0][4].__setitem__(0, [-1]), "/5/0/1/0/1/0/4/0")
+    bad("two_values_step_0", lambda m: m[5][0][1][1][1][0].__setitem__(3, 0), "/5/0/1/1/1/0")
+    bad("one_value_step_60", lambda m: m[5][0][1][0][1][0].__setitem__(3, 60), "/5/0/1/0/1/0")
+    bad("node_twice", lambda m: m[5].append(m[5][0]), "/5/2/0")
+    bad("battery_negative", lambda m: m[6][0].__setitem__(3, -1), "/6/0")
+    bad("seq_0", lambda m: m.__setitem__(3, 0), "/")
+    bad("alarm_rule_kind_9", lambda m: m.__setitem__(10, 9), "/", "alarm", valid[2][1])
+    out.append({"name": "indefinite_length_map", "kind": "batch", "hex": "bf" + good[1:].hex() + "ff",
+                "path": "/"})
+    return {"messages": out}
 
 
 def _j(v):
@@ -171,10 +421,14 @@ def _j(v):
 def build():
     good, bad = frames()
     cv, cbad = cbor_vectors()
+    payloads, cframes = contract_vectors()
     return {
         "frames.json": {"key": KEY.hex(), "nodes": [101, 7], "valid": good, "invalid": bad},
         "framing.json": {"key": KEY.hex(), "streams": framing_vectors()},
         "cbor.json": {"valid": cv, "invalid": cbad},
+        "contract_payloads.json": payloads,
+        "contract_frames.json": cframes,
+        "uplink.json": uplink_vectors(),
     }
 
 

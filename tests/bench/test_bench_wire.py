@@ -21,3 +21,11 @@ def test_bench_wire_prints_table_then_json_and_meets_goals():
     assert fig["uplink_bytes_per_reading"] <= fig["uplink_thingsboard_bytes_per_reading"] / 4
     assert fig["frame_bytes_typical"] <= 40
     assert fig["storm_max_20min_mm"] >= 50     # the trace really has the documented storm
+    # Modbus at 1 s polls (#13): consecutive polls form runs, so a reading costs far less
+    # than with one seq per poll once a batch holds several polls
+    for b in (5, 10, 60):
+        assert fig["modbus_%ds_uplink_bytes_per_reading" % b] < \
+            fig["modbus_%ds_per_poll_seq_bytes_per_reading" % b] * 0.7
+        assert fig["modbus_%ds_uplink_bytes_per_reading" % b] < \
+            fig["modbus_%ds_thingsboard_bytes_per_reading" % b] / 2
+    assert fig["modbus_60s_uplink_bytes_per_reading"] <= 4

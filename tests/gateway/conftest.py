@@ -9,6 +9,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway import uplink_schema
 from gateway.batcher import decode_batch_readings
 from gateway.records import Alarm, FrameSeen, Reading
 from gateway.store import Store
@@ -16,6 +17,7 @@ from gateway.uplink import Uplink, UplinkSettings
 
 SITE, GW = "lushi", "gw1"
 RAIN = 1 << 3            # rain.0
+_KINDS = {"data": "batch", "alarm": "alarm", "status": "status", "cmd-result": "cmd_result"}
 LEVEL = 3 << 3           # water_level.0
 
 
@@ -81,6 +83,31 @@ class Subscriber:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def schema_errors(self, max_batches=24):
+        """The messages received, checked against protocol/uplink.cddl at the end of the
+        test (the check takes ~0.5 ms per reading: too slow for paho's network thread).
+        Every alarm, status and command result; of the data batches, every one when there
+        are at most `max_batches`, else that many spread evenly from first to last (a
+        backlog drain publishes hundreds; tests/gateway/test_uplink_schema.py checks
+        arbitrary batches)."""
+        msgs = [(t, p) for t, p, _, _ in self.snapshot() if _KINDS.get(t.rsplit("/", 1)[-1])]
+        data = [i for i, (t, _) in enumerate(msgs) if t.endswith("/data")]
+        if len(data) > max_batches:
+            keep = {data[round(k * (len(data) - 1) / (max_batches - 1))]
+                    for k in range(max_batches)}
+            msgs = [m for i, m in enumerate(msgs) if i in keep or not m[0].endswith("/data")]
+        out, seen = [], set()
+        for topic, payload in msgs:
+            kind = _KINDS[topic.rsplit("/", 1)[-1]]
+            if payload in seen:
+                continue
+            seen.add(payload)
+            try:
+                uplink_schema.check(kind, payload)
+            except uplink_schema.SchemaError as e:
+                out.append("%s: %s" % (topic, e))
+        return out
+
 
 @pytest.fixture
 def subscriber(broker):
@@ -93,6 +120,9 @@ def subscriber(broker):
     yield make
     for s in subs:
         s.close()
+    errors = [e for s in subs for e in s.schema_errors()]
+    assert not errors, "the gateway published messages that break protocol/uplink.cddl: %s" % (
+        errors[:3],)
 
 
 @pytest.fixture

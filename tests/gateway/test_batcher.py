@@ -80,3 +80,19 @@ def test_backlog_and_live_alternate_and_window_blocks_both():
     assert picks == [LIVE, BACKLOG, LIVE, BACKLOG, LIVE, BACKLOG]
     assert p.choose(100.0, 500, 0.0, True, room=0) == (None, None)
     assert p.choose(100.0, 0, None, True, room=1) == (BACKLOG, None)
+
+
+def test_modbus_polls_under_one_window_form_one_run_per_channel():
+    # keys as gateway/modbus.py gives them: seq per window, idx = point * WINDOW + poll
+    from gateway.modbus import WINDOW
+    rows = []
+    for k in range(5):
+        for i, (chan, v) in enumerate(((0x18, 1500 + k), (0x38, 215))):
+            rows.append((len(rows), 9001, 7, i * WINDOW + k, chan, 1_780_000_000 + k, v, None, 0))
+    m = cbor2.loads(encode_batch("s", "g", 1, 1_780_000_005, rows))
+    assert m[5] == [[9001, [[0x18, [[7, 0, 1_780_000_000, 1, [1500, 1501, 1502, 1503, 1504]]]],
+                            [0x38, [[7, WINDOW, 1_780_000_000, 1, [215] * 5]]]]]]
+    # two polls stamped in the same second stay apart (a run's step is at least 1 s)
+    rows[2] = rows[2][:5] + (1_780_000_000,) + rows[2][6:]
+    runs = cbor2.loads(encode_batch("s", "g", 1, 1_780_000_005, rows))[5][0][1][0][1]
+    assert [(r[1], r[3], len(r[4])) for r in runs] == [(0, 0, 1), (1, 2, 2), (3, 1, 2)]

@@ -510,3 +510,14 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
                 if "stationgw.service" in x and "Documentation" not in x]
     assert r.returncode == 0 or not problems, r.stdout + r.stderr
     assert not problems, problems
+
+
+def test_modbus_polls_are_whole_seconds(site):
+    # the uplink stamps readings in whole seconds (SPEC §9.2): 0.5 s or 1.5 s polls would
+    # give readings the same or uneven stamps, so the config refuses them
+    for bad, why in (("0.5", "1"), ("1.5", "whole number of seconds")):
+        msg = one(site, BASE.replace("device_id = 1", "device_id = 1\npoll_s = " + bad),
+                  "modbus.devices[0].poll_s")
+        assert why in msg, msg
+    cfg = load(site, BASE.replace("device_id = 1", "device_id = 1\npoll_s = 1"))
+    assert cfg.modbus.devices[0].poll_s == 1

@@ -27,6 +27,7 @@ def sub():
 
 def feed(sub, sub_topic, doc):
     sub._on_message(None, None, Msg(BASE + "/" + sub_topic, doc))
+    sub.check_schema()
 
 
 def test_runs_expand_to_readings_under_their_dedup_keys(sub):
@@ -80,3 +81,9 @@ def test_a_foreign_site_or_topic_is_an_error(sub):
     feed(sub, "data", doc)
     feed(sub, "weather", {0: 1})
     assert len(sub.errors) == 2
+
+
+def test_messages_are_checked_against_the_uplink_cddl(sub):
+    # decodable by the subscriber's own rules, but node 0 is outside uplink.cddl
+    feed(sub, "data", batch(1, [[0, [[0x10, [[7, 0, 1000, 0, [5]]]]]]]))
+    assert any("uplink.cddl" in e and "/5/0" in e for e in sub.errors), sub.errors

@@ -26,7 +26,7 @@ def rblocks():
     out = []
     for _ in range(random.randint(1, 3)):
         n = random.randint(1, 8)
-        step = random.randint(0, 120) if n > 1 else 0
+        step = random.randint(1, 120) if n > 1 else 0
         age = step * (n - 1) + random.randint(0, 5000)
         chan = random.choice((8, 16, 24, 25, 40))
         if random.random() < 0.2:

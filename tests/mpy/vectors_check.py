@@ -165,10 +165,78 @@ def check_cbor(doc, fails):
     return n
 
 
-def run(vectors_dir):
+def _decode_payload(t, data):
+    if t == "readings":
+        return _blocks_json(readings.decode(data))
+    if t == "alarm":
+        return gwmessages.decode_alarms(data)
+    if t == "ack":
+        re, gw, ranges = messages.decode_ack(data)
+        return [re, gw, [[lo, hi] for lo, hi in ranges]]
+    if t == "config":
+        re, m = messages.decode_config(data)
+        return [re, m]
+    return getattr(gwmessages, "decode_" + t)(data)
+
+
+def _expected(t, exp):
+    if t == "alarm":
+        return [_intkeys(a) for a in exp]
+    if t == "config":
+        return [exp[0], _intkeys(exp[1])]
+    if isinstance(exp, dict) and t != "readings":
+        return _intkeys(exp)
+    return exp
+
+
+def check_payloads(doc, fails):
+    """contract_payloads.json: a vector per payload decision of SPEC.md (§3, §4, §6.2).
+    One with "error" must raise a ValueError (PayloadError, VarintError, CborError);
+    one with "expect" must decode to it."""
+    n = 0
+    for v in doc["payloads"]:
+        n += 1
+        try:
+            got = _decode_payload(v["type"], _unhex(v["hex"]))
+        except ValueError as e:
+            if "error" not in v:
+                fails.append("%s: raised %r" % (v["name"], e))
+            continue
+        except Exception as e:
+            fails.append("%s: raised %r, not a ValueError" % (v["name"], e))
+            continue
+        if "error" in v:
+            fails.append("%s: accepted, expected a payload reject" % v["name"])
+        elif got != _expected(v["type"], v["expect"]):
+            fails.append("%s: %r != %r" % (v["name"], got, v["expect"]))
+    return n
+
+
+def check_contract_frames(doc, fails):
+    """contract_frames.json: header rules (§2) and the sizes of §1."""
+    n = 0
+    signer = Hmac(_unhex(doc["key"]))
+    known = doc["nodes"]
+    for v in doc["frames"]:
+        n += 1
+        try:
+            fr.decode(_unhex(v["frame"]), lambda node: signer if node in known else None)
+            if v["error"]:
+                fails.append("%s: accepted, expected %s" % (v["name"], v["error"]))
+        except fr.FrameError as e:
+            if e.reason != v["error"]:
+                fails.append("%s: reason %s, expected %s" % (v["name"], e.reason, v["error"]))
+    return n + check_framing(doc, fails)
+
+
+def run(vectors_dir, only=None):
     fails = []
     n = 0
-    for name, fn in (("frames.json", check_frames), ("framing.json", check_framing), ("cbor.json", check_cbor)):
+    for name, fn in (("frames.json", check_frames), ("framing.json", check_framing), ("cbor.json", check_cbor),
+                     ("contract_payloads.json", check_payloads),
+                     ("contract_frames.json", check_contract_frames)):
+        if only is not None and name != only:
+            continue
         with open(vectors_dir + "/" + name) as fh:
             doc = json.load(fh)
         n += fn(doc, fails)
@@ -179,7 +247,7 @@ def run(vectors_dir):
 if __name__ == "__main__":
     import sys
     d = sys.argv[1] if len(sys.argv) > 1 else "protocol/vectors"
-    n, fails = run(d)
+    n, fails = run(d, sys.argv[2] if len(sys.argv) > 2 else None)
     for f in fails:
         print("FAIL", f)
     print("VECTORS checked=%d failed=%d" % (n, len(fails)))

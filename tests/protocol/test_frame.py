@@ -28,7 +28,7 @@ chans = st.sampled_from([channels.chan_id(k, i) for k in channels.KINDS for i in
 @st.composite
 def blocks(draw):
     n = draw(st.integers(1, 12))
-    step = draw(st.integers(0, 600)) if n > 1 else 0
+    step = draw(st.integers(1, 600)) if n > 1 else 0
     age = draw(st.integers(step * (n - 1), step * (n - 1) + 100_000))
     chan = draw(chans)
     if draw(st.booleans()):
@@ -63,10 +63,12 @@ def old_encode(signer, mtype, node, seq, time, payload, flags, back):
     return bytes(out)
 
 
-@given(st.sampled_from(fr.UPLINK_TYPES + fr.DOWNLINK_TYPES), st.integers(0, 0xFFFF), u32, u32,
-       st.integers(0, 255), st.data())
+@given(st.sampled_from(fr.UPLINK_TYPES + fr.DOWNLINK_TYPES), st.integers(0, 0xFFFF),
+       st.integers(1, 2**32 - 1), u32, st.integers(0, 255), st.data())
 def test_encode_gives_the_bytes_of_its_first_form(mtype, node, seq, t, flags, data):
     back = min(seq, data.draw(st.sampled_from((0, 1, 127, 128, 16383, 16384, 2**28)) | u32))
+    if mtype in fr.DOWNLINK_TYPES:
+        back = 0        # SPEC §2: a downlink carries back 0
     v = bytearray()
     put_uvarint(v, back)
     room = fr.MAX_FRAME - fr.HEADER_FIXED - len(v) - MIC_LEN     # the largest payload
@@ -92,7 +94,8 @@ def test_ct_equal():
     assert not ct_equal(b"abc", b"ab")
 
 
-@given(st.lists(blocks(), min_size=1, max_size=4), u32, u32, st.integers(0, 255))
+@given(st.lists(blocks(), min_size=1, max_size=4), st.integers(1, 2**32 - 1), u32,
+       st.integers(0, 255))
 def test_readings_roundtrip(bs, seq, t, flags):
     payload = readings.encode(bs)
     if len(payload) + 21 + 5 > fr.MAX_FRAME:
@@ -104,11 +107,21 @@ def test_readings_roundtrip(bs, seq, t, flags):
     assert readings.decode(g.payload) == bs
 
 
-@given(st.lists(st.fixed_dictionaries({
-    messages.A_EVENT: st.integers(1, 3), messages.A_LEVEL: st.integers(0, 4),
-    messages.A_PREV: st.integers(0, 4), messages.A_CHAN: chans, messages.A_RULE: st.integers(0, 255),
-    messages.A_KIND: st.integers(1, 4), messages.A_VALUE: s32, messages.A_THRESHOLD: s32,
-    messages.A_AGE: st.integers(0, 10**6)}), min_size=1, max_size=4))
+# (event, prev, level) as SPEC §3.1 allows them: trip from 0, change between 1..4, clear to 0
+EVENT_LEVELS = ([(1, 0, lv) for lv in range(1, 5)] + [(3, p, 0) for p in range(1, 5)]
+                + [(2, p, lv) for p in range(1, 5) for lv in range(1, 5) if p != lv])
+
+
+@st.composite
+def alarm_map(draw):
+    ev, prev, lv = draw(st.sampled_from(EVENT_LEVELS))
+    return {messages.A_EVENT: ev, messages.A_LEVEL: lv, messages.A_PREV: prev,
+            messages.A_CHAN: draw(chans), messages.A_RULE: draw(st.integers(0, 255)),
+            messages.A_KIND: draw(st.integers(1, 5)), messages.A_VALUE: draw(s32),
+            messages.A_THRESHOLD: draw(s32), messages.A_AGE: draw(st.integers(0, 10**6))}
+
+
+@given(st.lists(alarm_map(), min_size=1, max_size=4))
 def test_alarm_roundtrip(alarms):
     f = fr.encode(SIGNER, fr.ALARM, 101, 9, 0, messages.encode_alarms(alarms))
     assert gwmessages.decode_alarms(fr.decode(f, lookup).payload) == alarms
@@ -117,24 +130,24 @@ def test_alarm_roundtrip(alarms):
 status_maps = st.fixed_dictionaries({}, optional={
     messages.S_BATTERY_MV: st.integers(0, 20000), messages.S_TEMP_DECIC: st.integers(-400, 850),
     messages.S_FREE_HEAP: u32, messages.S_RESET_CAUSE: st.integers(0, 6), messages.S_LOG_DEPTH: u32,
-    messages.S_FW: st.text(max_size=12), messages.S_CONFIG_VERSION: u32})
+    messages.S_FW: st.text(min_size=1, max_size=8), messages.S_CONFIG_VERSION: u32})
 
 
-@given(status_maps, st.sampled_from([fr.STATUS, fr.HELLO, fr.CONFIG_ACK]))
-def test_map_messages_roundtrip(m, mtype):
-    f = fr.encode(SIGNER, mtype, 101, 1, 2, messages.encode_map(m))
-    assert gwmessages.decode_map(fr.decode(f, lookup).payload) == m
+@given(status_maps)
+def test_status_roundtrip(m):
+    f = fr.encode(SIGNER, fr.STATUS, 101, 1, 2, messages.encode_map(m))
+    assert gwmessages.decode_status(fr.decode(f, lookup).payload) == m
 
 
 @st.composite
 def ack_ranges(draw):
-    re = draw(st.integers(0, 2**32 - 1))
+    re = draw(st.integers(1, 2**32 - 1))
     out = []
-    hi = re - draw(st.integers(0, 5))
-    for _ in range(draw(st.integers(0, 16))):
-        if hi < 0:
+    hi = re - draw(st.integers(0, min(5, re - 1)))
+    for _ in range(draw(st.integers(1, 16))):
+        if hi < 1:
             break
-        lo = max(0, hi - draw(st.integers(0, 2000)))
+        lo = max(1, hi - draw(st.integers(0, 2000)))
         out.append((lo, hi))
         hi = lo - 2 - draw(st.integers(0, 100))
     return re, out
@@ -170,7 +183,7 @@ def test_typical_three_channel_frame_is_small():
 
 
 def test_direction_is_enforced():
-    ack = fr.encode(SIGNER, fr.ACK, 101, 1, 0, gwmessages.encode_ack(1, 0, []))
+    ack = fr.encode(SIGNER, fr.ACK, 101, 1, 0, gwmessages.encode_ack(1, 0, [(1, 1)]))
     with pytest.raises(fr.FrameError) as e:
         fr.decode(ack, lookup, fr.UPLINK_TYPES)
     assert e.value.reason == fr.REASON_TYPE

@@ -64,16 +64,16 @@ def test_without_registry_mic_not_checked(registry, capsys):
 def test_alarm_status_hello_ack_frames(registry):
     _, keys = registry
     s = Hmac(keys[17])
-    alarm = messages.encode_alarms([{messages.A_EVENT: 1, messages.A_LEVEL: 4, messages.A_PREV: 2,
+    alarm = messages.encode_alarms([{messages.A_EVENT: 2, messages.A_LEVEL: 4, messages.A_PREV: 2,
                                      messages.A_CHAN: DISP, messages.A_RULE: 5, messages.A_KIND: 4,
                                      messages.A_VALUE: 1800, messages.A_THRESHOLD: 3600,
                                      messages.A_AGE: 3}])
     d = decode.describe_frame(fr.encode(s, fr.ALARM, 17, 9, 100, alarm), keys, "k")
     a = d["alarms"][0]
     assert (a["event"], a["level"], a["prev_level"], a["label"], a["kind"]) == (
-        "trip", "red", "yellow", "displacement.0", "invvel")
+        "level", "red", "yellow", "displacement.0", "invvel")
     text = "\n".join(decode.frame_text(d))
-    assert "TRIP RED (was yellow) on displacement.0" in text
+    assert "LEVEL RED (was yellow) on displacement.0" in text
     st = messages.encode_map({messages.S_BATTERY_MV: 3710, messages.S_FW: "0.1.0",
                               messages.S_LEVEL: 3})
     d = decode.describe_frame(fr.encode(s, fr.STATUS, 17, 10, 100, st), keys, "k")
@@ -169,3 +169,15 @@ def test_batch_not_cbor(tmp_path, capsys):
     f.write_bytes(cbor2.dumps([1, 2]))
     assert cli.main(["decode", "--batch", str(f)]) == errors.BAD_INPUT
     assert "not an uplink message" in capsys.readouterr().err
+
+
+def test_batch_that_breaks_the_cddl_names_the_path(tmp_path, capsys):
+    m = cbor2.loads(batcher.encode_batch("lushi", "gw1", 7, 1767225700, _rows(),
+                                         counters={1: 0, 2: 0, 3: 2, 4: 1, 5: 0}))
+    m[5][0][1][0][0] = 256          # channel 256
+    del m[7][4]                     # and a counter missing: the first failure is reported
+    f = tmp_path / "b.cbor"
+    f.write_bytes(cbor2.dumps(m))
+    assert cli.main(["decode", "--batch", str(f)]) == errors.BAD_INPUT
+    err = capsys.readouterr().err
+    assert "breaks the uplink schema" in err and "/5/0/1/0" in err
