@@ -31,6 +31,9 @@ def test_spec_shows_uplink_cddl_verbatim():
     blocks = re.findall(r"```cddl\n(.*?)```", spec, re.S)
     assert "".join(blocks) == (ROOT / "protocol" / "uplink.cddl").read_text(encoding="utf-8"), (
         "SPEC.md's cddl blocks, joined, must equal protocol/uplink.cddl: edit both")
+    command = re.findall(r"```cddl command\n(.*?)```", spec, re.S)
+    assert "".join(command) == (ROOT / "protocol" / "command.cddl").read_text(encoding="utf-8"), (
+        "SPEC.md's `cddl command` block (§9.5) must equal protocol/command.cddl: edit both")
 
 
 def batch(rows, **kw):
