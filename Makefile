@@ -3,12 +3,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker mp32 lint bench clean
+.PHONY: run test setup broker mp32 rp2emu lint bench clean
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker mp32
+setup: $(READY) broker mp32 rp2emu
 
 broker:
 	@sh tools/setup/ensure-mosquitto.sh
@@ -16,6 +16,10 @@ broker:
 # 32-bit MicroPython (WebAssembly port under Node) for tests/firmware/test_node_32bit.py
 mp32:
 	@sh tools/setup/ensure-mp32.sh
+
+# emulated Raspberry Pi Pico (npm rp2040js, pinned in tools/rp2/emu/) for tests/rp2 (#15)
+rp2emu: mp32
+	@sh tools/setup/ensure-rp2emu.sh
 
 # pytest exits 5 when it collected nothing: that is a failure, never a pass.
 test: setup

@@ -80,9 +80,9 @@ class Hal:
     def rtc(self):
         return self.machine.RTC()
 
-    def watchdog(self, timeout_ms):
+    def watchdog(self, timeout_ms, console=print):
         from firmware import halsetup
-        return halsetup.watchdog(self, timeout_ms)
+        return halsetup.watchdog(self, timeout_ms, console)
 
     def lightsleep(self, ms):
         self.machine.lightsleep(ms)

@@ -80,7 +80,7 @@ def run(hal, console=print, max_steps=None):
     from firmware import startup
     from firmware.app import Node
     cfg, sources, radio, siren, strobe = startup.wire(hal, console)
-    wdt = hal.watchdog(cfg.watchdog_ms)
+    wdt = hal.watchdog(cfg.watchdog_ms, console)
     clock = MonoClock(hal)
     seed = hal.ticks_us() ^ (cfg.node << 8)
     node = Node(hal, cfg, sources, radio, siren, strobe, wdt, rand=_rand(seed),
@@ -89,7 +89,7 @@ def run(hal, console=print, max_steps=None):
     del startup
     gc.collect()
     node.start(clock.now())
-    cap_ms = cfg.watchdog_ms // 2
+    cap_ms = hal.watchdog_ms // 2        # the timeout in force (halsetup.WDT_MAX_MS)
     clean = False
     steps = 0
     while max_steps is None or steps < max_steps:

@@ -1,0 +1,152 @@
+"""The technician's path on an emulated Raspberry Pi Pico running the stock MicroPython
+v1.28.0 rp2 image, end to end (select it with `pytest tests/rp2/test_pico_node.py`):
+
+  stationctl flash --board rp2040 --app-only   (mpremote over the USB pty)
+  stationctl provision 17 --profile <landslide, short intervals> --registry keys.toml
+  boot -> HELLO and READINGS over UART0 -> emulated Ebyte module -> rig medium -> stationgw
+  ADC input past the red rule -> siren GPIO high, ALARM at an MQTT subscriber
+  power cut at a random instruction while the node runs -> reboot, nothing acked lost
+  watchdog starved (Ctrl-C leaves the node in the REPL with its watchdog running) ->
+  chip reset, reset cause "watchdog" in the boot line, the log carries on
+
+The gateway, broker and subscriber are the real ones; the only fake is the radio (the
+module's serial side and the air, hil/pico_air.py). Time: the node runs on emulated
+time held to wall time, at about a third of real speed when busy."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import ROOT
+from hil.demo import GatewayProcess, write_site
+from hil.pico import EmulatedPico, unavailable
+from hil.pico_air import PicoAir
+from hil.subscriber import Subscriber
+from protocol import channels
+
+pytestmark = [pytest.mark.rp2, pytest.mark.broker]
+
+NODE = 17
+DISP = channels.chan_id(2)
+SIREN = 14
+# landslide profile with intervals short enough for a test; the red rule is a plain
+# threshold on the crack meter (300 mm of its 500 mm), so one ADC step trips it
+PROFILE = {
+    "channels": [{"id": "displacement.0", "driver": "drawwire", "cal": [[0.1, 0], [0.9, 50000]]},
+                 {"id": "rain.0", "driver": "rain", "mm_per_tip": 0.2},
+                 {"id": "battery.0", "driver": "battery"}],
+    "rules": [[1, DISP, 1, 4, 1, 30000, 1000, 1, 60]],
+    "intervals": {"sample_s": 2, "intensified_s": 1, "report_s": 6, "status_s": 3600},
+    "watchdog_s": 10,
+    "escape_pin": -1,
+}
+
+
+def stationctl(*args, timeout=600):
+    r = subprocess.run([sys.executable, "-m", "tools.cli"] + list(args), cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, "stationctl %s failed:\n%s\n%s" % (args[0], r.stdout[-2000:],
+                                                               r.stderr[-2000:])
+    return r.stdout + r.stderr
+
+
+def wait(pred, timeout, what, pico=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out after %.0f s waiting for %s%s" % (
+        timeout, what, "; the node's console ends:\n" + console(pico)[-2500:] if pico else ""))
+
+
+def console(pico):
+    return bytes(pico.usb_out).decode(errors="replace")
+
+
+def boot_lines(pico):
+    return re.findall(r"node %d boot (\d+): .*reset cause (\w+)" % NODE, console(pico))
+
+
+@pytest.fixture
+def site(tmp_path, broker):
+    why = unavailable()
+    if why:
+        pytest.skip("emulated Pico tier NOT RUN: " + why)
+    pico = EmulatedPico().start()
+    air = gw = sub = None
+    try:
+        pico.wait_event(lambda e: e.get("ev") == "usb", 30)
+        air = PicoAir(pico, NODE).start()
+        keys = {NODE: os.urandom(32)}
+        cfg = write_site(str(tmp_path), broker.port, air.gateway_port, keys,
+                         nodes=((NODE, "pico-crack", ("displacement.0", "rain.0", "battery.0")),))
+        sub = Subscriber(broker.port, "stations", "demo", "gw1").start()
+        gw = GatewayProcess(cfg, str(tmp_path)).start()
+        yield pico, air, gw, sub, tmp_path
+    finally:
+        if gw:
+            gw.close()
+        if sub:
+            sub.stop()
+        if air:
+            air.close()
+        pico.close()
+
+
+def test_technician_path_on_emulated_pico(site):
+    pico, air, gw, sub, d = site
+    port = pico.usb_port
+    # 1. the app onto the stock image, as a technician does it
+    stationctl("flash", "--port", port, "--board", "rp2040", "--app-only")
+    # 2. provision: key from the gateway's registry, the landslide profile, the Pico pin map
+    prof = d / "landslide-test.json"
+    prof.write_text(json.dumps(PROFILE))
+    pico.adc(0, mv=1650)            # crack meter at half its 3.3 V excitation: 250 mm
+    pico.adc(2, mv=600)             # battery through its 220k/33k divider: ~4.6 V
+    pico.watch(SIREN)
+    out = stationctl("provision", str(NODE), "--port", port, "--profile", str(prof),
+                     "--registry", str(d / "keys.toml"), "--board", "rp2040_pico",
+                     "--timeout", "150")
+    assert "boot" in out
+    # 3. it boots, says HELLO and reports through the radio to the real gateway
+    wait(lambda: len(sub.readings) >= 3, 120, "readings from node %d at the subscriber" % NODE, pico)
+    assert not sub.conflicts and not sub.errors
+    assert any(d_.get("ev") == "uart_first" for d_ in pico.events)
+    # 4. the crack opens: the red threshold trips, the siren sounds, the ALARM arrives
+    pico.adc(0, mv=2310)            # ratio 0.7: 375 mm
+    wait(lambda: pico.output(SIREN) == 1, 60, "the siren GPIO to go high", pico)
+    wait(lambda: sub.alarms, 60, "an ALARM at the subscriber", pico)
+    alarm = next(iter(sub.alarms.values()))
+    assert alarm[3] == NODE
+    # 5. power cut at a random instruction while the node runs; flash is kept
+    before = set(k for k in sub.readings if k[0] == NODE)
+    pico.cut(within=3_000_000)
+    pico.power_on()
+    wait(lambda: len([b for b in boot_lines(pico)]) >= 2, 90, "the boot line after the power cut", pico)
+    assert boot_lines(pico)[-1][1] == "power_on"
+    wait(lambda: len(sub.readings) > len(before) + 3, 120, "readings after the power cut", pico)
+    assert before <= set(sub.readings)          # nothing the gateway had is lost or changed
+    assert not sub.conflicts                    # no sequence number reused after the cut
+    # 6. starve the watchdog: Ctrl-C leaves the node in the REPL with its watchdog running
+    n_boots = len(boot_lines(pico))
+    m = pico.mark()
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.write(fd, b"\x03")
+        wait(lambda: any(e.get("ev") == "boot" for e in pico.events[m:]), 90,
+             "the watchdog reset", pico)
+        ev = pico.wait_event(lambda e: e.get("ev") == "boot", 1, start=m)
+    finally:
+        os.close(fd)
+    assert ev["cause"] == "watchdog"
+    wait(lambda: len(boot_lines(pico)) > n_boots, 90, "the boot line after the watchdog reset", pico)
+    assert boot_lines(pico)[-1][1] == "watchdog"
+    count = len(sub.readings)
+    wait(lambda: len(sub.readings) > count + 3, 120, "readings after the watchdog reset", pico)
+    assert not sub.conflicts and not sub.errors
