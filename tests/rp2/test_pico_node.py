@@ -20,8 +20,8 @@ import sys
 import time
 
 import pytest
-
 from harness import ROOT
+
 from hil.demo import GatewayProcess, write_site
 from hil.pico import EmulatedPico, unavailable
 from hil.pico_air import PicoAir
