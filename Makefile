@@ -3,12 +3,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker mp32 rp2emu lint bench clean
+.PHONY: run test setup broker mp32 rp2emu stubs lint bench clean
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker mp32 rp2emu
+setup: $(READY) broker mp32 rp2emu stubs
 
 broker:
 	@sh tools/setup/ensure-mosquitto.sh
@@ -20,6 +20,10 @@ mp32:
 # emulated Raspberry Pi Pico (npm rp2040js, pinned in tools/rp2/emu/) for tests/rp2 (#15)
 rp2emu: mp32
 	@sh tools/setup/ensure-rp2emu.sh
+
+# the esp32 and rp2 ports' API stubs for tools/stubcheck.py (tests/tools/test_stubcheck.py, #15)
+stubs: $(READY)
+	@sh tools/setup/ensure-stubs.sh
 
 # pytest exits 5 when it collected nothing: that is a failure, never a pass.
 test: setup

@@ -109,7 +109,8 @@ def wake_on_pin(hal, pin, level=0):
     e = hal._esp32_mod()
     if e is None or not hasattr(e, "wake_on_ext0"):
         return False
-    e.wake_on_ext0(pin=pin, level=e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
+    # positional, as documented (the port's stubs declare pin and level positional-only)
+    e.wake_on_ext0(pin, e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
     return True
 
 

@@ -17,15 +17,9 @@ firmware.main for tests). It must never brick a node in the field:
 The escape and the wiring (board file -> drivers, relays, radio) run once, so they
 live in firmware/startup.py, which is dropped once the node runs.
 """
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
-ESCAPE_S = const(3)
+ESCAPE_S = 3
 CRASH_FILE = "crash.json"
-CLEAN_RUN_S = const(3600)
+CLEAN_RUN_S = 3600
 
 
 # --- crash bookkeeping --------------------------------------------------------------
