@@ -68,7 +68,9 @@ class MonoClock:
         return self.ms / 1000.0
 
 
-def run(hal, console=print, max_steps=None):
+def run(hal, console=print, max_steps=None, probe=None):
+    """The node's loop. probe(node, before) is called around each step when given
+    (tools/rp2/node_steps.py measures steps on a board with it)."""
     import gc
 
     from firmware import startup
@@ -89,7 +91,11 @@ def run(hal, console=print, max_steps=None):
     while max_steps is None or steps < max_steps:
         steps += 1
         now = clock.now()
+        if probe:
+            probe(node, True)
         wake = node.step(now)
+        if probe:
+            probe(node, False)
         if not clean and now > CLEAN_RUN_S:
             clean = True
             if crash_count(hal):

@@ -30,6 +30,7 @@ from protocol import channels
 
 pytestmark = [pytest.mark.rp2, pytest.mark.broker]
 
+MPREMOTE = os.path.join(os.path.dirname(sys.executable), "mpremote")
 NODE = 17
 DISP = channels.chan_id(2)
 SIREN = 14
@@ -133,20 +134,54 @@ def test_technician_path_on_emulated_pico(site):
     wait(lambda: len(sub.readings) > len(before) + 3, 120, "readings after the power cut", pico)
     assert before <= set(sub.readings)          # nothing the gateway had is lost or changed
     assert not sub.conflicts                    # no sequence number reused after the cut
-    # 6. starve the watchdog: Ctrl-C leaves the node in the REPL with its watchdog running
+    # 6. Ctrl-C leaves the node in the REPL with its watchdog running; measure its steps
+    # with the node's own loop (tools/rp2/node_steps.py), then let the watchdog starve
     n_boots = len(boot_lines(pico))
-    m = pico.mark()
     fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
     try:
         os.write(fd, b"\x03")
-        wait(lambda: any(e.get("ev") == "boot" for e in pico.events[m:]), 90,
-             "the watchdog reset", pico)
-        ev = pico.wait_event(lambda e: e.get("ev") == "boot", 1, start=m)
     finally:
         os.close(fd)
+    wait(lambda: "interrupted: REPL" in console(pico), 30, "the node to stop on Ctrl-C", pico)
+    ops0, sent0 = pico.stats()["flash_ops"], len(air.uplink)
+    m = pico.mark()
+    r = subprocess.run([str(MPREMOTE), "connect", port, "run", str(ROOT / "tools/rp2/node_steps.py")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ops1, sent1 = pico.stats()["flash_ops"], len(air.uplink)
+    figures = step_figures(r.stdout, ops0, ops1, sent1 - sent0, pico.events)
+    (ROOT / "build").mkdir(exist_ok=True)
+    (ROOT / "build" / "rp2-node-figures.json").write_text(json.dumps(figures, indent=1))
+    print(json.dumps(figures))
+    assert figures["steps"] == 40 and figures["reports"] >= 1
+    ev = pico.wait_event(lambda e: e.get("ev") == "boot", 120, start=m)   # starved
     assert ev["cause"] == "watchdog"
     wait(lambda: len(boot_lines(pico)) > n_boots, 90, "the boot line after the watchdog reset", pico)
     assert boot_lines(pico)[-1][1] == "watchdog"
     count = len(sub.readings)
     wait(lambda: len(sub.readings) > count + 3, 120, "readings after the watchdog reset", pico)
     assert not sub.conflicts and not sub.errors
+
+
+def step_figures(out, ops0, ops1, uplinks, events):
+    """Figures from node_steps.py's lines and the emulator's counters."""
+    steps = [tuple(int(x) for x in ln.split()[1:]) for ln in out.splitlines()
+             if ln.startswith("step ")]
+    start = [int(x) for x in next(ln for ln in out.splitlines() if ln.startswith("start")).split()[1:]]
+    sampling = [us for us, _, _, sent in steps if not sent]
+    report = [us for us, _, _, sent in steps if sent]
+    firsts = [e["ns"] for e in events if e.get("ev") == "uart_first"]
+    calls = (ops1["erase"] - ops0["erase"]) + (ops1["program"] - ops0["program"])
+    return {
+        "steps": len(steps), "reports": len(report),
+        "heap_alloc_before_run_b": start[1], "heap_free_before_run_b": start[0],
+        "heap_peak_alloc_b": max(a for _, _, a, _ in steps),
+        "sampling_step_cycles_median": sorted(sampling)[len(sampling) // 2] * 125 if sampling else None,
+        "report_step_cycles_median": sorted(report)[len(report) // 2] * 125 if report else None,
+        "report_step_cycles_max": max(report) * 125 if report else None,
+        "flash_calls": calls, "flash_erase_bytes": ops1["erase_bytes"] - ops0["erase_bytes"],
+        "flash_program_bytes": ops1["program_bytes"] - ops0["program_bytes"],
+        "uplink_packets": uplinks,
+        "flash_calls_per_uplink": round(calls / uplinks, 1) if uplinks else None,
+        "boot_to_first_frame_ms": [round(ns / 1e6) for ns in firsts],
+    }
