@@ -26,25 +26,16 @@ from hil.demo import GatewayProcess, write_site
 from hil.pico import EmulatedPico, unavailable
 from hil.pico_air import PicoAir
 from hil.subscriber import Subscriber
-from protocol import channels
 
 pytestmark = [pytest.mark.rp2, pytest.mark.broker]
 
 MPREMOTE = os.path.join(os.path.dirname(sys.executable), "mpremote")
 NODE = 17
-DISP = channels.chan_id(2)
 SIREN = 14
-# landslide profile with intervals short enough for a test; the red rule is a plain
+# the landslide profile with intervals short enough for a test; its red rule is a plain
 # threshold on the crack meter (300 mm of its 500 mm), so one ADC step trips it
-PROFILE = {
-    "channels": [{"id": "displacement.0", "driver": "drawwire", "cal": [[0.1, 0], [0.9, 50000]]},
-                 {"id": "rain.0", "driver": "rain", "mm_per_tip": 0.2},
-                 {"id": "battery.0", "driver": "battery"}],
-    "rules": [[1, DISP, 1, 4, 1, 30000, 1000, 1, 60]],
-    "intervals": {"sample_s": 2, "intensified_s": 1, "report_s": 6, "status_s": 3600},
-    "watchdog_s": 10,
-    "escape_pin": -1,
-}
+PROFILE_FILE = ROOT / "tools" / "rp2" / "landslide-test.json"
+PROFILE = json.loads(PROFILE_FILE.read_text())
 
 
 def stationctl(*args, timeout=600):
@@ -153,8 +144,9 @@ def test_technician_path_on_emulated_pico(site):
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "rp2-node-figures.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures))
-    assert figures["steps"] == 40 and figures["reports"] >= 1
-    ev = pico.wait_event(lambda e: e.get("ev") == "boot", 120, start=m)   # starved
+    assert figures["steps"] == 16 and figures["reports"] >= 1
+    # starved: 8.4 s of emulated time, slow while the REPL idles on a busy machine
+    ev = pico.wait_event(lambda e: e.get("ev") == "boot", 300, start=m)
     assert ev["cause"] == "watchdog"
     wait(lambda: len(boot_lines(pico)) > n_boots, 90, "the boot line after the watchdog reset", pico)
     assert boot_lines(pico)[-1][1] == "watchdog"

@@ -9,7 +9,7 @@ import time
 from firmware import main
 from firmware.hal import Hal
 
-STEPS = 40
+STEPS = 16
 _t = [0, 0, 0]
 
 
