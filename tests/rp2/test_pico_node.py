@@ -145,6 +145,7 @@ def test_technician_path_on_emulated_pico(site):
     (ROOT / "build" / "rp2-node-figures.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps(figures))
     assert figures["steps"] == 16 and figures["reports"] >= 1
+    n_boots = len(boot_lines(pico))          # node_steps.py's run printed one too
     # starved: 8.4 s of emulated time, slow while the REPL idles on a busy machine
     ev = pico.wait_event(lambda e: e.get("ev") == "boot", 300, start=m)
     assert ev["cause"] == "watchdog"
