@@ -46,7 +46,7 @@ def main(argv=None):
             r = subprocess.run([MPREMOTE, "connect", port] + list(args), capture_output=True,
                                text=True, timeout=timeout)
             if r.returncode:
-                raise SystemExit("mpremote %s: %s" % (args[0], r.stderr[-1000:]))
+                raise SystemExit("mpremote %s: %s%s" % (args[0], r.stdout[-1500:], r.stderr[-1000:]))
             return r.stdout
 
         with tempfile.TemporaryDirectory() as d:
@@ -57,6 +57,7 @@ def main(argv=None):
             mp("mkdir", ":firmware/variants")
             mp("cp", str(ROOT / "firmware/variants/rp2040_pico.json"), ":firmware/variants/")
             mp("cp", c, ":config.json")
+            mp("cp", str(ROOT / "firmware/boot.py"), ":boot.py")   # as stationctl flash does
         t0 = time.monotonic()
         out = mp("run", str(ROOT / "tools/rp2/node_steps.py"))
         steps = [[int(x) for x in ln.split()[1:]] for ln in out.splitlines() if ln.startswith("step ")]
