@@ -75,6 +75,20 @@ def unload():
     drop("firmware.board")
 
 
+# The board file of a node without a valid config, by sys.platform: it must at least
+# name pins and ADC settings the chip has (the esp32 file's ADC attenuation does not
+# exist on rp2, and a Pico running on it crashed at every boot: tests/rp2).
+DEFAULT_BY_PLATFORM = (("rp2", "rp2040_pico"),)
+
+
+def default_name():
+    import sys
+    for platform, name in DEFAULT_BY_PLATFORM:
+        if sys.platform == platform:
+            return name
+    return "esp32_devkitc"
+
+
 def load(hal, name, directory=VARIANTS_DIR):
     """Board from <directory>/<name>.json through the hal's filesystem."""
     path = "%s/%s.json" % (directory, name)

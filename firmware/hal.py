@@ -33,7 +33,9 @@ class AdcChannel:
         self.ceiling_uv = ceiling_uv
         self._vref_100uv = vref_uv // 100
         if uv_method:
-            self.read_uv = adc.read_uv
+            # the port's calibrated reading replaces the method on this instance: no
+            # extra call per sample
+            self.read_uv = adc.read_uv  # type: ignore[method-assign]
 
     def read_uv(self):
         # 12-bit code times the reference in 100 uV steps stays a small int (< 2**30):
@@ -80,9 +82,9 @@ class Hal:
     def rtc(self):
         return self.machine.RTC()
 
-    def watchdog(self, timeout_ms):
+    def watchdog(self, timeout_ms, console=print):
         from firmware import halsetup
-        return halsetup.watchdog(self, timeout_ms)
+        return halsetup.watchdog(self, timeout_ms, console)
 
     def lightsleep(self, ms):
         self.machine.lightsleep(ms)
@@ -99,11 +101,13 @@ class Hal:
 
     def _esp32_mod(self):
         if self._esp32 is None:
-            try:
-                import esp32
-                self._esp32 = esp32
-            except ImportError:
-                return None
+            import sys
+            if sys.platform.startswith("esp32"):   # (tools/stubcheck reads this too)
+                try:
+                    import esp32
+                    self._esp32 = esp32
+                except ImportError:
+                    pass
         return self._esp32
 
     def wake_on_pin(self, pin, level=0):

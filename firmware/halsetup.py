@@ -71,9 +71,24 @@ def uart(hal, uart_id, baudrate, tx=None, rx=None, timeout_ms=0, rxbuf=512):
     return hal.machine.UART(uart_id, **kw)
 
 
-def watchdog(hal, timeout_ms):
+# The longest watchdog timeout a port's WDT accepts, by sys.platform. RP2040: a 24-bit
+# counter ticking twice per microsecond (erratum RP2040-E1), so machine.WDT raises
+# ValueError above 8388 ms; config.json allows watchdog_s 10..3600, which would make
+# every boot on a Pico crash (found on the rp2 port, tests/rp2/test_pico_node.py).
+WDT_MAX_MS = (("rp2", 8388),)
+
+
+def watchdog(hal, timeout_ms, console=print):
     """Once started a watchdog cannot be stopped on esp32/rp2: feed it from the main
-    loop's progress only, never from a timer."""
+    loop's progress only, never from a timer. A timeout longer than the port's limit
+    is cut to that limit; hal.watchdog_ms is the timeout in force (the main loop
+    never sleeps more than half of it)."""
+    import sys
+    for platform, limit in WDT_MAX_MS:
+        if sys.platform == platform and timeout_ms > limit:
+            console("watchdog: %d ms is more than %s allows: using %d ms" % (timeout_ms, platform, limit))
+            timeout_ms = limit
+    hal.watchdog_ms = timeout_ms
     return hal.machine.WDT(timeout=timeout_ms)
 
 
@@ -94,7 +109,8 @@ def wake_on_pin(hal, pin, level=0):
     e = hal._esp32_mod()
     if e is None or not hasattr(e, "wake_on_ext0"):
         return False
-    e.wake_on_ext0(pin=pin, level=e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
+    # positional, as documented (the port's stubs declare pin and level positional-only)
+    e.wake_on_ext0(pin, e.WAKEUP_ANY_HIGH if level else e.WAKEUP_ALL_LOW)
     return True
 
 

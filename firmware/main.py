@@ -17,15 +17,9 @@ firmware.main for tests). It must never brick a node in the field:
 The escape and the wiring (board file -> drivers, relays, radio) run once, so they
 live in firmware/startup.py, which is dropped once the node runs.
 """
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
-ESCAPE_S = const(3)
+ESCAPE_S = 3
 CRASH_FILE = "crash.json"
-CLEAN_RUN_S = const(3600)
+CLEAN_RUN_S = 3600
 
 
 # --- crash bookkeeping --------------------------------------------------------------
@@ -74,13 +68,15 @@ class MonoClock:
         return self.ms / 1000.0
 
 
-def run(hal, console=print, max_steps=None):
+def run(hal, console=print, max_steps=None, probe=None):
+    """The node's loop. probe(node, before) is called around each step when given
+    (tools/rp2/node_steps.py measures steps on a board with it)."""
     import gc
 
     from firmware import startup
     from firmware.app import Node
     cfg, sources, radio, siren, strobe = startup.wire(hal, console)
-    wdt = hal.watchdog(cfg.watchdog_ms)
+    wdt = hal.watchdog(cfg.watchdog_ms, console)
     clock = MonoClock(hal)
     seed = hal.ticks_us() ^ (cfg.node << 8)
     node = Node(hal, cfg, sources, radio, siren, strobe, wdt, rand=_rand(seed),
@@ -89,13 +85,17 @@ def run(hal, console=print, max_steps=None):
     del startup
     gc.collect()
     node.start(clock.now())
-    cap_ms = cfg.watchdog_ms // 2
+    cap_ms = hal.watchdog_ms // 2        # the timeout in force (halsetup.WDT_MAX_MS)
     clean = False
     steps = 0
     while max_steps is None or steps < max_steps:
         steps += 1
         now = clock.now()
+        if probe:
+            probe(node, True)
         wake = node.step(now)
+        if probe:
+            probe(node, False)
         if not clean and now > CLEAN_RUN_S:
             clean = True
             if crash_count(hal):

@@ -61,7 +61,7 @@ def run(hal=None, console=print, probe_radio=True, sources=None):
     board = None
     try:
         from firmware import board as board_mod
-        board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else "esp32_devkitc")
+        board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else board_mod.default_name())
         fails += _line(console, "board", "ok", board.name, board.mcu)
     except ValueError as e:
         fails += _line(console, "board", "fault", cfg.board, e)

@@ -126,7 +126,7 @@ def wire(hal, console=print):
     from firmware import board as board_mod
     from firmware import nodeconfig
     cfg = nodeconfig.load(hal, console)
-    board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else "esp32_devkitc")
+    board = board_mod.load(hal, cfg.board if cfg.board != "unknown" else board_mod.default_name())
     sources = build_sources(hal, board, cfg, console)
     radio = build_radio(hal, board, cfg, console) if cfg.key else None
     # the drivers and the radio have taken their settings: the running config keeps no

@@ -149,10 +149,17 @@ class BoardLink:
                             % self.port) from None
 
     # --- code ---------------------------------------------------------------------------
+    # importing the node's config checks takes seconds on a slow board (mpremote waits 10 s;
+    # an emulated Pico on a busy machine took longer)
+    EXEC_TIMEOUT_S = 60
+
     def exec(self, code):
         from mpremote.transport import TransportError, TransportExecError
         try:
-            return self.t.exec(code)
+            ret, err = self.t.exec_raw(code, timeout=self.EXEC_TIMEOUT_S)
+            if err:
+                raise TransportExecError(ret, err.decode())
+            return ret
         except TransportExecError as e:
             raise ToolError(BOARD_ERROR, "on the board: %s" % e.error_output.strip()) from None
         except TransportError as e:
