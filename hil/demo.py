@@ -282,8 +282,8 @@ class ModbusSim:
     """A pymodbus TCP server for one device in its own thread and event loop.
     `animate(t_demo, server)`, if given, is a coroutine run every 0.5 s to move values."""
 
-    def __init__(self, device_id=1, values=(0,) * 16, animate=None, speed=1.0):
-        self.port = free_port()
+    def __init__(self, device_id=1, values=(0,) * 16, animate=None, speed=1.0, port=None):
+        self.port = port or free_port()
         self.device_id = device_id
         self.values = list(values)
         self.animate = animate
@@ -348,8 +348,8 @@ async def river(t, sim):
     await sim.set(3, 4, [max(0, mm)])
 
 
-def Gauge(speed=1.0):
-    return ModbusSim(1, [0] * 4 + [1800] + [0] * 11, river, speed)
+def Gauge(speed=1.0, port=None):
+    return ModbusSim(1, [0] * 4 + [1800] + [0] * 11, river, speed, port)
 
 
 # ---------------------------------------------------------------------- the live view

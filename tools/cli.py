@@ -6,6 +6,7 @@
     stationctl selftest --port PORT [--json]
     stationctl decode HEX | --capture FILE | --batch FILE|- [--registry keys.toml] [--json]
     stationctl monitor --broker mqtt://HOST:PORT --site SITE [--count N] [--duration S]
+    stationctl standin --fs DIR [--radio]      a board without hardware (tools/standin.py)
 
 Every failure prints one message that says what is wrong and what to do, and exits
 with a code of its own (tools/errors.py): scripts can tell a busy port (4) from a key
@@ -78,6 +79,11 @@ def build_parser():
     d.add_argument("--rx-time", type=int, metavar="UNIX_S",
                    help="when the frame was received (for absolute reading times)")
     d.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("standin", help="a stand-in board on a pty (MicroPython unix port), "
+                        "optionally with a simulated radio: no hardware needed")
+    from tools import standin
+    standin.add_args(st)
 
     m = sub.add_parser("monitor", help="live view of a site's data, alarms and status")
     m.add_argument("--broker", required=True, help="mqtt://host:port (mqtts:// for TLS)")
