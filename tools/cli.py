@@ -64,6 +64,9 @@ def build_parser():
     pr.add_argument("--version", type=int, help="config version (default: the node's + 1)")
     pr.add_argument("--timeout", type=float, default=30.0,
                     help="seconds to wait for the node's hello after the reboot")
+    pr.add_argument("--site-config", metavar="SITE_TOML",
+                    help="the gateway's site.toml, checked to list the node (default: "
+                         "site.toml beside KEYS_TOML, if there)")
     pr.add_argument("--dry-run", action="store_true", help="print the config (key hidden)")
 
     s = sub.add_parser("selftest", help="run the node's self-test and print its table")

