@@ -48,7 +48,9 @@ from collections import namedtuple
 
 from pymodbus.exceptions import ConnectionException, ModbusException
 
+from gateway import alarmtext
 from gateway import modbus_decode as mdec
+from gateway.logevent import log_event
 from gateway.records import Alarm, Reading
 from protocol import channels
 from protocol import trip as _trip
@@ -368,10 +370,11 @@ class ModbusBridge:
         st.online = online
         if not online:
             st.went_offline += 1
-            log.warning("event=modbus_offline device=%s node=%d reason=%s", d.cfg.name,
-                        d.cfg.node, reason)
+            bus = next((b for b in self.config.modbus.buses if b.name == d.cfg.bus), None)
+            log_event(log, "modbus_offline", logging.WARNING, device=d.cfg.name,
+                      node=d.cfg.node, reason=reason, **_where(bus, d.cfg, reason))
         else:
-            log.info("event=modbus_online device=%s node=%d", d.cfg.name, d.cfg.node)
+            log_event(log, "modbus_online", device=d.cfg.name, node=d.cfg.node)
             # an offline device resumes its fixed-rate schedule from now
             d.next_due = self.clock.monotonic()
         if self.on_state is not None:
@@ -430,9 +433,11 @@ class ModbusBridge:
             t = t_wall - (t_mono - ev.t)
             out.append(Alarm(cfg.node, seq, k, ev.event, ev.level, ev.prev_level, ev.chan,
                              ev.rule_id, ev.rule_kind, ev.value, ev.threshold, t, rx_ms))
-            log.warning("event=modbus_alarm device=%s node=%d chan=%s level=%d prev=%d rule=%d "
-                        "value=%d", cfg.name, cfg.node, channels.label(ev.chan), ev.level,
-                        ev.prev_level, ev.rule_id, ev.value)
+            log_event(log, "modbus_alarm", logging.WARNING, device=cfg.name, node=cfg.node,
+                      chan=channels.label(ev.chan), level=alarmtext.level_name(ev.level),
+                      prev=alarmtext.level_name(ev.prev_level), rule=ev.rule_id,
+                      value=alarmtext.metric_text(ev.rule_kind, ev.chan, ev.value),
+                      threshold=alarmtext.metric_text(ev.rule_kind, ev.chan, ev.threshold))
         return out
 
     async def _deliver(self, records):
@@ -530,3 +535,21 @@ class ModbusBridge:
             w.push(self.clock.monotonic() + delay, _PRIO_COIL,
                    self._coil_job(w, dev, failures + 1, gen))
         return job
+
+
+def _where(bus, dev, reason):
+    """The endpoint of a device that went offline and the next thing to check."""
+    if bus is None:
+        return {}
+    if bus.type == "tcp":
+        at = "%s:%d" % (bus.host, bus.port)
+        steps = {"connect failed": "is the device (or gateway) at %s powered, on the network "
+                                   "and listening? Check [[modbus.buses]] %s host/port" % (
+                                       at, bus.name)}
+    else:
+        at = "%s %d %s%d" % (bus.port, bus.baudrate, bus.parity, bus.stopbits)
+        steps = {"connect failed": "is the RS-485 adapter %s plugged in and free?" % bus.port,
+                 "crc error": "check baudrate/parity of [[modbus.buses]] %s against the device, "
+                              "and the line's termination" % bus.name}
+    default = "check the device's id (device_id = %d) and wiring, and timeout_s" % dev.device_id
+    return {"endpoint": at, "device_id": dev.device_id, "next": steps.get(reason, default)}

@@ -189,6 +189,14 @@ class BoardLink:
                 return None
             raise ToolError(BOARD_ERROR, "reading %s on the board: %s" % (path, e)) from None
 
+    def sha256_or_none(self, path):
+        """The file's SHA-256, or None if there is no such file."""
+        out = self.exec("import hashlib, binascii\ntry:\n f = open(%r, 'rb')\nexcept OSError:"
+                        "\n print('-')\nelse:\n h = hashlib.sha256()\n while True:\n  b = "
+                        "f.read(512)\n  if not b:\n   break\n  h.update(b)\n f.close()\n "
+                        "print(binascii.hexlify(h.digest()).decode())" % path).strip()
+        return None if out == b"-" else bytes.fromhex(out.decode())
+
     def sha256(self, path):
         try:
             return self.t.fs_hashfile(path, "sha256")
@@ -205,6 +213,10 @@ class BoardLink:
         cb = (lambda done, total: progress(done)) if progress else None
         try:
             self.t.fs_writefile(tmp, data, progress_callback=cb)
+        except KeyboardInterrupt:
+            # the board is still in the middle of the write: stop it, take the half file away
+            self.abandon(tmp)
+            raise
         except OSError as e:
             raise ToolError(VERIFY_FAILED, "writing %s on the board failed: %s (flash full? "
                             "check `mpremote df`)" % (tmp, e)) from None
@@ -220,6 +232,22 @@ class BoardLink:
             raise ToolError(VERIFY_FAILED, "%s on the board has SHA-256 %s, expected %s: "
                             "flash again" % (path, got.hex()[:16], want.hex()[:16]))
         return want
+
+    def abandon(self, tmp):
+        """After Ctrl-C in a transfer: interrupt the code running on the board, enter the
+        raw REPL afresh and remove `tmp`. True if the board answered and tmp is gone."""
+        import time
+        try:
+            ser = self.t.serial
+            ser.write(b"\r\x03\x03")
+            time.sleep(0.2)
+            ser.reset_input_buffer()
+            self.t.in_raw_repl = False
+            self.t.enter_raw_repl(soft_reset=False)
+            self.t.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % tmp)
+            return True
+        except Exception:
+            return False
 
     # --- console ----------------------------------------------------------------------------
     def reset(self):

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from tools.errors import (
+    INTERRUPTED,
     MISSING_TOOL,
     NO_ANSWER,
     NO_SUCH_PORT,
@@ -251,14 +252,29 @@ def deploy(link, files, out=sys.stdout):
     bar = Progress("copying", total)
     done = 0
     result = []
+    skipped = 0
     for dest, data, _ in files:
         base = done
-        digest = link.put(dest, data, progress=lambda n, b=base, d=dest: bar.update(b + n, d))
+        if link.sha256_or_none(dest) == hashlib.sha256(data).digest():
+            digest = hashlib.sha256(data).digest()       # already there: a resumed flash
+            skipped += 1
+        else:
+            try:
+                digest = link.put(dest, data,
+                                  progress=lambda n, b=base, d=dest: bar.update(b + n, d))
+            except KeyboardInterrupt:
+                bar.finish()
+                raise ToolError(INTERRUPTED, "interrupted while copying %s to %s: %s.tmp is "
+                                "removed and the %d files before it are verified, but the node "
+                                "application is incomplete. Run the same command again to "
+                                "resume: files already on the board are skipped"
+                                % (dest, link.port, dest, len(result))) from None
         done += len(data)
         bar.update(done, dest)
         result.append((dest, digest.hex()))
     bar.finish()
-    print("%d files on the board, each checked by SHA-256 read back" % len(result), file=out)
+    print("%d files on the board, each checked by SHA-256 read back%s" % (
+        len(result), " (%d were there already)" % skipped if skipped else ""), file=out)
     return result
 
 

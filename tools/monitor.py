@@ -18,12 +18,13 @@ import urllib.parse
 
 import paho.mqtt.client as mqtt
 
+from gateway import alarmtext
 from tools.decode import describe_uplink, uplink_text, value_text
 from tools.errors import BAD_INPUT, BROKER, ToolError
 
-COLORS = {0: "", 1: "\x1b[1;34m", 2: "\x1b[1;33m", 3: "\x1b[1;38;5;208m", 4: "\x1b[1;97;41m"}
+COLORS = alarmtext.ANSI
 OFFLINE = "\x1b[1;31m"
-RESET = "\x1b[0m"
+RESET = alarmtext.ANSI_RESET
 CONNECT_TIMEOUT_S = 10.0
 RETAINED_WAIT_S = 1.0      # retained statuses come right after the SUBACK, on loopback in ms
 

@@ -69,3 +69,18 @@ def test_log_event_writes_key_values_and_never_a_secret(caplog):
     with caplog.at_level(logging.INFO):
         log_event(logging.getLogger("t"), "hello", secret="s3cr3t", who='a "b"')
     assert caplog.records[0].getMessage() == 'event=hello secret=<redacted> who="a \\"b\\""'
+
+
+def test_an_offline_modbus_device_is_logged_with_its_endpoint_and_next_step(site):
+    # "reason=connect failed" once came with no host:port and no next step
+    from gateway.modbus import _where
+    cfg = load(site, BASE)
+    dev = cfg.modbus.devices[0]
+    bus = next(b for b in cfg.modbus.buses if b.name == dev.bus)
+    w = _where(bus, dev, "connect failed" if bus.type == "tcp" else "crc error")
+    line = event_line("modbus_offline", device=dev.name, reason="connect failed", **w)
+    if bus.type == "tcp":
+        assert "endpoint=%s:%d" % (bus.host, bus.port) in line and "host/port" in line
+    else:
+        assert 'endpoint="%s 9600 N1"' % bus.port in line and "baudrate/parity" in line
+    assert _where(bus, dev, "timeout")["next"].startswith("check the device's id (device_id")
