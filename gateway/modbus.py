@@ -50,7 +50,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from gateway import alarmtext
 from gateway import modbus_decode as mdec
-from gateway.logevent import log_event
+from gateway.logevent import event_line, log_event
 from gateway.records import Alarm, Reading
 from protocol import channels
 from protocol import trip as _trip
@@ -154,7 +154,7 @@ class _BusWorker:
                     except asyncio.CancelledError:
                         raise
                     except Exception:  # a bug must not stop the bus; the log shows it
-                        log.exception("event=modbus_job_error bus=%s", self.bus.name)
+                        log.exception("%s", event_line("modbus_job_error", bus=self.bus.name))
                     if self.gap:
                         await asyncio.sleep(self.gap)
                     continue
@@ -191,7 +191,7 @@ class _BusWorker:
         except ModbusException:
             pass                      # pymodbus' own timeout: "No response received"
         except Exception as e:        # the serial port went away, a USB adapter reset...
-            log.error("event=modbus_io_error bus=%s error=%r", self.bus.name, e)
+            log_event(log, "modbus_io_error", logging.ERROR, bus=self.bus.name, error=repr(e))
             c.close()
             raise _NoReply("io error") from None
         raise _NoReply("crc error" if self.rx_seen else "timeout")
@@ -301,8 +301,8 @@ class ModbusBridge:
                     st.last_exception_code = code
                     st.last_error = "exception %d on %s %d+%d" % (code, rd.table, rd.address,
                                                                   rd.count)
-                    log.warning("event=modbus_exception device=%s table=%s address=%d "
-                                "code=%d", cfg.name, rd.table, rd.address, code)
+                    log_event(log, "modbus_exception", logging.WARNING, device=cfg.name,
+                              table=rd.table, address=rd.address, code=code)
                     for i, _off in rd.slices:
                         results.append((i, None, mdec.fault_exception(code)))
                     continue
@@ -316,7 +316,7 @@ class ModbusBridge:
             self._failed(w, d, e.kind, probe)
             return
         except Exception:             # a reply we cannot use; the device stays scheduled
-            log.exception("event=modbus_bad_reply device=%s", cfg.name)
+            log.exception("%s", event_line("modbus_bad_reply", device=cfg.name))
             self._failed(w, d, "bad reply", probe)
             return
         d.attempt = 0
@@ -416,11 +416,12 @@ class ModbusBridge:
                 try:
                     events.extend(d.engine.update(cfg.points[i].chan, t_mono, value))
                 except Exception:     # one point's trouble must not skip the others
-                    log.exception("event=trip_engine_error device=%s point=%d", cfg.name, i)
+                    log.exception("%s", event_line("trip_engine_error", device=cfg.name,
+                                                   point=i))
             try:
                 events.extend(d.engine.tick(t_mono))
             except Exception:
-                log.exception("event=trip_engine_error device=%s", cfg.name)
+                log.exception("%s", event_line("trip_engine_error", device=cfg.name))
         records.extend(self._alarms(cfg, seq, events, t_wall, t_mono))
         await self._deliver(records)
         if events or self.coil_wanted is None:
@@ -451,7 +452,7 @@ class ModbusBridge:
             await self.sink(batch)
         except Exception:
             self.sink_errors += 1
-            log.exception("event=modbus_sink_error records=%d", len(batch))
+            log.exception("%s", event_line("modbus_sink_error", records=len(batch)))
             kept = batch + self._unsent
             readings = [r for r in kept if type(r) is Reading]
             extra = len(readings) - MAX_UNSENT
@@ -459,8 +460,8 @@ class ModbusBridge:
                 gone = set(map(id, readings[:extra]))
                 kept = [r for r in kept if id(r) not in gone]
                 self.readings_dropped += extra
-                log.error("event=modbus_readings_dropped n=%d total=%d", extra,
-                          self.readings_dropped)
+                log_event(log, "modbus_readings_dropped", logging.ERROR, n=extra,
+                          total=self.readings_dropped)
             self._unsent = kept
 
     async def _emit_tick(self, cfg, events, t_wall, t_mono):
@@ -521,16 +522,16 @@ class ModbusBridge:
                 ok, why = False, e.kind
             if ok:
                 self.coil_state = want
-                log.warning("event=siren_coil device=%s address=%d on=%s", dev.cfg.name,
-                            self.alarm_output.address, want)
+                log_event(log, "siren_coil", logging.WARNING, device=dev.cfg.name,
+                          address=self.alarm_output.address, on=want)
                 if self.coil_wanted != want:   # the level moved while we wrote
                     w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0, gen))
                     return
                 self.coil_writing = False
                 return
             self.coil_failures += 1
-            log.error("event=siren_coil_failed device=%s address=%d on=%s reason=%s",
-                      dev.cfg.name, self.alarm_output.address, want, why)
+            log_event(log, "siren_coil_failed", logging.ERROR, device=dev.cfg.name,
+                      address=self.alarm_output.address, on=want, reason=why)
             delay = min(0.1 * 2 ** failures, 5.0)
             w.push(self.clock.monotonic() + delay, _PRIO_COIL,
                    self._coil_job(w, dev, failures + 1, gen))
