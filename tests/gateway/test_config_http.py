@@ -84,3 +84,26 @@ def test_an_offline_modbus_device_is_logged_with_its_endpoint_and_next_step(site
     else:
         assert 'endpoint="%s 9600 N1"' % bus.port in line and "baudrate/parity" in line
     assert _where(bus, dev, "timeout")["next"].startswith("check the device's id (device_id")
+
+
+def test_a_taken_status_port_stops_run_with_host_port_and_next_step(site, capsys):
+    import socket
+
+    from gateway import cli
+    token(site)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        (site / "site.toml").write_text(BASE + '\n[http]\nenabled = true\ntoken_file = '
+                                               '"http.token"\nport = %d\n' % port)
+
+        class NoDaemon:
+            def main(self, cfg, attach=None):
+                raise AssertionError("the daemon must not start")
+
+            def read_status(self, cfg):
+                return {}
+        assert cli.main(["run", str(site / "site.toml")], load_daemon=NoDaemon) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:%d" % port in err and "[http] port" in err and "ss -ltnp" in err
