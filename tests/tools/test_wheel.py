@@ -5,6 +5,7 @@ Once `firmware/` was left out: `stationctl decode` crashed and `flash --dry-run`
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,8 +31,12 @@ def subcommands(parser):
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools' build/ cache in the checkout could carry stale files
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "__pycache__", "*.egg-info", ".pytest_cache", "node_modules"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                        str(tmp / "dist"), str(ROOT)], capture_output=True, text=True,
+                        str(tmp / "dist"), str(src)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     wheel = next((tmp / "dist").glob("*.whl"))
