@@ -1,4 +1,4 @@
-"""`stationctl`: the technicians' tool (README.md, "Flashing a node", has the walk-through).
+"""`stationctl`: the technicians' tool (docs/technician.md has the walk-through).
 
     stationctl keygen NODE_ID --registry keys.toml [--rotate]
     stationctl flash --port PORT --board esp32|esp32s3|rp2040 [--image FILE] [--dry-run]

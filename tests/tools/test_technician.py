@@ -72,7 +72,7 @@ def gw(*argv, timeout=60):
 
 @pytest.mark.broker
 def test_technician_flashes_provisions_and_sees_a_reading_at_their_gateway(tmp_path, broker):
-    """README "No hardware": a stand-in node with a simulated radio, flashed and
+    """docs/technician.md "No hardware at all": a stand-in node with a simulated radio, flashed and
     provisioned with stationctl, heard by the technician's own stationgw."""
     import json
     site = tmp_path / "site"
