@@ -213,10 +213,6 @@ class BoardLink:
         cb = (lambda done, total: progress(done)) if progress else None
         try:
             self.t.fs_writefile(tmp, data, progress_callback=cb)
-        except KeyboardInterrupt:
-            # the board is still in the middle of the write: stop it, take the half file away
-            self.abandon(tmp)
-            raise
         except OSError as e:
             raise ToolError(VERIFY_FAILED, "writing %s on the board failed: %s (flash full? "
                             "check `mpremote df`)" % (tmp, e)) from None
@@ -234,8 +230,9 @@ class BoardLink:
         return want
 
     def abandon(self, tmp):
-        """After Ctrl-C in a transfer: interrupt the code running on the board, enter the
-        raw REPL afresh and remove `tmp`. True if the board answered and tmp is gone."""
+        """After Ctrl-C anywhere in put(): interrupt what runs on the board (a write may be
+        half way), enter the raw REPL afresh and remove `tmp` if it is there. True if the
+        board answered."""
         import time
         try:
             ser = self.t.serial
