@@ -24,11 +24,7 @@ from types import MappingProxyType
 
 from gateway import config_http, config_security
 from protocol import channels, levels
-
-try:  # the trip engine is optional at import time: config still validates fields by name
-    from protocol import trip as _trip
-except ImportError:  # pragma: no cover - only while protocol/trip.py does not exist
-    _trip = None
+from protocol import trip as _trip
 
 ID_RE = re.compile(r"^[a-z0-9-]{1,32}$")
 KEY_PLACEHOLDER = "PLACEHOLDER-NOT-A-KEY-run-stationctl-keygen"
@@ -221,8 +217,6 @@ class RuleSpec:
 
     def rule(self):
         """The protocol/trip.py Rule object."""
-        if _trip is None:
-            raise RuntimeError("protocol/trip.py is not available")
         return _trip.Rule.from_wire(self.to_wire())
 
 
@@ -787,7 +781,7 @@ def _rules(c, dev, key, point_chans):
                 ok = False
             params.append((wire, v))
         r = RuleSpec(rid, chan, kind, level, tuple(params))
-        if ok and _trip is not None:
+        if ok:
             try:
                 r.rule()
             except (ValueError, TypeError) as e:

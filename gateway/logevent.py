@@ -5,8 +5,8 @@ line splits back into fields with shlex.
 Secrets never reach a log: a field whose name says it holds one (key, token, password,
 secret, psk, credential) is written as `<redacted>`, whatever the caller passed.
 
-    log_event(log, "modbus_device", device="river-radar", online=False, reason="timeout")
-    -> event=modbus_device device=river-radar online=false reason=timeout
+    log_event(log, "modbus_offline", logging.WARNING, device="river-radar", reason="timeout")
+    -> event=modbus_offline device=river-radar reason=timeout
 """
 import logging
 import re
@@ -38,6 +38,8 @@ def event_line(event, **fields):
     return " ".join(parts)
 
 
-def log_event(logger, event, level=logging.INFO, **fields):
-    if logger.isEnabledFor(level):
-        logger.log(level, "%s", event_line(event, **fields))
+def log_event(logger, event, _level=logging.INFO, **fields):
+    """`_level` (the logging level) is positional-or-underscored so that `level=` stays
+    free for a field (an alarm's warning level)."""
+    if logger.isEnabledFor(_level):
+        logger.log(_level, "%s", event_line(event, **fields))

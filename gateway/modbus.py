@@ -49,7 +49,9 @@ from collections import namedtuple
 
 from pymodbus.exceptions import ConnectionException, ModbusException
 
+from gateway import alarmtext
 from gateway import modbus_decode as mdec
+from gateway.logevent import event_line, log_event
 from gateway.records import Alarm, Reading
 from protocol import channels
 from protocol import trip as _trip
@@ -161,7 +163,7 @@ class _BusWorker:
                     except asyncio.CancelledError:
                         raise
                     except Exception:  # a bug must not stop the bus; the log shows it
-                        log.exception("event=modbus_job_error bus=%s", self.bus.name)
+                        log.exception("%s", event_line("modbus_job_error", bus=self.bus.name))
                     if self.gap:
                         await asyncio.sleep(self.gap)
                     continue
@@ -198,7 +200,7 @@ class _BusWorker:
         except ModbusException:
             pass                      # pymodbus' own timeout: "No response received"
         except Exception as e:        # the serial port went away, a USB adapter reset...
-            log.error("event=modbus_io_error bus=%s error=%r", self.bus.name, e)
+            log_event(log, "modbus_io_error", logging.ERROR, bus=self.bus.name, error=repr(e))
             c.close()
             raise _NoReply("io error") from None
         raise _NoReply("crc error" if self.rx_seen else "timeout")
@@ -342,8 +344,8 @@ class ModbusBridge:
                     st.last_exception_code = code
                     st.last_error = "exception %d on %s %d+%d" % (code, rd.table, rd.address,
                                                                   rd.count)
-                    log.warning("event=modbus_exception device=%s table=%s address=%d "
-                                "code=%d", cfg.name, rd.table, rd.address, code)
+                    log_event(log, "modbus_exception", logging.WARNING, device=cfg.name,
+                              table=rd.table, address=rd.address, code=code)
                     for i, _off in rd.slices:
                         results.append((i, None, mdec.fault_exception(code)))
                     continue
@@ -357,7 +359,7 @@ class ModbusBridge:
             self._failed(w, d, e.kind, probe)
             return
         except Exception:             # a reply we cannot use; the device stays scheduled
-            log.exception("event=modbus_bad_reply device=%s", cfg.name)
+            log.exception("%s", event_line("modbus_bad_reply", device=cfg.name))
             self._failed(w, d, "bad reply", probe)
             return
         d.attempt = 0
@@ -421,10 +423,11 @@ class ModbusBridge:
         st.online = online
         if not online:
             st.went_offline += 1
-            log.warning("event=modbus_offline device=%s node=%d reason=%s", d.cfg.name,
-                        d.cfg.node, reason)
+            bus = next((b for b in self.config.modbus.buses if b.name == d.cfg.bus), None)
+            log_event(log, "modbus_offline", logging.WARNING, device=d.cfg.name,
+                      node=d.cfg.node, reason=reason, **_where(bus, d.cfg, reason))
         else:
-            log.info("event=modbus_online device=%s node=%d", d.cfg.name, d.cfg.node)
+            log_event(log, "modbus_online", device=d.cfg.name, node=d.cfg.node)
             # an offline device resumes its fixed-rate schedule from now
             d.next_due = self._on_second(self.clock.monotonic(), d.cfg.poll_s)
         if self.on_state is not None:
@@ -471,11 +474,12 @@ class ModbusBridge:
                 try:
                     events.extend(d.engine.update(cfg.points[i].chan, t_mono, value))
                 except Exception:     # one point's trouble must not skip the others
-                    log.exception("event=trip_engine_error device=%s point=%d", cfg.name, i)
+                    log.exception("%s", event_line("trip_engine_error", device=cfg.name,
+                                                   point=i))
             try:
                 events.extend(d.engine.tick(t_mono))
             except Exception:
-                log.exception("event=trip_engine_error device=%s", cfg.name)
+                log.exception("%s", event_line("trip_engine_error", device=cfg.name))
         if events:                    # alarms have their own seq: (node, seq, index) keys
             records.extend(self._alarms(cfg, await self._alloc(cfg.node), events, t_wall,
                                         t_mono))
@@ -490,9 +494,11 @@ class ModbusBridge:
             t = t_wall - (t_mono - ev.t)
             out.append(Alarm(cfg.node, seq, k, ev.event, ev.level, ev.prev_level, ev.chan,
                              ev.rule_id, ev.rule_kind, ev.value, ev.threshold, t, rx_ms))
-            log.warning("event=modbus_alarm device=%s node=%d chan=%s level=%d prev=%d rule=%d "
-                        "value=%d", cfg.name, cfg.node, channels.label(ev.chan), ev.level,
-                        ev.prev_level, ev.rule_id, ev.value)
+            log_event(log, "modbus_alarm", logging.WARNING, device=cfg.name, node=cfg.node,
+                      chan=channels.label(ev.chan), level=alarmtext.level_name(ev.level),
+                      prev=alarmtext.level_name(ev.prev_level), rule=ev.rule_id,
+                      value=alarmtext.metric_text(ev.rule_kind, ev.chan, ev.value),
+                      threshold=alarmtext.metric_text(ev.rule_kind, ev.chan, ev.threshold))
         return out
 
     async def _deliver(self, records):
@@ -506,7 +512,7 @@ class ModbusBridge:
             await self.sink(batch)
         except Exception:
             self.sink_errors += 1
-            log.exception("event=modbus_sink_error records=%d", len(batch))
+            log.exception("%s", event_line("modbus_sink_error", records=len(batch)))
             kept = batch + self._unsent
             readings = [r for r in kept if type(r) is Reading]
             extra = len(readings) - MAX_UNSENT
@@ -514,8 +520,8 @@ class ModbusBridge:
                 gone = set(map(id, readings[:extra]))
                 kept = [r for r in kept if id(r) not in gone]
                 self.readings_dropped += extra
-                log.error("event=modbus_readings_dropped n=%d total=%d", extra,
-                          self.readings_dropped)
+                log_event(log, "modbus_readings_dropped", logging.ERROR, n=extra,
+                          total=self.readings_dropped)
             self._unsent = kept
 
     async def _emit_tick(self, cfg, events, t_wall, t_mono):
@@ -576,17 +582,35 @@ class ModbusBridge:
                 ok, why = False, e.kind
             if ok:
                 self.coil_state = want
-                log.warning("event=siren_coil device=%s address=%d on=%s", dev.cfg.name,
-                            self.alarm_output.address, want)
+                log_event(log, "siren_coil", logging.WARNING, device=dev.cfg.name,
+                          address=self.alarm_output.address, on=want)
                 if self.coil_wanted != want:   # the level moved while we wrote
                     w.push(self.clock.monotonic(), _PRIO_COIL, self._coil_job(w, dev, 0, gen))
                     return
                 self.coil_writing = False
                 return
             self.coil_failures += 1
-            log.error("event=siren_coil_failed device=%s address=%d on=%s reason=%s",
-                      dev.cfg.name, self.alarm_output.address, want, why)
+            log_event(log, "siren_coil_failed", logging.ERROR, device=dev.cfg.name,
+                      address=self.alarm_output.address, on=want, reason=why)
             delay = min(0.1 * 2 ** failures, 5.0)
             w.push(self.clock.monotonic() + delay, _PRIO_COIL,
                    self._coil_job(w, dev, failures + 1, gen))
         return job
+
+
+def _where(bus, dev, reason):
+    """The endpoint of a device that went offline and the next thing to check."""
+    if bus is None:
+        return {}
+    if bus.type == "tcp":
+        at = "%s:%d" % (bus.host, bus.port)
+        steps = {"connect failed": "is the device (or gateway) at %s powered, on the network "
+                                   "and listening? Check [[modbus.buses]] %s host/port" % (
+                                       at, bus.name)}
+    else:
+        at = "%s %d %s%d" % (bus.port, bus.baudrate, bus.parity, bus.stopbits)
+        steps = {"connect failed": "is the RS-485 adapter %s plugged in and free?" % bus.port,
+                 "crc error": "check baudrate/parity of [[modbus.buses]] %s against the device, "
+                              "and the line's termination" % bus.name}
+    default = "check the device's id (device_id = %d) and wiring, and timeout_s" % dev.device_id
+    return {"endpoint": at, "device_id": dev.device_id, "next": steps.get(reason, default)}

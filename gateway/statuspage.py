@@ -107,6 +107,7 @@ def _handler(server):
     class Handler(BaseHTTPRequestHandler):
         server_version = "stationgw"
         sys_version = ""
+        timeout = 10           # a client that stalls mid-request loses its thread after 10 s
 
         def log_message(self, fmt, *args):      # requests are not logged: tokens ride in them
             pass

@@ -1,4 +1,6 @@
 """`python -m hil list` / `python -m hil run SCENARIO [--seed N] [--runtime R]`.
+`python -m hil gauge [--port 5020]`: the demo's river gauge alone (Modbus TCP device id 1,
+holding register 4 = level in mm), for gateway/examples/site.toml on a laptop.
 
 run: prints the report, then one last line of JSON with the figures; exit 0 only if
 every check passed. The real-board tier: `python -m hil board SCENARIO` (HIL_PORT)."""
@@ -40,7 +42,15 @@ def main(argv=None):
     b.add_argument("scenario", nargs="?")
     b.add_argument("--seed", type=int, default=None)
     b.add_argument("--hours", type=float, default=None)
+    g = sp.add_parser("gauge", help="serve the simulated river gauge (Modbus TCP) until Ctrl-C")
+    g.add_argument("--port", type=int, default=5020,
+                   help="TCP port on 127.0.0.1 (default %(default)s, as in "
+                        "gateway/examples/site.toml)")
+    g.add_argument("--speed", type=float, default=1.0,
+                   help="simulated seconds per real second (default %(default)s)")
     a = ap.parse_args(argv)
+    if a.cmd == "gauge":
+        return gauge(a.port, a.speed)
     if a.cmd == "list":
         for name in scen.names():
             sc = scen.load(name)
@@ -69,6 +79,26 @@ def main(argv=None):
     print(res.text())
     print(res.json_line(), flush=True)
     return 0 if res.passed else 1
+
+
+def gauge(port, speed):
+    from hil.demo import Gauge
+    sim = Gauge(speed=speed, port=port)
+    try:
+        sim.start()
+    except RuntimeError as e:
+        print("hil gauge: cannot serve on 127.0.0.1:%d (%s): is another gauge or the demo "
+              "running? Stop it, or pick --port and set [[modbus.buses]] port to match"
+              % (port, e), file=sys.stderr)
+        return 1
+    print("hil gauge: river gauge on 127.0.0.1:%d, Modbus device id 1, holding register 4 = "
+          "level in mm (rises from 1.8 m past 2.5 m, then falls). Ctrl-C stops." % port,
+          flush=True)
+    try:
+        while True:
+            signal.pause()
+    finally:
+        sim.stop()
 
 
 if __name__ == "__main__":

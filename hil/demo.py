@@ -29,6 +29,7 @@ import threading
 import time
 import tty
 
+from gateway import alarmtext
 from hil.simnode import Channel, SimNode, World
 from protocol import channels, trip
 
@@ -306,8 +307,8 @@ class ModbusSim:
     """A pymodbus TCP server for one device in its own thread and event loop.
     `animate(t_demo, server)`, if given, is a coroutine run every 0.5 s to move values."""
 
-    def __init__(self, device_id=1, values=(0,) * 16, animate=None, speed=1.0):
-        self.port = free_port()
+    def __init__(self, device_id=1, values=(0,) * 16, animate=None, speed=1.0, port=None):
+        self.port = port or free_port()
         self.device_id = device_id
         self.values = list(values)
         self.animate = animate
@@ -372,8 +373,8 @@ async def river(t, sim):
     await sim.set(3, 4, [max(0, mm)])
 
 
-def Gauge(speed=1.0):
-    return ModbusSim(1, [0] * 4 + [1800] + [0] * 11, river, speed)
+def Gauge(speed=1.0, port=None):
+    return ModbusSim(1, [0] * 4 + [1800] + [0] * 11, river, speed, port)
 
 
 # ---------------------------------------------------------------------- the live view
@@ -381,7 +382,7 @@ def Gauge(speed=1.0):
 class LiveView:
     """Subscribes to the site's topics and prints one line per message."""
 
-    RED, YELLOW, BOLD, RESET = "\033[41;97m", "\033[33m", "\033[1m", "\033[0m"
+    BOLD, RESET = "\033[1m", alarmtext.ANSI_RESET
 
     def __init__(self, port, prefix="stations/demo/gw1", out=sys.stdout, color=None):
         import paho.mqtt.client as mqtt
@@ -435,10 +436,12 @@ class LiveView:
                 a = cbor2.loads(msg.payload)
                 self.alarms += 1
                 ev = {1: "TRIP", 2: "LEVEL", 3: "CLEAR"}.get(a.get(5), a.get(5))
-                lvl = ("normal", "blue", "yellow", "orange", "red")[a.get(6, 0)]
+                level, kind_, chan = a.get(6, 0), a.get(10), a.get(8, 0)
                 self._p("ALARM %s node %s %s -> %s rule %s value %s threshold %s" % (
-                    ev, a.get(3), channels.label(a.get(8, 0)), lvl.upper(), a.get(9), a.get(11),
-                    a.get(12)), self.RED if a.get(5) != 3 else self.YELLOW)
+                    ev, a.get(3), channels.label(chan), alarmtext.level_name(level).upper(),
+                    a.get(9), alarmtext.metric_text(kind_, chan, a.get(11)),
+                    alarmtext.metric_text(kind_, chan, a.get(12))),
+                    alarmtext.ANSI.get(level) or self.BOLD)
             elif kind == "status":
                 s = cbor2.loads(msg.payload)
                 self.statuses += 1
@@ -465,6 +468,10 @@ def _units(chan, v):
 
 # ---------------------------------------------------------------------- main
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m hil.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=None,
@@ -473,6 +480,8 @@ def main(argv=None):
                     help="demo seconds per real second (default %(default)s)")
     ap.add_argument("--dir", default=None, help="site directory (default: a new temp dir)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)     # unwind: stop everything, clean up
+    # the site holds fresh node keys: a temp site goes away with the demo, --dir stays
     d = args.dir or tempfile.mkdtemp(prefix="stationgw-demo-")
     procs = []
     broker = air = gauge = view = gw = None
@@ -498,10 +507,10 @@ def main(argv=None):
         print("demo site in %s\n  broker   mosquitto on 127.0.0.1:%d\n  radio    3 simulated "
               "nodes on %s\n  modbus   water-level gauge on 127.0.0.1:%d (node 9001)\n  "
               "gateway  pid %d, config %s, log %s\n  status   %s -m gateway.cli status -c %s"
-              "\n  watch    mosquitto_sub -p %d -t 'stations/#' -v\n  map      %s (CAP alerts in "
+              "\n  watch    %s -m tools.cli monitor --broker mqtt://127.0.0.1:%d --site demo\n  map      %s (CAP alerts in "
               "%s)\n%s" % (
-                  d, mqtt_port, air.path, gauge.port, gw.pid, cfg, log_path, sys.executable, cfg, mqtt_port,
-                  hub_url, os.path.join(d, "hub", "cap-out"),
+                  d, mqtt_port, air.path, gauge.port, gw.pid, cfg, log_path, sys.executable, cfg,
+                  sys.executable, mqtt_port, hub_url, os.path.join(d, "hub", "cap-out"),
                   "running for %g s" % args.duration if args.duration else "Ctrl-C stops"),
               flush=True)
         air.start()
@@ -540,6 +549,10 @@ def main(argv=None):
                     p.wait(5)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if not args.dir:
+            shutil.rmtree(d, ignore_errors=True)
+            print("removed %s (its node keys with it); --dir DIR keeps a demo site" % d,
+                  flush=True)
     return rc
 
 

@@ -2,7 +2,7 @@
 
 Times may be given in hours, minutes or seconds by suffix (`at_h = 2`, `for_min = 20`,
 `duration_s = 600`). Every error names the file, the key and what is allowed.
-See hil/README.md for the format."""
+See docs/hil.md for the format."""
 import secrets
 import tomllib
 from pathlib import Path

@@ -196,6 +196,14 @@ class BoardLink:
                 return None
             raise ToolError(BOARD_ERROR, "reading %s on the board: %s" % (path, e)) from None
 
+    def sha256_or_none(self, path):
+        """The file's SHA-256, or None if there is no such file."""
+        out = self.exec("import hashlib, binascii\ntry:\n f = open(%r, 'rb')\nexcept OSError:"
+                        "\n print('-')\nelse:\n h = hashlib.sha256()\n while True:\n  b = "
+                        "f.read(512)\n  if not b:\n   break\n  h.update(b)\n f.close()\n "
+                        "print(binascii.hexlify(h.digest()).decode())" % path).strip()
+        return None if out == b"-" else bytes.fromhex(out.decode())
+
     def sha256(self, path):
         try:
             return self.t.fs_hashfile(path, "sha256")
@@ -227,6 +235,23 @@ class BoardLink:
             raise ToolError(VERIFY_FAILED, "%s on the board has SHA-256 %s, expected %s: "
                             "flash again" % (path, got.hex()[:16], want.hex()[:16]))
         return want
+
+    def abandon(self, tmp):
+        """After Ctrl-C anywhere in put(): interrupt what runs on the board (a write may be
+        half way), enter the raw REPL afresh and remove `tmp` if it is there. True if the
+        board answered."""
+        import time
+        try:
+            ser = self.t.serial
+            ser.write(b"\r\x03\x03")
+            time.sleep(0.2)
+            ser.reset_input_buffer()
+            self.t.in_raw_repl = False
+            self.t.enter_raw_repl(soft_reset=False)
+            self.t.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % tmp)
+            return True
+        except Exception:
+            return False
 
     # --- console ----------------------------------------------------------------------------
     def reset(self):

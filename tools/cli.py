@@ -1,4 +1,4 @@
-"""`stationctl`: the technicians' tool (README.md, "Flashing a node", has the walk-through).
+"""`stationctl`: the technicians' tool (docs/technician.md has the walk-through).
 
     stationctl keygen NODE_ID --registry keys.toml [--rotate]
     stationctl flash --port PORT --board esp32|esp32s3|rp2040 [--image FILE] [--dry-run]
@@ -6,6 +6,7 @@
     stationctl selftest --port PORT [--json]
     stationctl decode HEX | --capture FILE | --batch FILE|- [--registry keys.toml] [--json]
     stationctl monitor --broker mqtt://HOST:PORT --site SITE [--count N] [--duration S]
+    stationctl standin --fs DIR [--radio]      a board without hardware (tools/standin.py)
 
 Every failure prints one message that says what is wrong and what to do, and exits
 with a code of its own (tools/errors.py): scripts can tell a busy port (4) from a key
@@ -63,6 +64,9 @@ def build_parser():
     pr.add_argument("--version", type=int, help="config version (default: the node's + 1)")
     pr.add_argument("--timeout", type=float, default=30.0,
                     help="seconds to wait for the node's hello after the reboot")
+    pr.add_argument("--site-config", metavar="SITE_TOML",
+                    help="the gateway's site.toml, checked to list the node (default: "
+                         "site.toml beside KEYS_TOML, if there)")
     pr.add_argument("--dry-run", action="store_true", help="print the config (key hidden)")
 
     s = sub.add_parser("selftest", help="run the node's self-test and print its table")
@@ -81,6 +85,11 @@ def build_parser():
     d.add_argument("--beidou", action="store_true",
                    help="HEX is a BeiDou alarm message (or a whole $BDTXR sentence)")
     d.add_argument("--beidou-key", metavar="FILE", help="check its MIC with the gateway's BeiDou key")
+
+    st = sub.add_parser("standin", help="a stand-in board on a pty (MicroPython unix port), "
+                        "optionally with a simulated radio: no hardware needed")
+    from tools import standin
+    standin.add_args(st)
 
     m = sub.add_parser("monitor", help="live view of a site's data, alarms and status")
     m.add_argument("--broker", required=True, help="mqtt://host:port (mqtts:// for TLS)")

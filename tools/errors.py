@@ -30,3 +30,4 @@ class ToolError(Exception):
     def __str__(self):
         return self.message
 SELFTEST_FAULTS = 18  # selftest ran and found faults (the table says which)
+INTERRUPTED = 130    # Ctrl-C (128 + SIGINT, as a shell reports it); the message says how to resume

@@ -27,14 +27,17 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from tools.errors import (
+    INTERRUPTED,
     MISSING_TOOL,
     NO_ANSWER,
     NO_SUCH_PORT,
@@ -246,19 +249,58 @@ def mpy_version(files):
 
 def deploy(link, files, out=sys.stdout):
     """Copy every file (tmp, verify, rename, verify) with a progress bar. Returns
-    [(dest, sha256 hex)]."""
+    [(dest, sha256 hex)].
+
+    Ctrl-C finishes the file being copied first (at most a second or two), then stops:
+    a transfer cut in the middle leaves a NAME.tmp behind and the board in the middle of
+    a raw-REPL command, where it may not answer the next tool. A second Ctrl-C stops at
+    once (the board is then interrupted and the .tmp removed if it answers)."""
     total = sum(len(d) for _, d, _ in files)
     bar = Progress("copying", total)
     done = 0
     result = []
-    for dest, data, _ in files:
-        base = done
-        digest = link.put(dest, data, progress=lambda n, b=base, d=dest: bar.update(b + n, d))
-        done += len(data)
-        bar.update(done, dest)
-        result.append((dest, digest.hex()))
-    bar.finish()
-    print("%d files on the board, each checked by SHA-256 read back" % len(result), file=out)
+    skipped = 0
+    stop = []
+
+    def finish_current_file(signum, frame):
+        if stop:
+            raise KeyboardInterrupt
+        stop.append(True)
+        print("\nstopping after this file (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, finish_current_file) if main_thread else None
+    try:
+        for dest, data, _ in files:
+            if stop:
+                break
+            base = done
+            want = hashlib.sha256(data).digest()
+            try:
+                if link.sha256_or_none(dest) == want:
+                    skipped += 1                          # already there: a resumed flash
+                else:
+                    link.put(dest, data,
+                             progress=lambda n, b=base, d=dest: bar.update(b + n, d))
+            except KeyboardInterrupt:                     # the second Ctrl-C
+                link.abandon(dest + ".tmp")
+                stop.append(dest)
+                break
+            done += len(data)
+            bar.update(done, dest)
+            result.append((dest, want.hex()))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old)
+        bar.finish()
+    if stop:
+        raise ToolError(INTERRUPTED, "interrupted on %s after %d of %d files (each copied "
+                        "one verified%s). The node application is incomplete: run the same "
+                        "command again to resume; files already on the board are skipped"
+                        % (link.port, len(result), len(files),
+                           "; %s.tmp removed" % stop[-1] if isinstance(stop[-1], str) else ""))
+    print("%d files on the board, each checked by SHA-256 read back%s" % (
+        len(result), " (%d were there already)" % skipped if skipped else ""), file=out)
     return result
 
 

@@ -18,13 +18,15 @@ import urllib.parse
 
 import paho.mqtt.client as mqtt
 
+from gateway import alarmtext
 from tools.decode import describe_uplink, uplink_text, value_text
 from tools.errors import BAD_INPUT, BROKER, ToolError
 
-COLORS = {0: "", 1: "\x1b[1;34m", 2: "\x1b[1;33m", 3: "\x1b[1;38;5;208m", 4: "\x1b[1;97;41m"}
+COLORS = alarmtext.ANSI
 OFFLINE = "\x1b[1;31m"
-RESET = "\x1b[0m"
+RESET = alarmtext.ANSI_RESET
 CONNECT_TIMEOUT_S = 10.0
+RETAINED_WAIT_S = 1.0      # retained statuses come right after the SUBACK, on loopback in ms
 
 
 def parse_broker(url):
@@ -152,6 +154,47 @@ def watch(mon, out, count=None, duration=None, as_json=False, color=False):
     return n
 
 
+def gateways_seen(mon, prefix, wait_s=RETAINED_WAIT_S):
+    """{(site, gateway)} with a retained status on this broker: every gateway that has
+    connected to it leaves one (online, or its offline will)."""
+    mon.start(["%s/+/+/status" % prefix])
+    seen = set()
+    end = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < end:
+            try:
+                topic, _payload = mon.q.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                break
+            parts = topic.split("/")
+            if len(parts) == len(prefix.split("/")) + 3:
+                seen.add((parts[-3], parts[-2]))
+    finally:
+        mon.stop()
+    return seen
+
+
+def check_site(mon, prefix, site, gateway):
+    """A typo in --site or --gateway would watch nothing, silently: refuse a site (or
+    gateway) the broker has never heard of while it knows others."""
+    seen = gateways_seen(mon, prefix)
+    where = "%s:%d" % (mon.host, mon.port)
+    if not seen:
+        print("note: no gateway has published its status on %s under %s/ yet: waiting for "
+              "site %s (check --site and --prefix if nothing comes)" % (where, prefix, site),
+              file=sys.stderr)
+        return
+    sites = sorted({s for s, _g in seen})
+    if site not in sites:
+        raise ToolError(BAD_INPUT, "--site %s: no gateway of that site has connected to %s; "
+                        "sites there: %s. Check the spelling (site.toml [site] id)"
+                        % (site, where, ", ".join(sites)))
+    gws = sorted(g for s, g in seen if s == site)
+    if gateway != "+" and gateway not in gws:
+        raise ToolError(BAD_INPUT, "--gateway %s: site %s has no such gateway on %s; its "
+                        "gateways: %s" % (gateway, site, where, ", ".join(gws)))
+
+
 def run(args):
     host, port, tls = parse_broker(args.broker)
     password = None
@@ -163,6 +206,8 @@ def run(args):
             raise ToolError(BAD_INPUT, "--password-file %s: %s" % (args.password_file,
                                                                    e.strerror)) from None
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    check_site(Monitor(host, port, tls, args.cafile, args.username, password), args.prefix,
+               args.site, args.gateway)
     mon = Monitor(host, port, tls, args.cafile, args.username, password)
     mon.start(topics(args.prefix, args.site, args.gateway))
     print("monitoring %s on %s:%d (Ctrl-C to stop)" % (" ".join(mon.subs), host, port),

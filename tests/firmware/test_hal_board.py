@@ -189,7 +189,7 @@ def test_deep_sleep_wake_sources(fake_machine, clock):
     assert Hal(machine=fake_machine, clock=clock, esp32=Rp2).wake_on_pin(rain) is False
 
 
-DOC_ROWS = {  # pin-map row label in firmware/README.md -> board file path
+DOC_ROWS = {  # pin-map row label in docs/firmware.md -> board file path
     "rain reed": ("inputs", "rain", "pin"), "siren relay driver": ("outputs", "siren", "pin"),
     "strobe relay driver": ("outputs", "strobe", "pin"), "status LED": ("outputs", "status_led", "pin"),
     "draw-wire wiper": ("adc", "drawwire", "pin"), "draw-wire excitation": ("adc", "excitation", "pin"),
@@ -203,7 +203,7 @@ DOC_ROWS = {  # pin-map row label in firmware/README.md -> board file path
 
 
 def test_documented_pin_map_matches_the_board_files():
-    doc = (ROOT / "firmware" / "README.md").read_text().splitlines()
+    doc = (ROOT / "docs" / "firmware.md").read_text().splitlines()
     header = next(line for line in doc if line.startswith("| function |"))
     boards = [c.strip().strip("`") for c in header.strip("|").split("|")[1:]]
     assert sorted(boards) == VARIANTS

@@ -194,7 +194,7 @@ def test_node_fits_the_96k_budget_on_32bit(day32, day64, code32):
     relays; boot-only modules dropped), code and data together, at most 96 KB on wasm32
     over the simulated day, with its code loaded as .mpy into the heap (a stock
     MicroPython image) and every byte of garbage of its busiest step counted. Not to be
-    loosened: code that needs more heap pays for it elsewhere (firmware/README.md,
+    loosened: code that needs more heap pays for it elsewhere (docs/firmware-memory.md,
     Memory and CPU)."""
     _, _, res = day32
     _, res64 = day64

@@ -69,3 +69,41 @@ def test_log_event_writes_key_values_and_never_a_secret(caplog):
     with caplog.at_level(logging.INFO):
         log_event(logging.getLogger("t"), "hello", secret="s3cr3t", who='a "b"')
     assert caplog.records[0].getMessage() == 'event=hello secret=<redacted> who="a \\"b\\""'
+
+
+def test_an_offline_modbus_device_is_logged_with_its_endpoint_and_next_step(site):
+    # "reason=connect failed" once came with no host:port and no next step
+    from gateway.modbus import _where
+    cfg = load(site, BASE)
+    dev = cfg.modbus.devices[0]
+    bus = next(b for b in cfg.modbus.buses if b.name == dev.bus)
+    w = _where(bus, dev, "connect failed" if bus.type == "tcp" else "crc error")
+    line = event_line("modbus_offline", device=dev.name, reason="connect failed", **w)
+    if bus.type == "tcp":
+        assert "endpoint=%s:%d" % (bus.host, bus.port) in line and "host/port" in line
+    else:
+        assert 'endpoint="%s 9600 N1"' % bus.port in line and "baudrate/parity" in line
+    assert _where(bus, dev, "timeout")["next"].startswith("check the device's id (device_id")
+
+
+def test_a_taken_status_port_stops_run_with_host_port_and_next_step(site, capsys):
+    import socket
+
+    from gateway import cli
+    token(site)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        (site / "site.toml").write_text(BASE + '\n[http]\nenabled = true\ntoken_file = '
+                                               '"http.token"\nport = %d\n' % port)
+
+        class NoDaemon:
+            def main(self, cfg, attach=None):
+                raise AssertionError("the daemon must not start")
+
+            def read_status(self, cfg):
+                return {}
+        assert cli.main(["run", str(site / "site.toml")], load_daemon=NoDaemon) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:%d" % port in err and "[http] port" in err and "ss -ltnp" in err

@@ -21,8 +21,48 @@ def test_demo_shows_readings_and_an_alarm(tmp_path):
     assert "broker   mosquitto on 127.0.0.1:" in out and "3 simulated nodes" in out
     assert re.search(r"batch #\d+ +\d+ readings +.*node 101: .*displacement\.0=", out), out
     assert re.search(r"node 9001: water_level\.0=", out), out
-    assert re.search(r"ALARM TRIP node 101 displacement\.0 -> ORANGE", out), out
+    # in real units, not the scaled integers (value 1812 threshold 1500)
+    assert re.search(r"ALARM TRIP node 101 displacement\.0 -> ORANGE rule 1 value \d+\.\d\d mm "
+                     r"threshold 15\.00 mm", out), out
+    assert "mosquitto_sub" not in out and "tools.cli monitor --broker mqtt://127.0.0.1:" in out
     seen = re.search(r"seen: (\d+) batches, (\d+) readings, (\d+) alarms", out)
     assert seen and int(seen.group(2)) >= 10 and int(seen.group(3)) >= 1, out
     log = open(tmp_path / "demo" / "gateway.log").read()
     assert "event=stopped" in log and "Traceback" not in log
+
+
+@pytest.mark.broker
+def test_demo_removes_its_temp_site_with_the_keys(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "hil.demo", "--duration", "1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    site = re.search(r"demo site in (\S+)", p.stdout).group(1)
+    assert site.startswith(str(tmp_path)) and not os.path.exists(site)
+    assert "removed %s" % site in p.stdout
+    assert not [x for x in os.listdir(tmp_path) if x.startswith("stationgw-demo-")]
+
+
+def test_alarm_lines_carry_units_and_each_level_its_own_colour():
+    import io
+    import threading
+
+    from gateway import alarmtext, batcher
+    from gateway.records import Alarm
+    from hil.demo import DISP, LiveView
+
+    class Msg:
+        def __init__(self, level):
+            self.topic = "stations/demo/gw1/alarm"
+            self.payload = batcher.encode_alarm("demo", "gw1", Alarm(
+                101, 7, 0, 1, level, 0, DISP, 1, 1, 1812, 1500, 1767225600, 0))
+
+    out = io.StringIO()
+    view = LiveView.__new__(LiveView)            # no broker: only the formatting
+    view.out, view.color, view.alarms, view.lock = out, True, 0, threading.Lock()
+    for level in (2, 3):
+        view._on_message(None, None, Msg(level))
+    yellow, orange = out.getvalue().splitlines()
+    assert "value 18.12 mm threshold 15.00 mm" in yellow
+    assert alarmtext.ANSI[2] in yellow and alarmtext.ANSI[3] in orange
+    assert alarmtext.ANSI[2] != alarmtext.ANSI[3]

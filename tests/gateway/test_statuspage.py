@@ -9,6 +9,7 @@ import urllib.request
 
 import browser
 import pytest
+from harness import Broker
 from prometheus_client.parser import text_string_to_metric_families
 
 from hil.demo import (
@@ -47,8 +48,11 @@ def get(url, token=None, method="GET"):
         return e.code, e.read()
 
 
-@pytest.fixture
-def site(tmp_path, broker):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """One running site for the module's tests (each would take seconds to start)."""
+    tmp_path = tmp_path_factory.mktemp("statuspage")
+    broker = Broker(tmp_path / "mq").start()
     token = secrets.token_hex(16)
     port = free_port()
     keys = make_keys([n[0] for n in NODES])
@@ -67,6 +71,7 @@ def site(tmp_path, broker):
         gw.close()
         gauge.stop()
         air.close()
+        broker.stop()
 
 
 def status_json(base, token):

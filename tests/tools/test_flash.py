@@ -1,8 +1,12 @@
 """flash: image headers checked per chip, the exact plan in --dry-run (esptool itself is
 only asked for --help/version), the application deployed to the stand-in and verified."""
 import hashlib
+import os
+import signal
 import struct
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +116,25 @@ def test_rp2040_uf2_lands_on_the_bootsel_drive(standin, tmp_path, capsys):
     assert (drive / "pico.uf2").read_bytes() == img.read_bytes()
     assert rc == errors.WRONG_BOARD
     assert "MicroPython unix port (the stand-in board), not a rp2040" in capsys.readouterr().err
+
+
+def test_ctrl_c_mid_copy_removes_the_tmp_file_and_says_how_to_resume(standin, tmp_path):
+    # Ctrl-C once printed "interrupted", left a .tmp file, and the board never answered again
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "tools.cli", "flash", "--port", standin.port, "--board", "unix",
+           "--app-only"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    fw = standin.fs / "firmware"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (fw.exists() and any(fw.iterdir())):
+        time.sleep(0.01)                           # protocol/ is done, firmware/ under way
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == errors.INTERRUPTED, err
+    assert "run the same command again to resume" in err and "files already on the board are " \
+        "skipped" in err
+    assert list(standin.fs.rglob("*.tmp")) == []
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "were there already" in r.stdout

@@ -44,6 +44,8 @@ def start_monitor(port, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
     line = proc.stderr.readline()            # printed once subscribed
+    if line.startswith("note: no gateway has published"):     # a broker no gateway used yet
+        line = proc.stderr.readline()
     assert "monitoring stations/lushi/+/data" in line, line
     return proc
 
@@ -120,3 +122,24 @@ def test_broker_unreachable(capsys):
 def test_bad_broker_url(capsys):
     assert cli.main(["monitor", "--broker", "http://x", "--site", "s"]) == errors.BAD_INPUT
     assert "give mqtt://HOST:PORT" in capsys.readouterr().err
+
+
+def test_unknown_site_or_gateway_is_an_error_naming_the_known_ones(broker, capsys):
+    # `--site lushii` (a typo) once watched nothing, silently, and exited 0
+    pub = publisher(broker.port)
+    try:
+        publish(pub, "stations/lushi/gw1/status",
+                batcher.encode_status("lushi", "gw1", 1, 1767225600, "0.1.0"), retain=True)
+        url = "mqtt://127.0.0.1:%d" % broker.port
+        assert cli.main(["monitor", "--broker", url, "--site", "lushii", "--duration", "1"]) == \
+            errors.BAD_INPUT
+        err = capsys.readouterr().err
+        assert "--site lushii" in err and "sites there: lushi" in err
+        assert "127.0.0.1:%d" % broker.port in err
+        assert cli.main(["monitor", "--broker", url, "--site", "lushi", "--gateway", "gw9",
+                         "--duration", "1"]) == errors.BAD_INPUT
+        assert "its gateways: gw1" in capsys.readouterr().err
+        assert cli.main(["monitor", "--broker", url, "--site", "lushi", "--duration", "1"]) == 0
+    finally:
+        pub.loop_stop()
+        pub.disconnect()

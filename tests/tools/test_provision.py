@@ -62,3 +62,31 @@ def test_builtin_profiles_pass_the_node_validators_on_every_board(name, registry
         prof, label = provision.load_profile(name)
         raw = provision.build_config(17, key, prof, label, provision.load_variant(variant), 1)
         assert nodeconfig.NodeConfig(raw).node == 17
+
+
+def test_a_keys_file_the_gateway_would_refuse_is_refused_first(registry, capsys):
+    # provision once accepted a 0644 keys file that the gateway then refused
+    import os
+    os.chmod(registry, 0o644)
+    rc = cli.main(["provision", "--port", "/dev/nonexistent-port", "17", "--registry",
+                   registry, "--profile", "rain"])
+    err = capsys.readouterr().err
+    assert rc == errors.REGISTRY and "chmod 600 %s" % registry in err and "0644" in err
+
+
+def test_provision_checks_the_site_config_lists_the_node(registry, tmp_path, capsys):
+    # "the gateway knows its key" was printed while the gateway only warned about the node
+    site = tmp_path / "site.toml"
+    site.write_text('[site]\nid = "s"\ngateway_id = "g"\n[radio]\nport = "/dev/ttyAMA0"\n'
+                    'keys_file = "keys.toml"\n[[nodes]]\nid = 18\nname = "other"\n')
+    rc = cli.main(["provision", "--port", "/dev/nonexistent-port", "17", "--registry",
+                   registry, "--profile", "rain"])
+    err = capsys.readouterr().err
+    assert rc == errors.CONFIG_INVALID
+    assert "node 17 is not in %s" % site in err
+    assert '[[nodes]]\nid = 17' in err and 'channels = ["rain.0", "battery.0"]' in err
+    other = tmp_path / "other-keys.toml"
+    site.write_text(site.read_text().replace("keys.toml", str(other)))
+    rc = cli.main(["provision", "--port", "/dev/nonexistent-port", "17", "--registry",
+                   registry, "--profile", "rain", "--site-config", str(site)])
+    assert rc == errors.CONFIG_INVALID and "--registry %s" % other in capsys.readouterr().err

@@ -5,6 +5,7 @@ Once `firmware/` was left out: `stationctl decode` crashed and `flash --dry-run`
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,6 +15,7 @@ import pytest
 
 from gateway import cli as gw_cli
 from tools import cli as ctl_cli
+from tools import flash
 
 ROOT = Path(__file__).resolve().parents[2]
 TREES = ("protocol", "gateway", "firmware", "tools", "hil", "bench")
@@ -29,19 +31,26 @@ def subcommands(parser):
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools' build/ cache in the checkout could carry stale files
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "__pycache__", "*.egg-info", ".pytest_cache", "node_modules"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                        str(tmp / "dist"), str(ROOT)], capture_output=True, text=True,
+                        str(tmp / "dist"), str(src)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     wheel = next((tmp / "dist").glob("*.whl"))
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # a fresh venv without its own pip (ensurepip takes ~15 s); this pip installs into it
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
     # the project's pins as constraints, so the install is the one `make setup` tested
     pins = tmp / "constraints.txt"
     pins.write_text("".join(re.sub(r"\[.*?\]", "", line.split("#")[0]).strip() + "\n"
                             for line in (ROOT / "requirements.txt").read_text().splitlines()))
-    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
-                        "--disable-pip-version-check", "-c", str(pins), str(wheel)],
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                        "install", "-q", "--disable-pip-version-check", "-c", str(pins),
+                        str(wheel)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     work = tmp / "elsewhere"
@@ -90,18 +99,13 @@ def test_decode_and_check_config_run_from_the_installed_package(installed):
 
 
 def test_flash_dry_run_plans_every_node_file(installed):
-    here = subprocess.run([sys.executable, "-m", "tools.cli", "flash", "--dry-run", "--port",
-                           "/dev/ttyUSB0", "--board", "esp32", "--app-only"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
     r = run(installed, "stationctl", "flash", "--dry-run", "--port", "/dev/ttyUSB0", "--board",
             "esp32", "--app-only")
-    assert here.returncode == 0 and r.returncode == 0, r.stderr
-
-    def planned(text):
-        return sorted(line.split()[0] for line in text.splitlines()
-                      if line.startswith("   ") and "sha256" in line)
-    files = planned(r.stdout)
-    assert files == planned(here.stdout)
+    assert r.returncode == 0, r.stderr
+    planned = sorted(re.findall(r"^   (\S+) +\d+ B +sha256 ", r.stdout, re.M))
+    # what the checkout deploys (tools/flash.py's own list), every file of it
+    want = sorted(dest for _src, dest, _compile in flash.app_files())
+    assert planned == want and "firmware/app.mpy" in planned
     n_sources = sum(1 for tree in ("protocol", "firmware") for p in (ROOT / tree).rglob("*.py")
                     if "__pycache__" not in p.parts)
-    assert len(files) >= n_sources and "firmware/app.mpy" in files
+    assert len(planned) >= n_sources
