@@ -410,6 +410,10 @@ class Rig:
     def _broker_down(self, t, until):
         self.out("  t=%s broker killed (down until t=%s)" % (_hms(t), _hms(until)))
         self.stats["broker_outages"] += 1
+        # The broker crashes with the sessions it had: written out first, so the
+        # subscriber's persistent session (and what is queued for it while it
+        # reconnects) survives the kill -9 whatever the autosave timer says.
+        self.broker.save()
         self.broker.stop(kill=True)
         self._push(until, "action", self._broker_up, ())
 
@@ -417,6 +421,8 @@ class Rig:
         self.out("  t=%s broker restarted" % _hms(t))
         self.broker.start()
         self.broker_restart_wall = time.time()
+        if not self.sub.wait_subscribed(60):
+            self.notes.append("subscriber did not resubscribe within 60 s of the broker restart")
 
     def _gw_kill(self, t):
         """kill -9 the gateway: half of the time at once (idle, or in the middle of
