@@ -3,15 +3,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker mp32 lint bench clean
+.PHONY: run test setup broker mp32 lint bench clean fuse soak fuzz
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker mp32
+setup: $(READY) broker mp32 fuse
 
 broker:
 	@sh tools/setup/ensure-mosquitto.sh
+
+# FUSE (libfuse3, fusermount3) for the power-cut rig (hil/powerfs.py), issue #12
+fuse:
+	@sh tools/setup/ensure-fuse.sh
 
 # 32-bit MicroPython (WebAssembly port under Node) for tests/firmware/test_node_32bit.py
 mp32:
@@ -21,6 +25,11 @@ mp32:
 test: setup
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Long power-cut runs (issue #12): the FUSE rig under the real daemon with many more cuts.
+SOAK_CUTS ?= 300
+soak: setup
+	POWERCUT_CUTS=$(SOAK_CUTS) $(PY) -m pytest -q -p no:cacheprovider -s tests/gateway/test_powercut_fuse.py
 
 run: setup
 	$(PY) -m hil.demo $(DEMO_ARGS)
