@@ -26,10 +26,13 @@ test: setup
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# Long power-cut runs (issue #12): the FUSE rig under the real daemon with many more cuts.
+# Long power-cut runs (issue #12): the FUSE rig under the real daemon with many more cuts,
+# the littlefs torn-write sweep over a longer sequence.
 SOAK_CUTS ?= 300
+SOAK_LFS_STEPS ?= 160
 soak: setup
-	POWERCUT_CUTS=$(SOAK_CUTS) $(PY) -m pytest -q -p no:cacheprovider -s tests/gateway/test_powercut_fuse.py
+	POWERCUT_CUTS=$(SOAK_CUTS) LFS_SWEEP_STEPS=$(SOAK_LFS_STEPS) $(PY) -m pytest -q -p no:cacheprovider -s \
+		tests/gateway/test_powercut_fuse.py tests/firmware/test_lfs_sweep.py
 
 run: setup
 	$(PY) -m hil.demo $(DEMO_ARGS)
