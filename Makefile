@@ -34,6 +34,13 @@ soak: setup
 	POWERCUT_CUTS=$(SOAK_CUTS) LFS_SWEEP_STEPS=$(SOAK_LFS_STEPS) $(PY) -m pytest -q -p no:cacheprovider -s \
 		tests/gateway/test_powercut_fuse.py tests/firmware/test_lfs_sweep.py
 
+# Fuzzing (issue #12): every decoder of bytes from the air or the broker (tests/fuzz),
+# each target for FUZZ_SECONDS; corpora grow in build/fuzz/, findings in build/fuzz/crashes/.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	@rc=0; for t in framing frame payloads cbor rules commands; do \
+		$(PY) tests/fuzz/run.py $$t $(FUZZ_SECONDS) || rc=1; done; exit $$rc
+
 run: setup
 	$(PY) -m hil.demo $(DEMO_ARGS)
 
