@@ -1,7 +1,9 @@
 """The Modbus bridge against real parts: pymodbus servers over TCP and RTU (pty pairs),
 and a hand-written RTU device on a pty for silence and CRC errors.
 
-Timing bounds are generous (a loaded 2-core CI box): they check schedules, not speed."""
+No wall-clock bounds: the tests wait for events (a reading, a state change) with
+generous upper limits, and check behaviour by counts; how fast the bridge goes
+offline, comes back and keeps its schedule is a figure (`python -m bench modbus`)."""
 import asyncio
 import os
 import socket
@@ -172,7 +174,7 @@ async def tcp_server(devices):
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return asyncio.run(asyncio.wait_for(coro, 300))     # a bound, never a speed claim
 
 
 # ------------------------------------------------------------------ tests
