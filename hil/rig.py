@@ -133,8 +133,9 @@ class Rig:
                     key = bytes(reversed(key))       # the rig must then report losses
                 self.gw_signers[n.id] = Hmac(key)
                 f.write('"%d" = "%s"\n' % (n.id, key.hex()))
+        self.store_path = d / "store.db"
         lines = ['[site]', 'id = "%s"' % SITE, 'gateway_id = "%s"' % GW, '',
-                 '[storage]', 'path = "%s"' % (d / "store.db"), 'quota_mb = 64', '',
+                 '[storage]', 'path = "%s"' % self.store_path, 'quota_mb = 64', '',
                  '[batch]', 'max_age_s = %g' % self.sc.gateway["max_age_s"],
                  'max_readings = %d' % self.sc.gateway["max_readings"], '',
                  '[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port,
@@ -694,22 +695,50 @@ class Rig:
         self.notes.append("nodes still had logged frames after %d s of drain: %s" % (
             self.sc.drain_s, ", ".join("%d:%d" % (n.id, n.depth) for n in self.nodes)))
 
-    def _settle(self, timeout=30.0):
-        """Wall time for the gateway to publish what it stored."""
+    def _settle(self, timeout=300.0):
+        """Wall time for the gateway to publish what it stored. Done when the subscriber
+        has every packed reading, or when the gateway has nothing left for the broker
+        (_gateway_drained) - events, not a quiet spell: a gateway still in its reconnect
+        back-off on a loaded machine is not done. The timeout only bounds a gateway that
+        never drains."""
         deadline = time.time() + timeout
         want = sum(1 for s in self.sent if s.packed)
         gauges = {spec.node for spec, _g in self.gauges}   # they publish all the time
-        last, stable_since = None, time.time()
         while time.time() < deadline:
             self._pull_gw()
-            got = self.sub.snapshot(exclude=gauges)
-            if got != last:
-                last, stable_since = got, time.time()
-            if got[0] >= want and time.time() - stable_since > 0.5:
+            if not self.gw.alive():
                 return
-            if time.time() - stable_since > 2.5:
+            if self.sub.snapshot(exclude=gauges)[0] >= want or self._gateway_drained():
+                time.sleep(0.5)           # duplicates in flight land before the checks
+                self._pull_gw()
                 return
             time.sleep(0.05)
+        self.notes.append("the gateway had not drained to the broker %d s after the run"
+                          % timeout)
+
+    def _gateway_drained(self):
+        """The gateway's store (read-only, as `stationgw status` reads it) holds no
+        reading or alarm from a radio node, and every batch still in it has reached the
+        subscriber (its PUBACK may be on the way). Gauges publish all the time: their
+        readings do not count."""
+        import sqlite3
+        gauges = sorted({spec.node for spec, _g in self.gauges}) or [-1]
+        try:
+            db = sqlite3.connect(Path(self.store_path).resolve().as_uri() + "?mode=ro", uri=True,
+                                 timeout=5.0)
+            try:
+                q = ",".join("?" * len(gauges))
+                left = db.execute("SELECT (SELECT count(*) FROM readings WHERE node NOT IN "
+                                  "(%s)) + (SELECT count(*) FROM alarms WHERE node NOT IN "
+                                  "(%s))" % (q, q), gauges + gauges).fetchone()[0]
+                newest = db.execute("SELECT max(seq) FROM batches").fetchone()[0] or 0
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
+        with self.sub.lock:
+            seen = max(self.sub.batches, default=0)
+        return left == 0 and seen >= newest
 
 
 def _hms(t):
