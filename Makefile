@@ -3,12 +3,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
-.PHONY: run test setup broker mp32 chromium postgres rp2emu stubs lint bench clean
+.PHONY: run test setup broker mp32 chromium postgres rp2emu stubs fuse soak fuzz lint bench clean
 
 $(READY): requirements.txt pyproject.toml tools/setup/ensure-venv.sh
 	@VENV=$(VENV) sh tools/setup/ensure-venv.sh
 
-setup: $(READY) broker mp32 chromium postgres rp2emu stubs
+setup: $(READY) broker mp32 chromium postgres rp2emu stubs fuse
 
 # PostgreSQL server binaries for the hub's tests (#16); they run their own cluster
 postgres:
@@ -20,6 +20,10 @@ broker:
 # Debian's chromium + chromedriver for the status page's browser tests (tests/browser.py)
 chromium:
 	@sh tools/setup/ensure-chromium.sh
+
+# FUSE (libfuse3, fusermount3) for the power-cut rig (hil/powerfs.py), issue #12
+fuse:
+	@sh tools/setup/ensure-fuse.sh
 
 # 32-bit MicroPython (WebAssembly port under Node) for tests/firmware/test_node_32bit.py
 mp32:
@@ -37,6 +41,21 @@ stubs: $(READY)
 test: setup
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Long power-cut runs (issue #12): the FUSE rig under the real daemon with many more cuts,
+# the littlefs torn-write sweep over a longer sequence.
+SOAK_CUTS ?= 300
+SOAK_LFS_STEPS ?= 160
+soak: setup
+	POWERCUT_CUTS=$(SOAK_CUTS) LFS_SWEEP_STEPS=$(SOAK_LFS_STEPS) $(PY) -m pytest -q -p no:cacheprovider -s \
+		tests/gateway/test_powercut_fuse.py tests/firmware/test_lfs_sweep.py
+
+# Fuzzing (issue #12): every decoder of bytes from the air or the broker (tests/fuzz),
+# each target for FUZZ_SECONDS; corpora grow in build/fuzz/, findings in build/fuzz/crashes/.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	@rc=0; for t in framing frame payloads cbor rules commands; do \
+		$(PY) tests/fuzz/run.py $$t $(FUZZ_SECONDS) || rc=1; done; exit $$rc
 
 run: setup
 	$(PY) -m hil.demo $(DEMO_ARGS)

@@ -226,10 +226,14 @@ def baseline(port, n):
         c.publish("baseline/%s/%s/reading" % (SITE, GW), json.dumps(
             {"node": 1 + i % NODES, "seq": i // 30, "idx": i % 30, "chan": CHANS[i % 3],
              "t": t, "value": i % 97}), qos=1)
-    done.wait(120)
+    finished = done.wait(120)
     dt = time.perf_counter() - t0
     c.disconnect()
     c.loop_stop()
+    if not finished:
+        # n / 120 s would understate the baseline and inflate every ratio against it
+        raise RuntimeError("baseline: only %d of %d publishes acked within 120 s; no ratio "
+                           "can be computed (broker overloaded or gone)" % (acked[0], n))
     return n / dt
 
 

@@ -94,6 +94,32 @@ class Broker:
                 time.sleep(0.01)
         raise RuntimeError("mosquitto did not accept connections in time")
 
+    def save(self, timeout=30.0):
+        """Have Mosquitto write its persistence now (SIGUSR1) and wait until the new
+        database file is in place. Before a kill -9 this makes the test mean what it
+        says: the broker crashes with the sessions and subscriptions it had, instead of
+        losing whatever came since its last autosave (a subscriber subscribed less
+        than autosave_interval ago would otherwise vanish, and with it everything
+        published for it while it reconnects)."""
+        db = self.dir / "data" / "mosquitto.db"
+
+        def stamp():
+            try:
+                st = db.stat()
+                return (st.st_ino, st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                return None
+        before = stamp()
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if stamp() not in (None, before):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("mosquitto exited: see %s/broker.log" % self.dir)
+            time.sleep(0.01)
+        raise RuntimeError("mosquitto did not write its persistence within %.0f s" % timeout)
+
     def stop(self, kill=False):
         if self.proc and self.proc.poll() is None:
             if kill:

@@ -12,7 +12,6 @@ from hil import world as W
 
 TIME_TOL_S = 2
 APPROX_TOL_S = 6 * 3600
-ALARM_WALL_MS_MAX = 2000
 
 
 class Result:
@@ -207,9 +206,11 @@ def evaluate(rig):
               rig.stats["node_crashes"] == 0 and rig.stats["node_config_errors"] == 0,
               "; ".join(rig.notes[:2]))
     # ---- the scenario's own expectations
-    if ex.get("alarm_latency", False) and lat_wall:
-        res.check("alarm at subscriber within %d ms wall of the trip" % ALARM_WALL_MS_MAX,
-                  max(lat_wall) <= ALARM_WALL_MS_MAX, "max %.0f ms" % max(lat_wall))
+    if ex.get("alarm_latency", False):
+        # Wall-clock latency depends on the machine's load: it is a figure
+        # (alarm_latency_wall_ms_max, and `python -m bench hil`), never a pass/fail.
+        res.check("alarms raised, delivered and timed", bool(lat_wall),
+                  "no alarm reached the subscriber, so no latency was measured")
     for node, lvl in ex.get("min_level", {}).items():
         got = levels.get(int(node), 0)
         res.check("node %s reaches level >= %d" % (node, lvl), got >= lvl, "got %d" % got)

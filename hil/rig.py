@@ -147,9 +147,10 @@ class Rig:
                 f.write('"%d" = "%s"\n' % (n.id, key.hex()))
         from hil.demo import write_operators
         self.operator = write_operators(str(d))
+        self.store_path = d / "store.db"
         lines = ['[site]', 'id = "%s"' % SITE, 'gateway_id = "%s"' % GW, '',
                  '[commands]', 'operators_file = "operators.toml"', 'rate_per_min = 600', '',
-                 '[storage]', 'path = "%s"' % (d / "store.db"), 'quota_mb = 64', '',
+                 '[storage]', 'path = "%s"' % self.store_path, 'quota_mb = 64', '',
                  '[batch]', 'max_age_s = %g' % self.sc.gateway["max_age_s"],
                  'max_readings = %d' % self.sc.gateway["max_readings"], '',
                  '[mqtt]', 'host = "127.0.0.1"', 'port = %d' % mqtt_port,
@@ -487,6 +488,10 @@ class Rig:
     def _broker_down(self, t, until):
         self.out("  t=%s broker killed (down until t=%s)" % (_hms(t), _hms(until)))
         self.stats["broker_outages"] += 1
+        # The broker crashes with the sessions it had: written out first, so the
+        # subscriber's persistent session (and what is queued for it while it
+        # reconnects) survives the kill -9 whatever the autosave timer says.
+        self.broker.save()
         self.broker.stop(kill=True)
         self._push(until, "action", self._broker_up, ())
 
@@ -494,6 +499,8 @@ class Rig:
         self.out("  t=%s broker restarted" % _hms(t))
         self.broker.start()
         self.broker_restart_wall = time.time()
+        if not self.sub.wait_subscribed(60):
+            self.notes.append("subscriber did not resubscribe within 60 s of the broker restart")
 
     def _gw_kill(self, t):
         """kill -9 the gateway: half of the time at once (idle, or in the middle of
@@ -786,25 +793,50 @@ class Rig:
         self.notes.append("nodes still had logged frames after %d s of drain: %s" % (
             self.sc.drain_s, ", ".join("%d:%d" % (n.id, n.depth) for n in self.nodes)))
 
-    def _settle(self, timeout=75.0):
-        """Wall time for the gateway to publish what it stored."""
+    def _settle(self, timeout=300.0):
+        """Wall time for the gateway to publish what it stored. Done when the subscriber
+        has every packed reading, or when the gateway has nothing left for the broker
+        (_gateway_drained) - events, not a quiet spell: a gateway still in its reconnect
+        back-off on a loaded machine is not done. The timeout only bounds a gateway that
+        never drains."""
         deadline = time.time() + timeout
         want = sum(1 for s in self.sent if s.packed)
         gauges = {spec.node for spec, _g in self.gauges}   # they publish all the time
-        last, stable_since = None, time.time()
         while time.time() < deadline:
             self._pull_gw()
-            got = self.sub.snapshot(exclude=gauges)
-            if got != last:
-                last, stable_since = got, time.time()
-            if got[0] >= want and time.time() - stable_since > 0.5:
+            if not self.gw.alive():
                 return
-            # a broker that came back lately: the gateway's reconnect back-off runs on wall time
-            patience = 2.5 if self.broker_restart_wall is None else max(
-                2.5, self.broker_restart_wall + BACKOFF_MAX_WALL_S - time.time())
-            if time.time() - stable_since > patience:
+            if self.sub.snapshot(exclude=gauges)[0] >= want or self._gateway_drained():
+                time.sleep(0.5)           # duplicates in flight land before the checks
+                self._pull_gw()
                 return
             time.sleep(0.05)
+        self.notes.append("the gateway had not drained to the broker %d s after the run"
+                          % timeout)
+
+    def _gateway_drained(self):
+        """The gateway's store (read-only, as `stationgw status` reads it) holds no
+        reading or alarm from a radio node, and every batch still in it has reached the
+        subscriber (its PUBACK may be on the way). Gauges publish all the time: their
+        readings do not count."""
+        import sqlite3
+        gauges = sorted({spec.node for spec, _g in self.gauges}) or [-1]
+        try:
+            db = sqlite3.connect(Path(self.store_path).resolve().as_uri() + "?mode=ro", uri=True,
+                                 timeout=5.0)
+            try:
+                q = ",".join("?" * len(gauges))
+                left = db.execute("SELECT (SELECT count(*) FROM readings WHERE node NOT IN "
+                                  "(%s)) + (SELECT count(*) FROM alarms WHERE node NOT IN "
+                                  "(%s))" % (q, q), gauges + gauges).fetchone()[0]
+                newest = db.execute("SELECT max(seq) FROM batches").fetchone()[0] or 0
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
+        with self.sub.lock:
+            seen = max(self.sub.batches, default=0)
+        return left == 0 and seen >= newest
 
 
 def _hms(t):

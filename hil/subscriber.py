@@ -59,14 +59,16 @@ class Subscriber:
         self._unchecked = []        # (topic, kind, payload) for check_schema()
         self._checked = set()
         self.log = []               # (wall, kind, key) in arrival order
-        self.connected = threading.Event()
+        self.connected = threading.Event()      # CONNACK seen
+        self.subscribed = threading.Event()     # SUBACK seen: deliveries will reach us
         p = Properties(PacketTypes.CONNECT)
         p.SessionExpiryInterval = 86400
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=mqtt.MQTTv5)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_subscribe = self._on_subscribe
+        c.on_disconnect = self._on_disconnect
         c.reconnect_delay_set(min_delay=0.05, max_delay=0.2)
         self.client = c
         self.port = port
@@ -76,9 +78,15 @@ class Subscriber:
         self.client.connect("127.0.0.1", self.port, keepalive=5, clean_start=False,
                             properties=self._props)
         self.client.loop_start()
-        if not self.connected.wait(timeout):
-            raise RuntimeError("subscriber: no CONNACK from the broker on port %d" % self.port)
+        if not self.wait_subscribed(timeout):
+            raise RuntimeError("subscriber: no CONNACK/SUBACK from the broker on port %d"
+                               % self.port)
         return self
+
+    def wait_subscribed(self, timeout):
+        """True once the broker has acknowledged the subscription (SUBACK) on the
+        current connection: from then on nothing the gateway publishes can pass us by."""
+        return self.subscribed.wait(timeout)
 
     def stop(self):
         self.client.loop_stop()
@@ -106,6 +114,16 @@ class Subscriber:
             except uplink_schema.SchemaError as e:
                 with self.lock:
                     self._err("%s: breaks protocol/uplink.cddl: %s" % (topic, e))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props=None):
+        if all(not rc.is_failure for rc in reason_codes):
+            self.subscribed.set()
+        else:
+            self._err("subscribe refused: %r" % (reason_codes,))
+
+    def _on_disconnect(self, *a):
+        self.connected.clear()
+        self.subscribed.clear()
 
     def _err(self, text):
         if len(self.errors) < 50:

@@ -90,6 +90,9 @@ def check_chip(board, platform, machine, port):
                         % (port, platform, machine, board))
 
 
+READ_TIMEOUT_S = 30.0
+
+
 class BoardLink:
     def __init__(self, port, transport):
         self.port = port
@@ -101,12 +104,14 @@ class BoardLink:
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
         try:
-            # a read timeout, so that mpremote's own timeouts also work on a pty. Not 1 s:
+            # a read timeout, so that mpremote's own timeouts also work on a pty. Long:
             # mpremote gives up raw-paste mode for good when the 2-byte answer to its probe
-            # is late, and then misreads that late answer as a failed exec (seen with the
-            # stand-in board on a loaded 2-core CI box). A board answers in milliseconds;
-            # this only sets how long a dead link takes to report.
-            t = SerialTransport(port, baudrate=115200, timeout=5)
+            # is later than this, and then misreads that late answer as a failed exec
+            # ("could not exec command (response: b'R\x01')": seen with the stand-in
+            # board on a loaded 2-core CI box, at 1 s and again at 5 s). A board answers in
+            # milliseconds and pyserial returns as soon as the bytes are there; this only
+            # sets how long a dead link takes to report.
+            t = SerialTransport(port, baudrate=115200, timeout=READ_TIMEOUT_S)
         except TransportError as e:
             raise ToolError(PORT_BUSY, "cannot open %s: %s" % (port, e)) from None
         link = cls(port, t)
@@ -138,10 +143,10 @@ class BoardLink:
         try:
             with contextlib.redirect_stdout(quiet):
                 try:
-                    self.t.enter_raw_repl(soft_reset=True)
+                    self.t.enter_raw_repl(soft_reset=True, timeout_overall=READ_TIMEOUT_S)
                 except TransportError:
                     # a Ctrl-C that landed in boot.py lets main.py start: interrupt that too
-                    self.t.enter_raw_repl(soft_reset=True)
+                    self.t.enter_raw_repl(soft_reset=True, timeout_overall=READ_TIMEOUT_S)
         except TransportError:
             raise ToolError(NO_ANSWER, "the board on %s does not answer at the MicroPython "
                             "REPL: is MicroPython on it (stationctl flash)? If it is in its "
@@ -151,20 +156,20 @@ class BoardLink:
     # --- code ---------------------------------------------------------------------------
     # importing the node's config checks takes seconds on a slow board (mpremote waits 10 s;
     # an emulated Pico on a busy machine took longer)
-    EXEC_TIMEOUT_S = 60
+    EXEC_TIMEOUT_S = max(60, READ_TIMEOUT_S)
 
     def exec(self, code):
-        from mpremote.transport import TransportError, TransportExecError
+        from mpremote.transport import TransportError
         try:
-            ret, err = self.t.exec_raw(code, timeout=self.EXEC_TIMEOUT_S)
-            if err:
-                raise TransportExecError(ret, err.decode())
-            return ret
-        except TransportExecError as e:
-            raise ToolError(BOARD_ERROR, "on the board: %s" % e.error_output.strip()) from None
+            # the wait between two characters of the answer: mpremote's default (10 s)
+            # is shorter than a busy CI box can stall a stand-in or an emulated board
+            out, err = self.t.exec_raw(code, timeout=self.EXEC_TIMEOUT_S)
         except TransportError as e:
             raise ToolError(NO_ANSWER, "the board on %s stopped answering: %s"
                             % (self.port, e)) from None
+        if err:
+            raise ToolError(BOARD_ERROR, "on the board: %s" % err.decode(errors="replace").strip())
+        return out
 
     def eval(self, expr):
         import ast
@@ -266,6 +271,14 @@ class BoardLink:
         """Read the console until one of the compiled regexes matches a line; returns
         (index, match, text so far). Native-USB boards drop off the bus while they
         reset: the port is reopened when it comes back."""
+        try:
+            return self._wait_for(patterns, timeout, echo)
+        finally:
+            # the short poll below must not stay: mpremote's raw-paste probe would read
+            # with it and misread a late answer (see open())
+            self.t.serial.timeout = READ_TIMEOUT_S
+
+    def _wait_for(self, patterns, timeout, echo):
         buf = b""
         end = time.monotonic() + timeout
         ser = self.t.serial

@@ -95,18 +95,29 @@ class Monitor:
         if username:
             c.username_pw_set(username, password)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_message = lambda c, ud, msg: self.q.put((msg.topic, bytes(msg.payload)))
         self.client = c
         self.host, self.port = host, port
         self.subs = []
+        self._unacked = set()       # mids of SUBSCRIBEs not answered yet
 
     def _on_connect(self, client, userdata, flags, rc, props):
         if rc.is_failure:
             self.connected.put(str(rc))
             return
-        for t in self.subs:
-            client.subscribe(t, qos=1)
-        self.connected.put(None)
+        self._unacked = {client.subscribe(t, qos=1)[1] for t in self.subs}
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props):
+        # "subscribed" means SUBACK, not CONNACK: only from then on can nothing published
+        # pass the monitor by
+        bad = [rc for rc in reason_codes if rc.is_failure]
+        if bad:
+            self.connected.put("subscription refused: %s" % bad[0])
+            return
+        self._unacked.discard(mid)
+        if not self._unacked:
+            self.connected.put(None)
 
     def start(self, subs):
         self.subs = subs
@@ -120,13 +131,14 @@ class Monitor:
             err = self.connected.get(timeout=CONNECT_TIMEOUT_S)
         except queue.Empty:
             self.stop()
-            raise ToolError(BROKER, "the broker %s:%d accepted TCP but sent no CONNACK in %g s: "
+            raise ToolError(BROKER, "the broker %s:%d accepted TCP but sent no CONNACK/SUBACK in %g s: "
                             "is it an MQTT broker (mqtts:// for a TLS port)?"
                             % (self.host, self.port, CONNECT_TIMEOUT_S)) from None
         if err is not None:
             self.stop()
-            raise ToolError(BROKER, "the broker %s:%d refused the connection: %s (check "
-                            "--username/--password-file)" % (self.host, self.port, err))
+            raise ToolError(BROKER, "the broker %s:%d refused: %s (check "
+                            "--username/--password-file, and the broker's ACL for these "
+                            "topics)" % (self.host, self.port, err))
 
     def stop(self):
         self.client.loop_stop()

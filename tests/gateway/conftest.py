@@ -40,7 +40,7 @@ class Subscriber:
         c.connect("127.0.0.1", port, keepalive=5, clean_start=False, properties=p)
         c.loop_start()
         self.client = c
-        assert self._subscribed.wait(5), "subscriber did not get its SUBACK"
+        assert self._subscribed.wait(60), "subscriber did not get its SUBACK"
 
     def _on_message(self, client, userdata, msg):
         ct = getattr(msg.properties, "ContentType", None) if msg.properties else None

@@ -56,7 +56,7 @@ def site(tmp_path, broker):
             a.close()
 
 
-def read_downlink(fd, want, timeout=5.0):
+def read_downlink(fd, want, timeout=30.0):
     out = b""
     frames = []
     deadline = time.monotonic() + timeout
@@ -93,7 +93,7 @@ def test_frames_in_decoded_batches_out_values_and_times_right(site, subscriber):
     re, gw_time, ranges = msg.decode_ack(a.payload)
     assert a.mtype == fr.ACK and re == 42 and (42, 42) in ranges
     assert t_before - 1 <= gw_time <= t_after + 1
-    assert sub.wait_for(lambda s: len(s.readings()) >= 4, 10)
+    assert sub.wait_for(lambda s: len(s.readings()) >= 4, 60)
     got = {(r[0], r[1], r[2]): r for r in sub.readings()}
     assert set(got) == {(101, 42, i) for i in range(4)}
     for idx, (chan, age, v) in enumerate([(LEVEL, 600, 1500), (LEVEL, 300, 1520), (LEVEL, 0, 1555),
@@ -115,7 +115,7 @@ def test_bad_input_on_the_line_is_rejected_counted_and_never_published(site, sub
     good = fr.encode(k101, fr.READINGS, 101, 10, 0, rd.encode([rd.Block(LEVEL, 1, 0, [1])]), 0, 0)
     os.write(air.master, wrap(good))
     assert len(read_downlink(air.master, 1)) == 1
-    assert sub.wait_for(lambda s: len(s.readings()) == 1, 10)
+    assert sub.wait_for(lambda s: len(s.readings()) == 1, 60)
     bad = [b"\x00" + b"\xde\xad\xbe\xef" * 20 + b"\x00",                      # garbage
            wrap(good)[:20] + b"\x00",                                       # truncated
            wrap(fr.encode(k102, fr.READINGS, 101, 11, 0, rd.encode([rd.Block(LEVEL, 1, 0, [2])]),
@@ -136,7 +136,7 @@ def test_bad_input_on_the_line_is_rejected_counted_and_never_published(site, sub
         except (OSError, ValueError, KeyError):
             return {}
     assert wait_until(lambda: counters().get("frames_rejected") == 4 and
-                      counters().get("frames_duplicate") == 1, 10), counters()
+                      counters().get("frames_duplicate") == 1, 60), counters()
     c = counters()
     assert c["rejected_mic"] == 1 and c["rejected_replay"] == 1 and c["frames_duplicate"] == 1
     assert sum(c.get("rejected_" + r, 0) for r in ("crc", "cobs", "too_short")) == 2, c
@@ -147,9 +147,9 @@ def test_bad_input_on_the_line_is_rejected_counted_and_never_published(site, sub
     gw.start()
     os.write(air.master, bad[3])
     assert read_downlink(air.master, 1, timeout=1.0) == []
-    assert wait_until(lambda: counters().get("rejected_replay") == 2, 10), counters()
+    assert wait_until(lambda: counters().get("rejected_replay") == 2, 60), counters()
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "-c", gw.cfg],
-                         cwd=ROOT, capture_output=True, text=True, timeout=20)
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "n101" in out.stdout and "rejects" in out.stdout and "mic=1" in out.stdout
     assert gw.term() == 0
@@ -173,13 +173,13 @@ def test_kill9_repeatedly_loses_nothing_that_was_acked(site, subscriber, tmp_pat
 
     def drained():
         return all(not n.log for n in nodes)
-    assert wait_until(drained, 30), [len(n.log) for n in nodes]
+    assert wait_until(drained, 120), [len(n.log) for n in nodes]
     for n in nodes:
         acked[n.node] = [s for s in sorted(n.acked) if s in n.readings_in]
     want = {(node, s, i) for node, seqs in acked.items() for s in seqs
             for i in range(nodes[node - 101].readings_in[s])}
     assert len(want) > 30
-    assert sub.wait_for(lambda s: want <= s.keys(), 20), len(want - sub.keys())
+    assert sub.wait_for(lambda s: want <= s.keys(), 120), len(want - sub.keys())
     # order kept per node within what arrived, duplicates only with the same dedup key
     assert gw.term() == 0
     db = sqlite3.connect(os.path.join(os.path.dirname(gw.cfg), "store.db"))
@@ -208,14 +208,14 @@ def test_alarm_overtakes_a_draining_backlog(site, subscriber, tmp_path):
     s.close()
     sub = subscriber()
     gw.start()
-    assert sub.wait_for(lambda x: len(x.batches()) >= 1, 20)
+    assert sub.wait_for(lambda x: len(x.batches()) >= 1, 60)
     k = Hmac(site.keys[101])
     payload = msg.encode_alarms([{msg.A_EVENT: 1, msg.A_LEVEL: 4, msg.A_PREV: 0,
                                   msg.A_CHAN: DISP, msg.A_RULE: 3, msg.A_KIND: 1,
                                   msg.A_VALUE: 2500, msg.A_THRESHOLD: 2000, msg.A_AGE: 1}])
     os.write(air.master, wrap(fr.encode(k, fr.ALARM, 101, 5, 0, payload, 0, 0)))
-    assert sub.wait_for(lambda x: len(x.alarms()) == 1, 10)
-    assert sub.wait_for(lambda x: len(x.readings()) >= 100000, 60)
+    assert sub.wait_for(lambda x: len(x.alarms()) == 1, 60)
+    assert sub.wait_for(lambda x: len(x.readings()) >= 100000, 180)
     topics = [t for t, _p, _ms, _ct in sub.snapshot()]
     i_alarm = topics.index("stations/demo/gw1/alarm")
     behind = sum(1 for t in topics[i_alarm:] if t.endswith("/data"))
@@ -235,7 +235,7 @@ def wait_for_birth(subscriber):
     """The gateway subscribes to cmd/# before it publishes its birth message, so once the
     birth is seen a command cannot fall into the gap before its subscription exists."""
     st = subscriber(topic="stations/demo/gw1/status", client_id="test-birth-watch")
-    assert st.wait_for(lambda s: any(cbor2.loads(m[1]).get(3) == 1 for m in s.snapshot()), 20)
+    assert st.wait_for(lambda s: any(cbor2.loads(m[1]).get(3) == 1 for m in s.snapshot()), 60)
 
 
 def test_command_over_mqtt_reaches_the_node_and_the_result_comes_back(site, subscriber, broker):
@@ -261,7 +261,7 @@ def test_command_over_mqtt_reaches_the_node_and_the_result_comes_back(site, subs
 
         def results():
             return [cbor2.loads(p) for _t, p, _m, _c in sub.snapshot()]
-        assert sub.wait_for(lambda s: any(r[5] == "applied" for r in results()), 20), results()
+        assert sub.wait_for(lambda s: any(r[5] == "applied" for r in results()), 60), results()
         rs = results()
         assert rs[0][5] == "invalid" and "sampel_s" in rs[0][7]
         assert [r[5] for r in rs[1:]] == ["queued", "applied"]
@@ -292,14 +292,14 @@ def test_queued_command_survives_a_gateway_restart(site, subscriber, broker):
 
         def results():
             return [cbor2.loads(p)[5] for _t, p, _m, _c in sub.snapshot()]
-        assert sub.wait_for(lambda s: results() == ["queued"], 10)
+        assert sub.wait_for(lambda s: results() == ["queued"], 60)
     finally:
         pub.disconnect()
         pub.loop_stop()
     assert gw.term() == 0
     gw.start()
     air.start()                                    # now the node talks
-    assert sub.wait_for(lambda s: results() == ["queued", "applied"], 20), results()
+    assert sub.wait_for(lambda s: results() == ["queued", "applied"], 60), results()
     assert node.emergency_until is not None
     assert gw.term() == 0
 
@@ -310,22 +310,35 @@ def test_broker_outage_and_kill9_lose_nothing_acked(site, subscriber, broker):
     air, gw = site(nodes, speed=20.0)
     gw.start()
     air.start()
-    assert sub.wait_for(lambda s: len(s.readings()) > 0, 10)
+    assert sub.wait_for(lambda s: len(s.readings()) > 0, 60)
+
+    def acked_frames():
+        return sum(len(n.acked) for n in nodes)
+
+    def acked_readings():
+        return {(n.node, s, i) for n in nodes for s in sorted(n.acked) if s in n.readings_in
+                for i in range(n.readings_in[s])}
     broker.stop()                          # a clean outage: frames keep coming, all acked
-    before = sum(len(n.acked) for n in nodes)
-    time.sleep(2.5)
-    acked_in_outage = sum(len(n.acked) for n in nodes) - before
+    before = acked_frames()
+    # events, not sleeps: each phase lasts until something happened in it, however
+    # slow the machine
+    assert wait_until(lambda: acked_frames() >= before + 5, 60)
+    acked_in_outage = acked_frames() - before
     broker.start()
-    time.sleep(1.0)
+    n_sub = len(sub.readings())
+    assert sub.wait_for(lambda s: len(s.readings()) > n_sub, 60)
+    broker.save()                          # the broker crashes with its sessions on disk
     broker.stop(kill=True)                 # and a crash of the broker
-    time.sleep(1.0)
+    k = acked_frames()
+    assert wait_until(lambda: acked_frames() >= k + 3, 60)
     broker.start()
-    time.sleep(1.0)
+    n_sub = len(sub.readings())
+    assert sub.wait_for(lambda s: len(s.readings()) > n_sub, 60)
+    assert wait_until(lambda: len(acked_readings()) > 100, 60)
     air.stop()
-    want = {(n.node, s, i) for n in nodes for s in sorted(n.acked) if s in n.readings_in
-            for i in range(n.readings_in[s])}
+    want = acked_readings()
     assert acked_in_outage > 0 and len(want) > 100
-    assert sub.wait_for(lambda s: want <= s.keys(), 30), len(want - sub.keys())
+    assert sub.wait_for(lambda s: want <= s.keys(), 120), len(want - sub.keys())
     seen = {}
     for r in sub.readings():               # a duplicate is the same reading, key and all
         assert seen.setdefault(r[:3], r) == r

@@ -1,7 +1,9 @@
 """The Modbus bridge against real parts: pymodbus servers over TCP and RTU (pty pairs),
 and a hand-written RTU device on a pty for silence and CRC errors.
 
-Timing bounds are generous (a loaded 2-core CI box): they check schedules, not speed."""
+No wall-clock bounds: the tests wait for events (a reading, a state change) with
+generous upper limits, and check behaviour by counts; how fast the bridge goes
+offline, comes back and keeps its schedule is a figure (`python -m bench modbus`)."""
 import asyncio
 import dataclasses
 import os
@@ -167,6 +169,11 @@ def pty_link(loop):
     return os.ttyname(s1), os.ttyname(s2), close
 
 
+# Upper bound for a condition to come true: generous, because CI is a busy 2-core box;
+# a passing run never waits it out (wait_until returns as soon as the condition holds).
+WAIT_S = 60
+
+
 async def wait_until(pred, timeout, step=0.02):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -185,7 +192,7 @@ async def tcp_server(devices):
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+    return asyncio.run(asyncio.wait_for(coro, 300))     # a bound, never a speed claim
 
 
 # ------------------------------------------------------------------ tests
@@ -208,7 +215,7 @@ bus = "net"
 node = 9001
 device_id = 3
 poll_s = 0.1
-timeout_s = 0.5
+timeout_s = 5.0
 [[modbus.devices.points]]
 chan = "water_level.0"
 table = "holding"
@@ -228,10 +235,10 @@ word_order = "little"
         bridge = ModbusBridge(cfg, col.sink, col.alloc_seq)
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: len(col.readings(9001)) >= 6, 5)
+            assert await wait_until(lambda: len(col.readings(9001)) >= 6, WAIT_S)
             await server.async_setValues(3, 3, 4, [2000])
             assert await wait_until(
-                lambda: any(r.value == 3000 for _t, r in col.readings(9001)), 5)
+                lambda: any(r.value == 3000 for _t, r in col.readings(9001)), WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -282,7 +289,7 @@ type = "u16"
         bridge = ModbusBridge(cfg, col.sink, col.alloc_seq)
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: len(col.readings(9001)) >= 4, 5)
+            assert await wait_until(lambda: len(col.readings(9001)) >= 4, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -370,44 +377,35 @@ type = "u16"
                               on_state=lambda s: states.append((loop.time(), s)))
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: len(col.readings(9001)) >= 3, 5)
-            silent_from = loop.time()
+            assert await wait_until(lambda: len(col.readings(9001)) >= 3, WAIT_S)
             fake.modes[1] = "silent"
-            assert await wait_until(lambda: bridge.stats()["flaky"]["online"] is False, 5)
-            went_offline = loop.time()
-            await asyncio.sleep(1.5)   # a while offline: probes time out, others carry on
+            assert await wait_until(lambda: bridge.stats()["flaky"]["online"] is False, WAIT_S)
+            # While the flaky device stays silent (it does until we say so), its
+            # neighbour on the same bus and the gauge on the other bus keep delivering:
+            # neither waits for the dead device. Counted in readings, not in seconds
+            # (the schedule's gaps in wall time are a figure for bench/, not a test).
+            n_2, n_3 = len(col.readings(9002)), len(col.readings(9003))
+            assert await wait_until(lambda: len(col.readings(9002)) >= n_2 + 5
+                                    and len(col.readings(9003)) >= n_3 + 5, WAIT_S)
+            assert bridge.stats()["flaky"]["online"] is False
+            # and the offline device keeps being probed (timeouts go on counting)
+            t_0 = bridge.stats()["flaky"]["timeouts"]
+            assert await wait_until(lambda: bridge.stats()["flaky"]["timeouts"] >= t_0 + 1,
+                                    WAIT_S)
             n_before = len(col.readings(9001))
             fake.modes[1] = "ok"
-            back_from = loop.time()
-            assert await wait_until(lambda: bridge.stats()["flaky"]["online"] is True, 5)
-            back = loop.time()
-            assert await wait_until(lambda: len(col.readings(9001)) >= n_before + 3, 5)
-            end = loop.time()
+            assert await wait_until(lambda: bridge.stats()["flaky"]["online"] is True, WAIT_S)
+            assert await wait_until(lambda: len(col.readings(9001)) >= n_before + 3, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await server.shutdown()
             fake.close()
 
-        # offline after the poll and its retry timed out: about 2 timeouts + back-off
-        assert went_offline - silent_from < 0.2 + 2 * DEAD_TIMEOUT + 0.05 + 1.5
-        # back online by the next probe (probe interval capped at 0.5 s) plus slack
-        assert back - back_from < 0.5 + DEAD_TIMEOUT + 1.5
         st = bridge.stats()["flaky"]
         assert st["timeouts"] >= 3 and st["went_offline"] == 1 and st["crc_errors"] == 0
         assert [s.online for _t, s in states if s.device == "flaky"] == [True, False, True]
         assert [s.reason for _t, s in states if s.device == "flaky"][1] == "timeout"
-
-        def gaps(node, t0, t1):
-            ts = [t for t, _r in col.readings(node) if t0 <= t <= t1]
-            return len(ts), max(b - a for a, b in zip(ts, ts[1:], strict=False))
-        # The other bus never waits for the dead device: its 0.2 s schedule holds. Had it
-        # shared the dead device's queue, its gaps would reach 0.2 + 2 * 0.6 s.
-        n, worst = gaps(9003, silent_from, end)
-        assert n >= (end - silent_from) / 0.2 * 0.5 and worst < 0.2 + 0.8
-        # the neighbour on the same bus waits for at most one dead attempt per poll
-        n, worst = gaps(9002, silent_from, end)
-        assert n >= (end - silent_from) / 0.2 * 0.3 and worst < 0.2 + DEAD_TIMEOUT + 0.8
         # RTU inter-frame silence: 3.5 chars at 9600 baud = 4 ms after each answer
         gap = 3.5 * 11 / 9600
         answered = sorted(fake.answered_at)
@@ -435,7 +433,7 @@ bus = "rs485"
 node = 9004
 device_id = 4
 poll_s = 0.2
-timeout_s = 0.2
+timeout_s = 2.0
 retries = 1
 retry_backoff_s = 0.02
 [[modbus.devices.points]]
@@ -451,10 +449,10 @@ scale = 0.001
         assert cfg.modbus.buses[0].inter_frame_gap_s == 0.00175
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: bridge.stats()["noisy"]["online"] is False, 5)
+            assert await wait_until(lambda: bridge.stats()["noisy"]["online"] is False, WAIT_S)
             fake.modes[4] = "ok"
             fake.regs[(4, 0)] = 77
-            assert await wait_until(lambda: bridge.stats()["noisy"]["online"] is True, 5)
+            assert await wait_until(lambda: bridge.stats()["noisy"]["online"] is True, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -504,7 +502,7 @@ type = "f32"
         bridge = ModbusBridge(cfg, col.sink, col.alloc_seq)
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: len(col.readings(9001)) >= 4, 5)
+            assert await wait_until(lambda: len(col.readings(9001)) >= 4, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -582,13 +580,13 @@ min_level = "orange"
         async def coil():
             return bool((await rs.async_getValues(2, 1, 0, 1))[0])
         try:
-            assert await wait_until(lambda: bridge.siren_stats()["written"] is False, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["written"] is False, WAIT_S)
             assert not await coil()
             await gs.async_setValues(1, 3, 0, [4200])           # 4.2 m: above 3.5 m
-            assert await wait_until(lambda: bridge.siren_stats()["written"] is True, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["written"] is True, WAIT_S)
             assert await coil(), "siren coil not set on the relay"
             await gs.async_setValues(1, 3, 0, [3000])           # below 3.5 - 0.1 m
-            assert await wait_until(lambda: bridge.siren_stats()["written"] is False, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["written"] is False, WAIT_S)
             assert not await coil(), "siren coil not cleared"
         finally:
             task.cancel()
@@ -657,7 +655,7 @@ threshold = 3.5
 
                 bridge = ModbusBridge(cfg, sink, alloc)
                 task = asyncio.create_task(bridge.run())
-                await wait_until(lambda b=bridge: b.stats()["gauge"]["polls_ok"] >= 3, 5)
+                await wait_until(lambda b=bridge: b.stats()["gauge"]["polls_ok"] >= 3, WAIT_S)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 store.close()
@@ -729,7 +727,7 @@ type = "u16"
         task = asyncio.create_task(bridge.run())
         try:
             assert await wait_until(lambda: all(s["online"] is False
-                                                for s in bridge.stats().values()), 5)
+                                                for s in bridge.stats().values()), WAIT_S)
             await asyncio.sleep(0.3)
             assert not task.done(), "the bridge stopped"
         finally:
@@ -761,7 +759,7 @@ bus = "rs485"
 node = 9005
 device_id = 5
 poll_s = 0.2
-timeout_s = 0.1
+timeout_s = 1.5
 retries = 1
 retry_backoff_s = 0.05
 [[modbus.devices.points]]
@@ -776,19 +774,18 @@ scale = 0.001
         bridge = ModbusBridge(cfg, col.sink, col.alloc_seq, on_state=states.append)
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: len(col.readings(9005)) >= 4, 5)
+            assert await wait_until(lambda: len(col.readings(9005)) >= 3, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             fake.close()
         st = bridge.stats()["lossy"]
         assert [s.online for s in states] == [True], "a retried poll must not go offline"
-        assert st["timeouts"] >= 4 and st["went_offline"] == 0
+        assert st["timeouts"] >= 3 and st["went_offline"] == 0
         assert all(r.value == 1500 for _t, r in col.readings(9005))
-        # each reading came from a retry 0.05 s after a 0.1 s timeout
-        reqs = [t for t, _d in fake.requests]
-        assert any(0.15 - 0.02 <= b - a <= 0.15 + 0.5 for a, b in zip(reqs, reqs[1:],
-                                                                        strict=False))
+        # every reading needed its retry: one request lost, one answered, per reading
+        n = len(col.readings(9005))
+        assert len(fake.requests) >= 2 * n - 1
     run(main())
 
 
@@ -809,7 +806,7 @@ bus = "gauge-net"
 node = 9001
 device_id = 1
 poll_s = 0.2
-timeout_s = 0.2
+timeout_s = 1.0
 retries = 0
 offline_probe_max_s = 0.4
 [[modbus.devices.points]]
@@ -833,7 +830,7 @@ bus = "relay-net"
 node = 9002
 device_id = 2
 poll_s = 0.2
-timeout_s = 0.2
+timeout_s = 1.0
 retries = 0
 offline_probe_max_s = 0.4
 [[modbus.devices.points]]
@@ -866,12 +863,12 @@ def test_siren_write_waits_for_an_unreachable_relay_and_lands_when_it_is_back(tm
         task = asyncio.create_task(bridge.run())
         rs = None
         try:
-            assert await wait_until(lambda: bridge.siren_stats()["wanted"] is True, 5)
-            assert await wait_until(lambda: bridge.siren_stats()["write_failures"] >= 2, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["wanted"] is True, WAIT_S)
+            assert await wait_until(lambda: bridge.siren_stats()["write_failures"] >= 2, WAIT_S)
             assert bridge.siren_stats()["written"] is None
             rs = ModbusTcpServer(relay_device(), address=("127.0.0.1", rport))
             await rs.serve_forever(background=True)
-            assert await wait_until(lambda: bridge.siren_stats()["written"] is True, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["written"] is True, WAIT_S)
             assert (await rs.async_getValues(2, 1, 0, 1))[0]
         finally:
             task.cancel()
@@ -897,14 +894,14 @@ def test_a_clear_due_by_hold_time_comes_from_the_ticker_when_the_gauge_falls_sil
         bridge = ModbusBridge(cfg, col.sink, col.alloc_seq)
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: bridge.siren_stats()["written"] is True, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["written"] is True, WAIT_S)
             await gs.async_setValues(1, 3, 0, [1000])     # back to 1 m: clear once held
             n = len(col.readings(9001))
             assert await wait_until(lambda: any(r.value == 1000 for _t, r in
-                                                col.readings(9001)[n:]), 5)
+                                                col.readings(9001)[n:]), WAIT_S)
             await gs.shutdown()                            # no more samples from here
             assert col.alarms()[-1].event == 1, "cleared before the hold time"
-            assert await wait_until(lambda: bridge.siren_stats()["written"] is False, 5)
+            assert await wait_until(lambda: bridge.siren_stats()["written"] is False, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -949,7 +946,7 @@ type = "u16"
         bridge = ModbusBridge(cfg, flaky_sink, col.alloc_seq)
         task = asyncio.create_task(bridge.run())
         try:
-            assert await wait_until(lambda: len(col.readings(9001)) >= 5, 5)
+            assert await wait_until(lambda: len(col.readings(9001)) >= 5, WAIT_S)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -360,7 +360,7 @@ class GatedStore:
     def commit(self, records):
         self.calls.append(len(records))
         self.entered.set()
-        assert self.go.wait(10)
+        assert self.go.wait(60)
         return self.store.commit(records)
 
     def committed_seqs(self, node):
@@ -408,10 +408,10 @@ def test_port_acks_only_after_commit_and_groups_frames(store):
         acks = decode_downlink(data)
         assert sorted(msg.decode_ack(a.payload)[0] for a in acks) == [1, 2, 3, 4, 5, 6]
         port.stop()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
     try:
-        asyncio.run(asyncio.wait_for(main(), 20))
+        asyncio.run(asyncio.wait_for(main(), 300))
     finally:
         ser.close()
         os.close(m)
@@ -431,10 +431,10 @@ def test_port_stops_with_a_reason_when_the_line_dies(store):
         os.write(m, wrap(readings_frame(101, 1, [rd.Block(LEVEL, 1, 0, [1])])))
         await asyncio.sleep(0.2)
         os.close(m)                      # the adapter is gone: reads fail with EIO
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 60)
 
     try:
-        asyncio.run(asyncio.wait_for(main(), 10))
+        asyncio.run(asyncio.wait_for(main(), 300))
     finally:
         ser.close()
         os.close(s)

@@ -92,7 +92,7 @@ def test_thinning_reported_upstream(broker, make_store, store_path, mk, make_upl
     assert thinned > 0
     left = len(rows(store_path))
     make_uplink(s)
-    assert sub.wait_for(lambda x: len(x.readings()) >= left, 10)
+    assert sub.wait_for(lambda x: len(x.readings()) >= left, 60)
     got = sub.readings()
     assert len(got) == left and any(r[6] & FLAG_THINNED for r in got)
     assert all(b[7][1] == thinned and b[7][2] == 0 for b in sub.batches())

@@ -26,9 +26,18 @@ def first_arrival_order_per_node(readings):
     return order
 
 
+def wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_broker_stop_and_kill_while_publishing(broker, make_store, make_uplink, subscriber, mk):
     sub = subscriber()
-    time.sleep(1.2)                  # let Mosquitto autosave the subscriber's session
+    broker.save()                    # the subscriber's session is on disk before any kill -9
     store = make_store()
     up = make_uplink(store, max_readings=40)
     committed = set()
@@ -45,22 +54,31 @@ def test_broker_stop_and_kill_while_publishing(broker, make_store, make_uplink, 
                 committed.update((r.node, r.seq, r.idx) for r in recs[1:])
             time.sleep(0.005)
 
+    def acks_after(n_connects):
+        """Wait until the uplink has connected n_connects times and has had a PUBACK on
+        that connection: each fault below hits a gateway that is really publishing, on
+        a machine of any speed (events, not sleeps)."""
+        n = up.stats()["readings_acked"]
+        assert wait(lambda: up.stats()["connects"] >= n_connects
+                    and up.stats()["readings_acked"] > n, 60), up.stats()
+
     th = threading.Thread(target=produce)
     th.start()
     try:
-        time.sleep(0.4)
+        acks_after(1)
         broker.stop()                                   # orderly stop
-        time.sleep(0.5)
+        assert wait(lambda: not up.connected, 60)
         broker.start()
-        time.sleep(0.6)
+        acks_after(2)
+        broker.save()                                   # the broker crashes with its sessions
         broker.stop(kill=True)                          # kill -9
-        time.sleep(0.4)
+        assert wait(lambda: not up.connected, 60)
         broker.start()
-        time.sleep(0.4)
+        acks_after(3)
     finally:
         stop.set()
         th.join(5)
-    assert sub.wait_for(lambda s: s.keys() >= committed, 20), \
+    assert sub.wait_for(lambda s: s.keys() >= committed, 60), \
         "lost: %d readings" % len(committed - sub.keys())
     assert up.stats()["connects"] >= 3
     got = sub.readings()
@@ -132,7 +150,7 @@ def test_gateway_kill_9_repeatedly_loses_nothing(broker, subscriber, tmp_path):
     p = subprocess.Popen([sys.executable, "-c", CHILD, path, str(broker.port), "21", "0"])
     try:
         want = {(21, q, k) for q in committed for k in range(6)}
-        assert sub.wait_for(lambda s: s.keys() >= want, 20), \
+        assert sub.wait_for(lambda s: s.keys() >= want, 60), \
             "lost %d readings of committed frames" % len(want - sub.keys())
         for r in sub.readings():
             assert r[5] == r[1] * 100 + r[2]
@@ -154,15 +172,15 @@ def test_alarm_overtakes_a_draining_backlog(broker, make_store, make_uplink, sub
         store.commit([Reading(1 + f % 50, 1 + f // 50, k, mk.LEVEL, t0 + f * 600 + k * 60,
                               1000 + k) for k in range(500)])
     up = make_uplink(store, max_readings=2000, inflight=8)
-    assert sub.wait_for(lambda s: len(s.batches()) >= 10, 10), "drain did not start"
+    assert sub.wait_for(lambda s: len(s.batches()) >= 10, 60), "drain did not start"
     before = len(sub.snapshot())
     store.commit([mk.alarm(7, 99_999, now)])
-    assert sub.wait_for(lambda s: len(s.alarms()) == 1, 5)
+    assert sub.wait_for(lambda s: len(s.alarms()) == 1, 60)
     msgs = sub.snapshot()
     pos = next(i for i, m in enumerate(msgs) if m[0].endswith("/alarm"))
     n_batches = 200_000 // 2000
     assert pos - before <= 8 + 1, "alarm waited behind %d batches" % (pos - before)
-    assert sub.wait_for(lambda s: len(s.batches()) >= n_batches, 20)
+    assert sub.wait_for(lambda s: len(s.batches()) >= n_batches, 120)
     data_after = sum(1 for m in sub.snapshot()[pos:] if m[0].endswith("/data"))
     assert data_after > 0, "the alarm did not overtake the backlog"
     assert up.alarms.stats()["acked"] == 1
@@ -180,14 +198,12 @@ def test_broker_refusal_is_not_an_ack(broker, make_store, make_uplink, subscribe
     store = make_store()
     up = make_uplink(store, retry_refused_s=0.3)
     store.commit(mk.frame(4, 1, int(time.time()), [1, 2]))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not any(r[1] == "b" for r in up._retry):
-        time.sleep(0.01)
+    wait(lambda: any(r[1] == "b" for r in up._retry), 60)
     assert any(r[1] == "b" for r in up._retry), "the refused batch was not queued for a retry"
     assert store.stats()["lanes"]["unacked_batches"]["depth"] == 1
     assert up.stats()["readings_acked"] == 0
     acl.write_text("topic readwrite #\n")                 # now allowed
     broker.proc.send_signal(1)                          # SIGHUP: Mosquitto reloads the ACL
-    assert sub.wait_for(lambda s: s.keys() == {(4, 1, 0), (4, 1, 1)}, 10)
-    assert sub.wait_for(lambda s: up.stats()["readings_acked"] == 2, 5)
+    assert sub.wait_for(lambda s: s.keys() == {(4, 1, 0), (4, 1, 1)}, 60)
+    assert sub.wait_for(lambda s: up.stats()["readings_acked"] == 2, 60)
     assert store.stats()["lanes"]["unacked_batches"]["depth"] == 0

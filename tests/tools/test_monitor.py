@@ -3,7 +3,6 @@ the gateway publishes them, printed one line each, coloured by level on request.
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -55,8 +54,9 @@ def test_status_batch_and_alarms_one_line_each(broker):
     try:
         publish(pub, "stations/lushi/gw1/status",
                 batcher.encode_status("lushi", "gw1", 1, 1767225600, "0.1.0"), retain=True)
-        proc = start_monitor(broker.port, "--count", "4", "--duration", "20")
-        time.sleep(0.3)                      # SUBACK before the non-retained messages
+        proc = start_monitor(broker.port, "--count", "4", "--duration", "120")
+        # the monitor announced itself after its SUBACK: nothing published from now on
+        # can pass it by (no sleep needed)
         rows = [(1, 17, 42, 0, WATER, 1767225000, 2950, None, 0),
                 (2, 17, 42, 1, WATER, 1767225300, 3050, None, 0)]
         publish(pub, "stations/lushi/gw1/data",
@@ -65,7 +65,7 @@ def test_status_batch_and_alarms_one_line_each(broker):
             17, 43, 0, 1, 4, 0, DISP, 5, 4, 1800, 3600, 1767225600, 1767225601000)))
         publish(pub, "stations/other/gw1/alarm", b"not for this site")
         publish(pub, "stations/lushi/gw1/alarm", b"\xa1\x00\x02")
-        out, err = proc.communicate(timeout=25)
+        out, err = proc.communicate(timeout=150)
     finally:
         pub.loop_stop()
         pub.disconnect()
@@ -81,17 +81,15 @@ def test_status_batch_and_alarms_one_line_each(broker):
 def test_colour_by_level_and_json(broker):
     pub = publisher(broker.port)
     try:
-        proc = start_monitor(broker.port, "--count", "2", "--duration", "20", "--color", "always")
-        time.sleep(0.3)
+        proc = start_monitor(broker.port, "--count", "2", "--duration", "120", "--color", "always")
         for level in (4, 2):
             publish(pub, "stations/lushi/gw2/alarm", batcher.encode_alarm("lushi", "gw2", Alarm(
                 17, 50 + level, 0, 1, level, 0, DISP, 5, 1, 1800, 1500, 1767225600, 0)))
-        out, _ = proc.communicate(timeout=25)
-        proc = start_monitor(broker.port, "--count", "1", "--duration", "20", "--json")
-        time.sleep(0.3)
+        out, _ = proc.communicate(timeout=150)
+        proc = start_monitor(broker.port, "--count", "1", "--duration", "120", "--json")
         publish(pub, "stations/lushi/gw2/alarm", batcher.encode_alarm("lushi", "gw2", Alarm(
             18, 1, 0, 3, 0, 2, DISP, 5, 1, 10, 1500, 1767225600, 0)))
-        jout, _ = proc.communicate(timeout=25)
+        jout, _ = proc.communicate(timeout=150)
     finally:
         pub.loop_stop()
         pub.disconnect()
@@ -104,11 +102,11 @@ def test_colour_by_level_and_json(broker):
 
 
 def test_duration_stops_with_no_traffic(broker):
-    t0 = time.monotonic()
+    # without --duration it would wait for traffic for ever: exiting by itself (well
+    # inside the bound, which is no speed claim) is the behaviour under test
     proc = start_monitor(broker.port, "--duration", "1")
-    out, _ = proc.communicate(timeout=15)
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out == ""
-    assert time.monotonic() - t0 < 14
 
 
 def test_broker_unreachable(capsys):
