@@ -407,11 +407,11 @@ class ModbusBridge:
             p = cfg.points[i]
             records.append(Reading(cfg.node, seq, i, p.chan, t_wall, value, fault, 0))
         if d.engine is not None:
-            for i, value, _fault in results:
+            for i, value, fault in results:
                 if value is not None and abs(value) > _TRIP_VMAX:
                     value = None      # beyond what rules compare: a fault to the engine
                 try:
-                    events.extend(d.engine.update(cfg.points[i].chan, t_mono, value))
+                    events.extend(d.engine.update(cfg.points[i].chan, t_mono, value, fault or 0))
                 except Exception:     # one point's trouble must not skip the others
                     log.exception("event=trip_engine_error device=%s point=%d", cfg.name, i)
             try:

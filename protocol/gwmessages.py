@@ -39,7 +39,7 @@ def decode_alarms(data):
             v = a.get(k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise PayloadError("alarm key %d missing or not an unsigned integer" % k)
-        if not 1 <= a[A_EVENT] <= 3 or a[A_LEVEL] > 4 or a[A_CHAN] > 255:
+        if not 1 <= a[A_EVENT] <= 4 or a[A_LEVEL] > 4 or a[A_CHAN] > 255:
             raise PayloadError("alarm event, level or channel out of range")
         age = a.get(A_AGE, 0)
         if not isinstance(age, int) or age < 0:
