@@ -31,14 +31,14 @@ own rules without the robust metrics and kinds of issue #11 (the rules of the pr
 shipped profile, `--baseline`). The last line is JSON."""
 import json
 import math
-from array import array
 import random
 import sys
 import time
+from array import array
 
 from firmware import nodeconfig
 from firmware.sampler import Sampler
-from protocol.trip import LEVEL, TRIP, TripEngine
+from protocol.trip import TripEngine
 from tools.provision import PROFILES
 
 DISP = 0x10
@@ -80,6 +80,12 @@ def rain_steps(v_bg, steps):
                 u = (t - t0) / d
                 x += mm * (u - math.sin(2 * math.pi * u) / (2 * math.pi))
         return x
+    return s
+
+
+def steady(v):
+    def s(t):
+        return v * t / 3600.0
     return s
 
 
@@ -213,14 +219,12 @@ def family_cases(name, rnd, n):
             out.append((thermal(rnd.uniform(0.5, 2.0), rnd.uniform(0.0, 0.05), rnd, 30), noise,
                         30 * DAY, None, False))
         elif name == "calm":
-            v = rnd.uniform(0.0, 0.05)
-            out.append(((lambda t, v=v: v * t / 3600.0), noise, 30 * DAY, None, False))
+            out.append((steady(rnd.uniform(0.0, 0.05)), noise, 30 * DAY, None, False))
         elif name == "faults":
             if rnd.random() < 0.5:
                 m = thermal(rnd.uniform(0.5, 2.0), 0.0, rnd, 30)
             else:
-                v = rnd.uniform(0.0, 0.05)
-                m = (lambda t, v=v: v * t / 3600.0)
+                m = steady(rnd.uniform(0.0, 0.05))
             out.append((m, noise, 30 * DAY, None, True))
     return out
 
