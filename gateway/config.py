@@ -811,6 +811,7 @@ def _modbus(c, doc, radio_ids):
                                         lo=0.05, hi=86400.0),
             points=tuple(points),
             rules=tuple(_rules(c, t, key, point_chans))))
+        rule_schema.check_timing(c, devices[-1], key)
     alarm = None
     t = c.table(mb, "alarm_output", "modbus.alarm_output", required=False)
     if t is not None:

@@ -67,3 +67,17 @@ def from_command(d):
     if isinstance(lv, str):
         d["level"] = levels.parse(lv)
     return trip.Rule.from_dict(d)
+
+
+def check_timing(c, dev, key):
+    """A config error for a device's rule that could never fire at its poll interval
+    (protocol/ruleparse.py check_timing)."""
+    if dev.poll_s is None:
+        return
+    try:
+        rules = [r.rule() for r in dev.rules]
+    except (ValueError, TypeError, RuntimeError):
+        return          # already reported under the rule's key
+    bad = ruleparse.check_timing(rules, -(-int(dev.poll_s * 1000) // 1000))
+    if bad:
+        c.err("%s.rules[%d].window_s" % (key, bad[0]), bad[1] + " (poll_s %g)" % dev.poll_s)

@@ -199,6 +199,21 @@ def check_rules(rules):
         seen.append(r.rule_id)
 
 
+def check_timing(rules, sample_s):
+    """The first rule that could never fire on a channel sampled every sample_s seconds
+    (TRIP.md 2.1) as (index in rules, message), or None. A rate needs 3 samples in each
+    half of its window, a forecast one in each of its 12 sub-windows; until a metric is
+    known it is never near, so the intensified interval never comes to its help."""
+    for i in range(len(rules)):
+        r = rules[i]
+        k = r.kind
+        need = 12 * sample_s if k == INVVEL else (6 * sample_s if k == RATE or k == TANGENT else 0)
+        if need and r.window_s < need:
+            return i, ("rule %d: window_s %d cannot fire at sample_s %d: allowed >= %d"
+                       % (r.rule_id, r.window_s, sample_s, need))
+    return None
+
+
 # -- set_rules: which old state a new rule keeps or takes its history from --------------
 def reuse(rule, old_states):
     """set_rules: the old state of a rule sent unchanged, or None."""

@@ -144,7 +144,8 @@ class Despike:
     median absolute deviations (3 sigma of Gaussian noise) from the median of itself and
     the 4 samples before it is replaced by that median. A lone spike or a pair never
     reaches a rate or a fit; a real step passes once it is the majority (3 samples).
-    The first two samples give None (no reading the motion rules could trust yet)."""
+    None: no reading the motion rules could trust yet (the first two samples, and two
+    after the spacing widens)."""
 
     def __init__(self):
         self.buf = array("l", [0] * 5)
@@ -169,19 +170,21 @@ class Despike:
             self.n = n
             if n < 3:
                 return None   # too few to tell a spike: the first readings wait
-        # The median of values is blind to time: while the window holds unevenly spaced
-        # samples (the interval just switched, the sensor was silent) every sample is
-        # taken as it is, or a line sampled unevenly would look like outliers.
-        lo = -1
-        hi = 0
-        for j in range(1, n):
-            g = ts[(self.i - j) % 5] - ts[(self.i - j - 1) % 5]
-            if lo < 0 or g < lo:
-                lo = g
-            if g > hi:
-                hi = g
-        if hi > 2 * lo:
-            return v
+        # The median of values is blind to time: after the spacing widens (the interval
+        # switched back, the sensor was silent) a moving slope's next samples would look
+        # like outliers, and a spike among them could not be told apart. So a sample
+        # whose gap is more than twice that of 2 or more of the others waits (None):
+        # 2 samples after a widening, then the window is judged on its new spacing.
+        # (Where the spacing shrinks, the newest samples lie close together: judged.)
+        i = self.i
+        g = ts[(i - 1) % 5] - ts[(i - 2) % 5]
+        narrow = 0
+        for j in range(2, n):
+            h = ts[(i - j) % 5] - ts[(i - j - 1) % 5]
+            if g > 2 * h and h > 0:   # (many samples in one second: no spacing to judge)
+                narrow += 1
+        if narrow >= 2:
+            return None
         tmp = self.tmp
         for j in range(n):
             tmp[j] = buf[j]
