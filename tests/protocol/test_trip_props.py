@@ -211,7 +211,12 @@ def test_the_filtered_rate_of_a_clean_line_sampled_as_a_node_samples(per_h, t0, 
         assert abs(eng.metric(1) - per_h) <= 3 + abs(per_h) // 100
 
 
-@settings(max_examples=15, deadline=None)
+# The two safety properties run hundreds of examples, new ones every run (conftest.py).
+SAFETY = settings(max_examples=300, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+
+
+@SAFETY
 @given(st.floats(0.0, 30.0), st.integers(0, 6), st.integers(0, 2 ** 32))
 def test_steady_creep_never_raises_an_inverse_velocity_alarm(v_mm_h, noise, seed):
     rnd = random.Random(seed)
@@ -222,7 +227,7 @@ def test_steady_creep_never_raises_an_inverse_velocity_alarm(v_mm_h, noise, seed
         assert eng.level() == 0
 
 
-@settings(max_examples=10, deadline=None)
+@SAFETY
 @given(st.floats(5.0, 40.0), st.integers(0, 4), st.integers(0, 2 ** 32))
 def test_creep_to_failure_is_forecast_at_least_30_min_ahead(c_mm, noise, seed):
     # 1/v linear to zero at tf; c_mm >= 5 keeps the last hour above 5 mm/h, i.e. well

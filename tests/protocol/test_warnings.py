@@ -9,7 +9,7 @@ import pytest
 from bench import warnings as corpus
 from firmware import nodeconfig
 from protocol import ruleparse
-from protocol.trip import BLIND, CLEAR, LEVEL, RATE, TANGENT, TRIP, Rule, TripEngine
+from protocol.trip import BLIND, CLEAR, RATE, TANGENT, TRIP, Rule, TripEngine
 
 DISP = 0x10
 
@@ -138,3 +138,4 @@ def test_a_broken_wire_at_red_raises_blind_without_a_level_above_red():
     assert eng.level(DISP) == 4 and [e.event for e in ev][0] == TRIP
     ev = eng.update(DISP, 7200, None, 1)
     assert [(e.event, e.prev_level, e.level) for e in ev] == [(BLIND, 4, 4)]
+
