@@ -36,8 +36,8 @@ import time
 from firmware.sampler import Sampler
 from gateway.chanload import ChannelLoad
 from hil.medium import COLLISION, GATEWAY, LOSS, OK, Medium
-from protocol import framing, gwmessages, messages
 from protocol import frame as fr
+from protocol import framing, gwmessages, messages
 from protocol.gwlink import SeqSet
 from protocol.mic import Hmac
 from protocol.nodelink import NodeLink

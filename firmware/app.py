@@ -220,7 +220,7 @@ class Node:
             value = None
         if not s.add(chan, t, value, fault):
             self.count("sample_overflow")   # cannot happen while reports go out on time
-        self.engine.update_into(chan, t, value, self.events)
+        self.engine.update_into(chan, t, value, self.events, fault)
 
     def _keep(self, now):
         return self.engine.near() or self.engine.level() > 0 or now < self.keep_until

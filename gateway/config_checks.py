@@ -7,6 +7,7 @@ import re
 import stat
 import tomllib
 
+from gateway import rule_schema
 from gateway.config_schema import (
     AIR_RATES,
     BAUDRATES,
@@ -460,23 +461,9 @@ def _points(c, dev, key):
 
 _OPTIONAL = object()     # a trailing parameter that is left out when not given
 
-# The engine's parameter order per kind (protocol/TRIP.md); each entry is
-# (config name, wire name, how to convert, default). Conversions:
-#   "value": a value in the channel's unit -> scaled integer
-#   "rate":  units per hour -> scaled integer per hour
-#   "int":   an integer as it is
-#   "permille": a fraction 0..1 -> integer per mille
-RULE_PARAMS = {
-    "threshold": (("op", "op", "op", None), ("threshold", "threshold", "value", None),
-                  ("hysteresis", "hysteresis", "value", 0.0), ("debounce", "debounce_n", "int", 1),
-                  ("hold_s", "hold_s", "int", 0), ("near", "near", "value", _OPTIONAL)),
-    "rate": (("window_s", "window_s", "int", None), ("threshold", "threshold", "value", None),
-             ("hysteresis", "hysteresis", "value", 0.0), ("hold_s", "hold_s", "int", 0)),
-    "sum": (("window_s", "window_s", "int", None), ("threshold", "threshold", "value", None),
-            ("hysteresis", "hysteresis", "value", 0.0), ("hold_s", "hold_s", "int", 0)),
-    "invvel": (("window_s", "window_s", "int", None), ("lead_s", "lead_s", "int", None),
-               ("min_r2", "min_r2_permille", "permille", 0.9), ("hold_s", "hold_s", "int", 0)),
-}
+# The engine's parameter order per kind, names and ranges: protocol/ruleparse.py, with
+# the gateway's unit overlay (gateway/rule_schema.py): (name, wire name, conversion, default).
+RULE_PARAMS = {k: rule_schema.params(k, _OPTIONAL, _MISSING) for k in RULE_KINDS}
 
 
 def _rules(c, dev, key, point_chans):
@@ -485,7 +472,10 @@ def _rules(c, dev, key, point_chans):
         rk = "%s.rules[%d]" % (key, j)
         kind = c.value(t, "kind", rk, str, choices=RULE_KINDS)
         spec = RULE_PARAMS.get(kind, ())
-        c.unknown(t, ("id", "chan", "kind", "level") + tuple(p[0] for p in spec), rk)
+        for old, hint in rule_schema.renamed(t):
+            c.err(rk + "." + old, "renamed: write %s" % hint)
+        c.unknown(t, ("id", "chan", "kind", "level") + tuple(p[0] for p in spec) +
+                  tuple(k for k, _ in rule_schema.renamed(t)), rk)
         rid = c.value(t, "id", rk, int, lo=0, hi=255)
         if rid is not None:
             if rid in ids:
@@ -515,15 +505,14 @@ def _rules(c, dev, key, point_chans):
                 if name not in t:
                     continue
                 default = _MISSING
+            if name == "alpha" and level is not None:
+                default = rule_schema.ALPHA[level]   # the level's tangent angle
             if conv == "op":
                 v = c.value(t, name, rk, str, choices=("above", "below"))
                 v = None if v is None else (1 if v == "above" else 2)
             elif conv == "int":
-                v = c.value(t, name, rk, int, default=default, lo=0 if name == "hold_s" else 1,
-                            hi=10 ** 7)
-            elif conv == "permille":
-                v = c.value(t, name, rk, float, default=default, lo=0.0, hi=1.0)
-                v = None if v is None else int(round(v * 1000))
+                lo, hi = rule_schema.int_range(kind, name)
+                v = c.value(t, name, rk, int, default=default, lo=lo, hi=hi)
             else:
                 v = c.value(t, name, rk, float, default=default,
                             lo=0.0 if name in ("hysteresis", "near") else None)
@@ -591,6 +580,7 @@ def _modbus(c, doc, radio_ids):
                                         lo=0.05, hi=86400.0),
             points=tuple(points),
             rules=tuple(_rules(c, t, key, point_chans))))
+        rule_schema.check_timing(c, devices[-1], key)
     alarm = None
     t = c.table(mb, "alarm_output", "modbus.alarm_output", required=False)
     if t is not None:

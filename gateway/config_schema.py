@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gateway import config_http
+from gateway import config_http, rule_schema
 from protocol import trip as _trip
 
 ID_RE = re.compile(r"^[a-z0-9-]{1,32}$")
@@ -19,7 +19,7 @@ AIR_RATES = {"e22": (300, 1200, 2400, 4800, 9600, 19200, 38400, 62500),
              "e32": (300, 1200, 2400, 4800, 9600, 19200),
              "none": None}
 RADIO_CHANNELS = {"e22": 83, "e32": 31, "none": 255}
-RULE_KINDS = ("threshold", "rate", "sum", "invvel")
+RULE_KINDS = rule_schema.KINDS
 
 
 class ConfigIssue:

@@ -33,8 +33,9 @@ import logging
 
 import cbor2
 
+from gateway import rule_schema
 from protocol import cbor as pcbor
-from protocol import channels, levels, ruleparse, trip
+from protocol import channels, trip
 from protocol import frame as fr
 from protocol import messages as msg
 
@@ -170,13 +171,8 @@ def _rules(raw, nodes, node_channels):
             except ValueError as e:
                 raise CommandError("rules[%d].chan %r: %s (write it as kind.instance, e.g. "
                                    "\"displacement.0\")" % (i, ch, e)) from None
-        op = d.get("op")
-        if isinstance(op, str):
-            if op not in ("above", "below"):
-                raise CommandError("rules[%d].op %r: allowed \"above\" or \"below\"" % (i, op))
-            d["op"] = trip.ABOVE if op == "above" else trip.BELOW
         try:
-            rule = trip.Rule.from_wire(_rule_wire(d))
+            rule = rule_schema.from_command(d)
         except (ValueError, TypeError) as e:
             raise CommandError("rules[%d]: %s" % (i, e)) from None
         if node_channels:
@@ -191,40 +187,6 @@ def _rules(raw, nodes, node_channels):
     if len(set(ids)) != len(ids):
         raise CommandError("rule ids must be unique within the list")
     return out
-
-
-def _rule_wire(d):
-    """A rule object with parameters by name -> the wire list protocol/trip.py reads."""
-    rid = d.get("id", d.get("rule_id"))
-    kind = d.get("kind")
-    kinds = {v: k for k, v in trip.KIND_NAMES.items()}
-    if isinstance(kind, str):
-        if kind not in kinds:
-            raise ValueError("kind %r unknown: allowed %s" % (kind, ", ".join(sorted(kinds))))
-        kind = kinds[kind]
-    if kind not in ruleparse.PARAMS:
-        raise ValueError("kind %r unknown: allowed %s" % (kind, ", ".join(sorted(kinds))))
-    level = d.get("level")
-    if isinstance(level, str):
-        level = levels.parse(level)
-    spec = ruleparse.PARAMS[kind]
-    opt = ruleparse.OPTIONAL.get(kind, ())
-    names = [p[0] for p in spec + opt]
-    allowed = ["id", "rule_id", "chan", "kind", "level"] + names
-    for k in d:
-        if k not in allowed:
-            raise ValueError("unknown key %r for a %s rule: allowed %s"
-                             % (k, trip.KIND_NAMES[kind], ", ".join(allowed)))
-    wire = [rid, d.get("chan"), kind, level]
-    for p in spec:
-        if p[0] not in d:
-            raise ValueError("missing key %r: a %s rule needs %s" % (
-                p[0], trip.KIND_NAMES[kind], ", ".join(q[0] for q in spec)))
-        wire.append(d[p[0]])
-    for p in opt:
-        if p[0] in d:
-            wire.append(d[p[0]])
-    return wire
 
 
 class _Pending:

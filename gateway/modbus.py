@@ -468,11 +468,11 @@ class ModbusBridge:
             records.append(Reading(cfg.node, seq, i * WINDOW + k, p.chan, t_poll, value, fault,
                                    0))
         if d.engine is not None:
-            for i, value, _fault in results:
+            for i, value, fault in results:
                 if value is not None and abs(value) > _TRIP_VMAX:
                     value = None      # beyond what rules compare: a fault to the engine
                 try:
-                    events.extend(d.engine.update(cfg.points[i].chan, t_mono, value))
+                    events.extend(d.engine.update(cfg.points[i].chan, t_mono, value, fault or 0))
                 except Exception:     # one point's trouble must not skip the others
                     log.exception("%s", event_line("trip_engine_error", device=cfg.name,
                                                    point=i))

@@ -116,7 +116,7 @@ def write_site(d, mqtt_port, radio_port, keys, nodes=NODES, modbus_port=None,
                   'address = 4', 'type = "i16"', 'scale = 0.001', '',
                   '[[modbus.devices.rules]]', 'id = 1', 'chan = "water_level.0"',
                   'kind = "threshold"', 'level = "yellow"', 'op = "above"', 'threshold = 2.5',
-                  'hysteresis = 0.1', 'debounce = 1', 'hold_s = 10', '']
+                  'hysteresis = 0.1', 'persist_s = 0', 'hold_s = 10', '']
     path = os.path.join(d, "site.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines) + extra)

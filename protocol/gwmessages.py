@@ -36,6 +36,7 @@ ALARM_EVENTS = (
     1, 0, 0, 1, 4, 1,       # trip: normal -> a level
     2, 1, 4, 1, 4, 1,       # level change between non-normal levels
     3, 1, 4, 0, 0, 1,       # clear: a level -> normal
+    4, 1, 4, 1, 4, 0,       # blind: the sensor faulted above normal (TRIP.md 3.2)
 )
 RULE_KIND_MAX = 5           # kinds 1..5 (TRIP.md)
 

@@ -22,6 +22,7 @@ from protocol.trip import (
     MAX_RULES,
     RATE,
     SUM,
+    TANGENT,
     THRESHOLD,
     Rule,
     _is_int,
@@ -33,16 +34,20 @@ MAX_HOLD_S = const(604800)   # 7 days
 # Parameters after [rule_id, chan, kind, level], in wire order: (name, lo, hi).
 PARAMS = {
     THRESHOLD: (("op", ABOVE, BELOW), ("threshold", -VMAX, VMAX), ("hysteresis", 0, VMAX),
-                ("debounce_n", 1, 255), ("hold_s", 0, MAX_HOLD_S)),
+                ("persist_s", 0, 86400), ("hold_s", 0, MAX_HOLD_S)),
     RATE: (("window_s", 60, 86400), ("threshold", -VMAX, VMAX), ("hysteresis", 0, VMAX),
            ("hold_s", 0, MAX_HOLD_S)),
     SUM: (("window_s", 60, MAX_HOLD_S), ("threshold", 1, VMAX), ("hysteresis", 0, VMAX),
           ("hold_s", 0, MAX_HOLD_S)),
     INVVEL: (("window_s", 960, 172800), ("lead_s", 60, MAX_HOLD_S), ("min_r2", 500, 999),
              ("hold_s", 0, MAX_HOLD_S)),
+    TANGENT: (("window_s", 600, 86400), ("v0", -VMAX, VMAX), ("alpha", 450, 899),
+              ("hold_s", 0, MAX_HOLD_S)),
 }
-# Optional trailing parameters: THRESHOLD may carry an explicit near band.
-OPTIONAL = {THRESHOLD: (("near", 0, VMAX),)}
+# Optional trailing parameters: THRESHOLD may carry an explicit near band, TANGENT a
+# quiet period in which v0 is learnt.
+OPTIONAL = {THRESHOLD: (("near", 0, VMAX),), TANGENT: (("quiet_s", 0, MAX_HOLD_S),)}
+
 
 _HEAD = ("rule_id", "chan", "kind", "level")
 
@@ -65,8 +70,8 @@ def init_rule(self, rule_id, chan, kind, level, params):
         raise ValueError("rule %s: chan 0x%02x has unknown channel kind %d: allowed kinds %s"
                          % (rid, chan, chan >> 3, sorted(channels.KINDS)))
     if not _is_int(kind) or kind not in PARAMS:
-        raise ValueError("rule %s: kind %r unknown: allowed 1 (threshold), 2 (rate), 3 (sum), "
-                         "4 (invvel)" % (rid, kind))
+        raise ValueError("rule %s: kind %r unknown: allowed 1..5 (threshold, rate, sum, "
+                         "invvel, tangent)" % (rid, kind))
     if not _is_int(level) or not 1 <= level <= 4:
         raise ValueError("rule %s: level %r out of range: allowed 1..4 (blue, yellow, orange, red)"
                          % (rid, level))
@@ -92,6 +97,13 @@ def init_rule(self, rule_id, chan, kind, level, params):
     if kind == RATE and self.threshold == 0:
         raise ValueError("rule %d: threshold 0 is not allowed for a rate rule: use a positive "
                          "rate for rising, a negative one for falling" % rule_id)
+    if kind == TANGENT:
+        if self.v0 == 0:
+            raise ValueError("rule %d: v0 0: allowed a rate per hour, not 0" % rule_id)
+        if len(params) < 5:
+            self.quiet_s = 0
+        from math import pi, tan
+        self.tan_pm = int(tan(self.alpha * pi / 1800) * 1000 + 0.5)
     if kind in (RATE, SUM) and self.hysteresis >= abs(self.threshold):
         raise ValueError("rule %d: hysteresis %d must be below |threshold| %d, or the rule "
                          "could never clear" % (rule_id, self.hysteresis, abs(self.threshold)))
@@ -130,8 +142,8 @@ def from_dict(d):
             if KIND_NAMES[k] == low:
                 kind = k
     if not _is_int(kind) or kind not in PARAMS:
-        raise ValueError("rule %s: kind %r unknown: allowed threshold, rate, sum, invvel"
-                         % (rid, d["kind"]))
+        raise ValueError("rule %s: kind %r unknown: allowed threshold, rate, sum, invvel, "
+                         "tangent" % (rid, d["kind"]))
     level = d["level"]
     if isinstance(level, str):
         if level.lower() not in LEVEL_NAMES[1:]:
@@ -158,6 +170,10 @@ def from_dict(d):
                              % (rid, key, KIND_NAMES[kind], ", ".join(allowed)))
     params = []
     for p in PARAMS[kind]:
+        if p[0] == "alpha" and p[0] not in d and _is_int(level) and 1 <= level <= 4:
+            # left out: the level's angle of the improved tangent-angle method (0.1 deg)
+            params.append((0, 450, 600, 800, 850)[level])
+            continue
         if p[0] not in d:
             raise ValueError("rule %s: missing key %r: a %s rule needs %s"
                              % (rid, p[0], KIND_NAMES[kind], _layout(kind)))
@@ -183,6 +199,21 @@ def check_rules(rules):
         seen.append(r.rule_id)
 
 
+def check_timing(rules, sample_s):
+    """The first rule that could never fire on a channel sampled every sample_s seconds
+    (TRIP.md 2.1) as (index in rules, message), or None. A rate needs 3 samples in each
+    half of its window, a forecast one in each of its 12 sub-windows; until a metric is
+    known it is never near, so the intensified interval never comes to its help."""
+    for i in range(len(rules)):
+        r = rules[i]
+        k = r.kind
+        need = 12 * sample_s if k == INVVEL else (6 * sample_s if k == RATE or k == TANGENT else 0)
+        if need and r.window_s < need:
+            return i, ("rule %d: window_s %d cannot fire at sample_s %d: allowed >= %d"
+                       % (r.rule_id, r.window_s, sample_s, need))
+    return None
+
+
 # -- set_rules: which old state a new rule keeps or takes its history from --------------
 def reuse(rule, old_states):
     """set_rules: the old state of a rule sent unchanged, or None."""
@@ -193,7 +224,7 @@ def reuse(rule, old_states):
 
 
 def _family(kind):
-    return 3 if kind == SUM else (2 if kind in (RATE, INVVEL) else 1)
+    return 3 if kind == SUM else (2 if kind in (RATE, INVVEL, TANGENT) else 1)
 
 
 def carry_over(st, old_states):

@@ -20,21 +20,30 @@ except ImportError:  # CPython
         return x
 
 # ABOVE and BELOW are re-exported: callers write trip.ABOVE in THRESHOLD rules.
-from protocol.tripstate import ABOVE, BELOW, NO_FAILURE, VMAX, new_state  # noqa: F401
+from protocol.tripstate import ABOVE, BELOW, NO_FAILURE, VMAX, Despike, new_state  # noqa: F401
 
 THRESHOLD = const(1)
 RATE = const(2)
 SUM = const(3)
 INVVEL = const(4)
+TANGENT = const(5)
 
 TRIP = const(1)
 LEVEL = const(2)
 CLEAR = const(3)
+BLIND = const(4)   # a sensor fault on a channel above normal (TRIP.md 3.2)
 
 MAX_RULES = const(32)
 
-KIND_NAMES = {THRESHOLD: "threshold", RATE: "rate", SUM: "sum", INVVEL: "invvel"}
-EVENT_NAMES = {TRIP: "trip", LEVEL: "level", CLEAR: "clear"}
+# SPEC.md section 4 fault kinds that the engine treats apart (firmware/faults.py)
+_OPEN_CIRCUIT = const(1)
+_OVER_RANGE = const(2)
+_UNDER_RANGE = const(3)
+_BROKEN_LOOP = const(8)
+
+KIND_NAMES = {THRESHOLD: "threshold", RATE: "rate", SUM: "sum", INVVEL: "invvel",
+              TANGENT: "tangent"}
+EVENT_NAMES = {TRIP: "trip", LEVEL: "level", CLEAR: "clear", BLIND: "blind"}
 LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
 
 
@@ -68,9 +77,12 @@ class Rule:
         return [self.rule_id, self.chan, self.kind, self.level] + list(self.params)
 
     def trip_threshold(self):
-        """The number an AlarmEvent reports as `threshold` (lead_s for INVVEL)."""
+        """The number an AlarmEvent reports as `threshold` (lead_s for INVVEL, tan(alpha)
+        * 1000 for TANGENT)."""
         if self.kind == INVVEL:
             return self.lead_s
+        if self.kind == TANGENT:
+            return self.tan_pm
         return self.threshold
 
     def near_margin(self):
@@ -127,6 +139,7 @@ class TripEngine:
         self._chans = []
         self._level = {}
         self._last_t = {}
+        self._spike = {}       # chan -> Despike: the filter, last value, fault run, escalation
         self._install(rules, None)
 
     # -- configuration -------------------------------------------------------------------
@@ -156,6 +169,14 @@ class TripEngine:
         for c in chans:
             if c not in self._level:
                 self._level[c] = 0
+        spike = {}
+        for c in chans:
+            spike[c] = self._spike.get(c) or Despike()
+            spike[c].on = False
+        for st in states:
+            if st.rule.kind in (RATE, INVVEL, TANGENT):
+                spike[st.rule.chan].on = True
+        self._spike = spike
 
     @property
     def rules(self):
@@ -202,13 +223,14 @@ class TripEngine:
 
     # -- samples and time ------------------------------------------------------------------
 
-    def update(self, chan, t, value):
-        """Feed one sample (value None = sensor fault). Returns a list of AlarmEvent."""
+    def update(self, chan, t, value, fault=0):
+        """Feed one sample (value None = sensor fault; `fault` its SPEC.md section 4 code).
+        Returns a list of AlarmEvent."""
         out = []
-        self.update_into(chan, t, value, out)
+        self.update_into(chan, t, value, out, fault)
         return out
 
-    def update_into(self, chan, t, value, out):
+    def update_into(self, chan, t, value, out, fault=0):
         """update() that appends to the caller's list: no allocation per call on the node.
         Returns how many events were appended."""
         states = self._by_chan.get(chan)
@@ -220,16 +242,77 @@ class TripEngine:
         if last is not None and t < last:
             raise ValueError("update: t=%d is before the last sample of channel 0x%02x (t=%d): "
                              "feed samples in time order from one monotonic clock" % (t, chan, last))
-        if value is None:
-            return 0   # a fault says nothing about the hazard: no trip, no clear, no window change
+        if value is None or fault:
+            return self._fault(chan, t, value, fault & 0xFF, states, out)
         if not _is_int(value) or not -VMAX <= value <= VMAX:
             raise ValueError("update: value %r on channel 0x%02x must be a scaled int within "
                              "+-%d, or None for a sensor fault" % (value, chan, VMAX))
-        self._last_t[chan] = t
-        for st in states:
-            st.feed(t, value)
-            self._judge(st, t)
+        self._spike[chan].since = -1
+        self._feed(chan, t, value, states)
         return self._emit(chan, t, out)
+
+    def _feed(self, chan, t, value, states):
+        self._last_t[chan] = t
+        f = self._spike[chan]
+        fv = f.put(t, value) if f.on else value
+        if fv is not None:
+            f.last = fv
+        for st in states:
+            k = st.rule.kind
+            if k == RATE or k == INVVEL or k == TANGENT:
+                if fv is None:
+                    continue     # the filter's first two samples
+                st.feed(t, fv)
+            else:
+                st.feed(t, value)
+            self._judge(st, t)
+
+    def _fault(self, chan, t, value, kind, states, out):
+        """A sensor fault (TRIP.md 3.2): over/under range is a clipped reading, anything
+        else no reading; at the start of a fault run on a channel above normal, a BLIND
+        event, a broken wire on a moving channel escalates one level, and the latched
+        rules' holds restart so they clear by their holds if the sensor stays blind."""
+        prev = self._level[chan]
+        f = self._spike[chan]
+        first = f.since < 0
+        if first:
+            f.since = t
+        self._last_t[chan] = t
+        n = 0
+        if first and prev > 0:
+            top = None
+            moving = False
+            for st in states:
+                if st.latched:
+                    k = st.rule.kind
+                    if k == RATE or k == INVVEL or k == TANGENT:
+                        moving = True
+                    if top is None or st.rule.level > top.rule.level:
+                        top = st
+            if top is None:                  # above normal by an escalation only
+                top = f.esc[2]
+            new = prev
+            if moving and (kind == _OPEN_CIRCUIT or kind == _BROKEN_LOOP) and prev < 4:
+                new = prev + 1
+                f.esc = [new, t + top.rule.hold_s, top]
+            out.append(AlarmEvent(BLIND, chan, top.rule.rule_id, top.rule.kind, new, prev, kind,
+                                  0, t))
+            self._level[chan] = new
+            n = 1
+        if kind == _OVER_RANGE or kind == _UNDER_RANGE:
+            last = f.last
+            if value is None or (last is not None and (value < last if kind == _OVER_RANGE
+                                                       else value > last)):
+                value = last
+            if value is not None:
+                self._feed(chan, t, value, states)   # clipped: at least the range limit
+                return n + self._emit(chan, t, out)
+        elif first:
+            for st in states:
+                if st.latched:
+                    st.t_trip = t        # the hold runs from the start of the blindness
+                    st.clear_ok = True   # a stale metric holds nothing once it has run out
+        return n
 
     def tick(self, t):
         """Clears whose hold time has run out since the last sample. Returns AlarmEvents."""
@@ -241,6 +324,10 @@ class TripEngine:
             if st.latched and st.clear_ok and t - st.t_trip >= st.rule.hold_s:
                 st.latched = False
                 st.changed = -1
+                due = True
+        for c in self._chans:
+            e = self._spike[c].esc
+            if e is not None and t >= e[1]:
                 due = True
         if due:
             for c in self._chans:
@@ -255,6 +342,10 @@ class TripEngine:
                 d = st.t_trip + st.rule.hold_s
                 if best is None or d < best:
                     best = d
+        for c in self._chans:
+            e = self._spike[c].esc
+            if e is not None and (best is None or e[1] < best):
+                best = e[1]
         return best
 
     # -- queries ---------------------------------------------------------------------------
@@ -313,6 +404,9 @@ class TripEngine:
 
     def _max_level(self, chan):
         m = 0
+        f = self._spike.get(chan)
+        if f is not None and f.esc is not None:
+            m = f.esc[0]
         states = self._by_chan.get(chan)
         if states:
             for st in states:
@@ -323,6 +417,10 @@ class TripEngine:
     def _emit(self, chan, t, out):
         states = self._by_chan[chan]
         prev = self._level[chan]
+        f = self._spike[chan]
+        e = f.esc
+        if e is not None and t >= e[1]:
+            f.esc = None             # a broken wire's escalation ends with its hold
         new = self._max_level(chan)
         n = 0
         if new != prev:
@@ -332,6 +430,8 @@ class TripEngine:
             for st in states:
                 if cause is None and st.changed == want and st.rule.level == lvl:
                     cause = st
+            if cause is None and e is not None:
+                cause = e[2]
             if new > prev:
                 ev = TRIP if prev == 0 else LEVEL
             else:

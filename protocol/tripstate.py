@@ -139,6 +139,79 @@ class SampleRing:
             self.put(nb, cnt, cnt * (tc - nb * bs), old.sv[i])
 
 
+class Despike:
+    """Causal Hampel filter of one channel (TRIP.md 3.1): a sample further than 4.5
+    median absolute deviations (3 sigma of Gaussian noise) from the median of itself and
+    the 4 samples before it is replaced by that median. A lone spike or a pair never
+    reaches a rate or a fit; a real step passes once it is the majority (3 samples).
+    None: no reading the motion rules could trust yet (the first two samples, and two
+    after the spacing widens)."""
+
+    def __init__(self):
+        self.buf = array("l", [0] * 5)
+        self.ts = array("l", [0] * 5)    # their times
+        self.tmp = array("l", [0] * 5)
+        self.i = 0
+        self.n = 0
+        self.on = True      # the channel has motion rules (else only last is kept)
+        self.last = None    # the last good value (filtered where on): what a clip repeats
+        self.since = -1     # start of the channel's current fault run, -1 if none
+        self.esc = None     # [level, until, cause state] while a broken wire escalates
+
+    def put(self, t, v):
+        buf = self.buf
+        ts = self.ts
+        buf[self.i] = v
+        ts[self.i] = t
+        self.i = (self.i + 1) % 5
+        n = self.n
+        if n < 5:
+            n += 1
+            self.n = n
+            if n < 3:
+                return None   # too few to tell a spike: the first readings wait
+        # The median of values is blind to time: after the spacing widens (the interval
+        # switched back, the sensor was silent) a moving slope's next samples would look
+        # like outliers, and a spike among them could not be told apart. So a sample
+        # whose gap is more than twice that of 2 or more of the others waits (None):
+        # 2 samples after a widening, then the window is judged on its new spacing.
+        # (Where the spacing shrinks, the newest samples lie close together: judged.)
+        i = self.i
+        g = ts[(i - 1) % 5] - ts[(i - 2) % 5]
+        narrow = 0
+        for j in range(2, n):
+            h = ts[(i - j) % 5] - ts[(i - j - 1) % 5]
+            if g > 2 * h and h > 0:   # (many samples in one second: no spacing to judge)
+                narrow += 1
+        if narrow >= 2:
+            return None
+        tmp = self.tmp
+        for j in range(n):
+            tmp[j] = buf[j]
+        med = _median(tmp, n)
+        for j in range(n):
+            d = buf[j] - med
+            tmp[j] = d if d >= 0 else -d
+        d = v - med
+        if d < 0:
+            d = -d
+        # one count off is the quantisation of a still or slow sensor, never a spike
+        if d > 1 and 2 * d > 9 * _median(tmp, n):
+            return med
+        return v
+
+
+def _median(a, n):
+    for i in range(1, n):
+        x = a[i]
+        j = i - 1
+        while j >= 0 and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+    return a[n >> 1]
+
+
 class State:
     """Common part: the engine reads `metric` and calls trips()/clears()/near()."""
 
@@ -157,15 +230,17 @@ class State:
 class ThresholdState(State):
     def __init__(self, rule):
         State.__init__(self, rule)
-        self.count = 0   # consecutive samples beyond the threshold
+        self.since = -1   # time of the first sample of the current run beyond the threshold
+        self.t = 0
 
     def feed(self, t, v):
         self.metric = v
+        self.t = t
         if self.beyond(v):
-            if self.count < 255:
-                self.count += 1
+            if self.since < 0:
+                self.since = t
         else:
-            self.count = 0
+            self.since = -1
 
     def beyond(self, v):
         if self.rule.op == ABOVE:
@@ -173,7 +248,8 @@ class ThresholdState(State):
         return v <= self.rule.threshold
 
     def trips(self):
-        return self.count >= self.rule.debounce_n
+        # persistence in time, not in samples: the rule means the same at any interval
+        return self.since >= 0 and self.t - self.since >= self.rule.persist_s
 
     def clears(self):
         r = self.rule
@@ -314,8 +390,8 @@ class RateState(State):
                 n2 += c
                 x2 += x
                 v2 += sv[i]
-        if n1 == 0 or n2 == 0 or n1 + n2 < 3:
-            return None
+        if n1 < 3 or n2 < 3:
+            return None   # a half of 1 or 2 samples (after a gap) is one noisy reading
         den = x2 * n1 - x1 * n2          # (mean time 2 - mean time 1) * n1 * n2
         if den * 4 < self.rule.window_s * n1 * n2:
             return None  # the halves' mean times are too close for a trustworthy rate
@@ -346,6 +422,54 @@ class RateState(State):
         if thr > 0:
             return self.metric * 5 >= thr * 4
         return self.metric * 5 <= thr * 4
+
+
+class TangentState(RateState):
+    """Improved tangent angle (TRIP.md 4.5): tan(alpha) = v / v0, v the rate over the
+    window, v0 the constant-velocity rate (configured, or learnt as the rate at the end
+    of the first quiet_s seconds, never below |v0|). The metric is tan(alpha) * 1000,
+    positive when moving in v0's direction: compared with the rule's tan_pm, no atan."""
+
+    def __init__(self, rule):
+        RateState.__init__(self, rule)
+        self.v0 = rule.v0 if rule.quiet_s == 0 else 0   # 0 while still learning
+        self.t0 = -1
+
+    def take_history(self, old):
+        RateState.take_history(self, old)
+        if isinstance(old, TangentState) and old.v0 and old.rule.v0 == self.rule.v0:
+            self.v0 = old.v0
+            self.t0 = old.t0
+
+    def feed(self, t, v):
+        ring = self.ring
+        ring.add(t, v)
+        r = self.rate(ring)
+        if self.t0 < 0:
+            self.t0 = t
+        v0 = self.v0
+        if v0 == 0:
+            if r is None or t - self.t0 < self.rule.quiet_s:
+                self.metric = None
+                return
+            f = self.rule.v0
+            # learnt: the rate in v0's direction, at least |v0| (a still slope's noise
+            # must not become the reference that every wobble is compared with)
+            v0 = r if (r > f if f > 0 else r < f) else f
+            self.v0 = v0
+        if r is None:
+            self.metric = None
+        else:
+            self.metric = r * 1000 // v0
+
+    def trips(self):
+        return self.metric >= self.rule.tan_pm
+
+    def clears(self):
+        return self.metric * 5 < self.rule.tan_pm * 4
+
+    def near(self):
+        return self.metric * 2 >= self.rule.tan_pm
 
 
 UNKNOWN = const(0)
@@ -526,4 +650,6 @@ def new_state(rule):
         return RateState(rule)
     if k == 3:
         return SumState(rule)
+    if k == 5:
+        return TangentState(rule)
     return InvVelState(rule)

@@ -19,12 +19,21 @@ from harness import (  # noqa: E402,F401  (re-exported for older imports)
     run_micropython_module,
 )
 
-# CI runs the same examples every time (a red CI must be reproducible, and a landing
-# must not hang on a lucky draw); developers' runs keep exploring new examples.
-settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+# Every run, CI included, draws new examples, so the properties keep exploring across
+# runs; a failure prints the falsifying example and a @reproduce_failure blob, and the
+# seed of the run is printed in the pytest header (rerun with --hypothesis-seed=N).
+# No example database in CI: a fresh clone has none, and a red run must not depend on one.
+settings.register_profile("ci", deadline=None, print_blob=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_report_header(config):
+    seed = config.getoption("hypothesis_seed", None)
+    return "hypothesis profile %s, seed %s (rerun a red run with --hypothesis-seed=N)" % (
+        settings._current_profile, seed if seed is not None else "random per test "
+        "(each failure prints its @reproduce_failure blob)")
 
 
 @pytest.fixture

@@ -322,11 +322,19 @@ def test_red_creep_trips_siren_before_failure_and_alarm_leaves_first(day):
     assert reds and abs(int(reds[0][0]) - reds[0][1][messages.A_AGE] - UNIX0 - red_at) <= 1
 
 
-def test_siren_latched_while_sensor_is_broken(day):
+def test_a_sensor_broken_at_red_raises_blind_and_holds_red_for_the_hold(day):
     node, sim, gw, siren, strobe, trace, _ = day
-    # after failure the draw-wire reads open circuit: a fault must not clear the alarm
-    assert node.engine.level(DISP) == RED
-    assert node.alarm.level == RED and siren.on_
+    # after failure the draw-wire reads open circuit: the platform learns that the channel
+    # went blind at red (event 4), and red is held for its rule's hold from then, not
+    # forever (protocol/TRIP.md 3.2)
+    ev = [(int(t) - a[messages.A_AGE] - UNIX0, a[messages.A_EVENT], a[messages.A_LEVEL])
+          for t, fz in gw.of_type(fr.ALARM) for a in gwmessages.decode_alarms(fz.payload)]
+    blind = [(t, lv) for t, e, lv in ev if e == 4]
+    assert blind and TF <= blind[0][0] <= TF + 60 and blind[0][1] == RED
+    hold = max(r.hold_s for r in node.engine.rules if r.chan == DISP and r.level == RED)
+    clears = [t for t, e, _lv in ev if e == 3 and t > blind[0][0]]
+    assert clears and clears[0] >= blind[0][0] + hold
+    assert node.engine.level(DISP) == 0 and not siren.on_
 
 
 def test_intensified_sampling_near_trip(day):

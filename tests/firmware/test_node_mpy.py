@@ -98,14 +98,18 @@ def test_red_creep_sounds_siren_and_alarm_leaves_first(day):
     frames, res = day
     assert 0 < res["red_at"] <= TF - 1800
     assert res["first_after_red"] == fr.ALARM
-    assert res["siren_on"] == 1 and res["level"] == 4
-    reds = []
-    for t_rx, f in frames:
-        if f.mtype == fr.ALARM:
-            for a in gwmessages.decode_alarms(f.payload):
-                if a[messages.A_LEVEL] == 4:
-                    reds.append(t_rx - a[messages.A_AGE] - UNIX0)
+    alarms = [(t_rx - a[messages.A_AGE] - UNIX0, a[messages.A_EVENT], a[messages.A_LEVEL])
+              for t_rx, f in frames if f.mtype == fr.ALARM for a in gwmessages.decode_alarms(f.payload)]
+    reds = [t for t, _e, lv in alarms if lv == 4]
     assert reds and abs(reds[0] - res["red_at"]) <= 1
+    # the wire snaps at TF while red (open circuit): a BLIND alarm (event 4) says the
+    # channel went blind at red; red is held for the red rule's hold (3600 s) from then,
+    # then cleared (protocol/TRIP.md 3.2), so the day ends at normal
+    blind = [(t, lv) for t, e, lv in alarms if e == 4]
+    assert blind and TF <= blind[0][0] <= TF + 60 and blind[0][1] == 4
+    clears = [t for t, e, _lv in alarms if e == 3 and t > blind[0][0]]
+    assert clears and clears[0] >= blind[0][0] + 3600
+    assert res["siren_on"] == 0 and res["level"] == 0
 
 
 @pytest.mark.parametrize("module", ["firmware.framelog", "firmware.sampler", "firmware.nodeclock",

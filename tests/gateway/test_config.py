@@ -450,8 +450,20 @@ kind = "invvel"
 level = "red"
 window_s = 60
 lead_s = 3600
+""", "modbus.devices[0].rules[0].window_s")
+    assert "960" in msg and "172800" in msg     # ranges: protocol/ruleparse.py's table
+    # a check only the engine makes comes back under the rule's key
+    msg = one(site, BASE + """
+[[modbus.devices.rules]]
+id = 3
+chan = "water_level.0"
+kind = "rate"
+level = "red"
+window_s = 600
+threshold = 0.5
+hysteresis = 0.5
 """, "modbus.devices[0].rules[0]")
-    assert "trip engine refuses" in msg and "window_s" in msg
+    assert "trip engine refuses" in msg and "hysteresis" in msg
 
 
 def test_systemd_unit_is_hardened_and_runs_commands_the_cli_has():

@@ -554,7 +554,7 @@ level = "orange"
 op = "above"
 threshold = 3.5
 hysteresis = 0.1
-debounce = 1
+persist_s = 0
 hold_s = 0
 [[modbus.devices]]
 name = "siren-relay"

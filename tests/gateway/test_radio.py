@@ -341,8 +341,8 @@ def test_command_payload_json_or_cbor():
         dl.decode_payload(b"{node: 1}")
     cmd = dl.parse_command("set-rules", {"node": 101, "rules": [
         {"id": 1, "chan": "water_level.0", "kind": "threshold", "level": "orange", "op": "above",
-         "threshold": 3500, "hysteresis": 100, "debounce_n": 2, "hold_s": 600}]}, {101})
-    assert cmd.partial[msg.C_RULES] == [[1, LEVEL, 1, 3, 1, 3500, 100, 2, 600]]
+         "threshold": 3500, "hysteresis": 100, "persist_s": 60, "hold_s": 600}]}, {101})
+    assert cmd.partial[msg.C_RULES] == [[1, LEVEL, 1, 3, 1, 3500, 100, 60, 600]]
 
 
 # ------------------------------------------------------------------ the shell on a pty

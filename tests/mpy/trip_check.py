@@ -77,8 +77,8 @@ def events_of(evs):
 
 
 def check_threshold():
-    eng = TripEngine([Rule.from_wire([9, WATER, THRESHOLD, 3, 1, 3000, 100, 2, 600])])
-    check(eng.update(WATER, 0, 3100) == [], "one sample beyond must not trip with debounce 2")
+    eng = TripEngine([Rule.from_wire([9, WATER, THRESHOLD, 3, 1, 3000, 100, 60, 600])])
+    check(eng.update(WATER, 0, 3100) == [], "one sample beyond must not trip with persist_s 60")
     check(eng.update(WATER, 60, None) == [], "a fault must not trip")
     ev = eng.update(WATER, 120, 3050)
     check(len(ev) == 1 and ev[0].event == TRIP and ev[0].level == 3, "second sample beyond trips")
@@ -91,8 +91,8 @@ def check_threshold():
 
 def check_config_table():
     r = Rule.from_dict({"id": 3, "chan": "water_level.0", "kind": "threshold", "level": "orange",
-                        "op": 1, "threshold": 3000, "hysteresis": 100, "debounce_n": 2, "hold_s": 600})
-    check(r.to_wire() == [3, WATER, THRESHOLD, 3, 1, 3000, 100, 2, 600], "from_dict %r" % (r,))
+                        "op": 1, "threshold": 3000, "hysteresis": 100, "persist_s": 60, "hold_s": 600})
+    check(r.to_wire() == [3, WATER, THRESHOLD, 3, 1, 3000, 100, 60, 600], "from_dict %r" % (r,))
     try:
         Rule.from_dict({"id": 3, "chan": "rain", "kind": "sum", "level": 3})
         check(False, "a bad channel name must be refused")
@@ -101,8 +101,8 @@ def check_config_table():
 
 
 def check_levels():
-    eng = TripEngine([Rule.from_wire([1, WATER, THRESHOLD, 2, 1, 2000, 0, 1, 0]),
-                      Rule.from_wire([2, WATER, THRESHOLD, 4, 1, 3000, 0, 1, 0])])
+    eng = TripEngine([Rule.from_wire([1, WATER, THRESHOLD, 2, 1, 2000, 0, 0, 0]),
+                      Rule.from_wire([2, WATER, THRESHOLD, 4, 1, 3000, 0, 0, 0])])
     a = eng.update(WATER, 0, 2500)
     b = eng.update(WATER, 10, 3500)
     c = eng.update(WATER, 20, 2500)
@@ -202,7 +202,7 @@ def check_vectors(path):
         out = []
         for step in sc["steps"]:
             if step[0] == "u":
-                eng.update_into(step[1], step[2], step[3], out)
+                eng.update_into(step[1], step[2], step[3], out, step[4] if len(step) > 4 else 0)
             elif step[0] == "t":
                 out += eng.tick(step[1])
             else:
@@ -305,7 +305,7 @@ def check_unload():
             v = r.__dict__[k]
             check(type(v) in (int, tuple), "Rule.%s holds a %s: only ints and a tuple may stay"
                   % (k, type(v).__name__))
-    check(eng.update(WATER, 0, 3100) == [], "one sample beyond must not trip with debounce 2")
+    check(eng.update(WATER, 0, 3100) == [], "one sample beyond must not trip with persist_s 2")
     gc.collect()
     before = mem()
     unload("protocol.ruleparse")
@@ -321,10 +321,10 @@ def check_unload():
     check(ev == [] and eng.latched() == [8], "set_rules after the unload: %r, latched %r"
           % (ev, eng.latched()))
     try:
-        Rule.from_wire([1, WATER, THRESHOLD, 3, 1, 3000, 100, 0, 600])
-        check(False, "debounce_n 0 must be refused after the unload")
+        Rule.from_wire([1, WATER, THRESHOLD, 3, 1, 3000, 100, -1, 600])
+        check(False, "persist_s -1 must be refused after the unload")
     except ValueError as e:
-        check("debounce_n 0 out of range" in str(e), "message after the unload: %s" % e)
+        check("persist_s -1 out of range" in str(e), "message after the unload: %s" % e)
     unload("protocol.ruleparse")
     return freed
 

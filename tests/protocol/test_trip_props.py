@@ -73,7 +73,7 @@ def test_a_series_that_never_reaches_the_threshold_never_trips(data):
 
 @FAST
 @given(st.data())
-def test_faults_change_nothing(data):
+def test_faults_at_normal_change_nothing(data):
     rules = [data.draw(any_rule(1, DISP)), data.draw(any_rule(2, DISP))]
     samples = data.draw(series(values, max_size=60))
     faults_at = set(data.draw(st.lists(st.integers(0, 60), max_size=20)))
@@ -83,8 +83,12 @@ def test_faults_change_nothing(data):
     ev_b = []
     for i, (t, v) in enumerate(samples):
         ev_a += a.update(DISP, t, v)
-        if i in faults_at:
-            assert b.update(DISP, t, None) == []
+        if i in faults_at and b.level(DISP) == 0:
+            # at normal a fault says nothing (above normal it raises BLIND: see
+            # test_a_fault_run_above_normal_raises_one_blind_and_never_a_trip)
+            # (over/under range are clipped readings, not silence: TRIP.md 3.2)
+            assert b.update(DISP, t, None, data.draw(st.sampled_from(
+                (0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x207)))) == []
         ev_b += b.update(DISP, t, v)
     assert [e.as_tuple() for e in ev_a] == [e.as_tuple() for e in ev_b]
     assert a.metric(1) == b.metric(1) and a.metric(2) == b.metric(2)
@@ -176,17 +180,43 @@ def test_bucket_halving_scales_sums_exactly_and_as_before_for_even_counts(s, c):
 @FAST
 @given(st.integers(-3000, 3000), st.integers(0, 10 ** 6), st.integers(0, 2 ** 32))
 def test_rate_of_a_clean_line_is_exact_whatever_the_spacing(per_h, t0, seed):
+    # the rate metric itself (the engine puts a Hampel filter in front of it: below)
+    from protocol.tripstate import RateState
+    rnd = random.Random(seed)
+    state = RateState(Rule.from_wire([1, DISP, RATE, 2, 3600, VMAX, 0, 0]))
+    t = t0
+    while t < t0 + 2 * 3600:
+        # exact rational values: v = per_h * t / 3600 only at multiples of 3600/gcd
+        state.feed(t, (per_h * (t - t0)) // 3600)
+        t += rnd.choice((1, 7, 30, 60, 60, 120, 300))
+    assert abs(state.metric - per_h) <= 2
+
+
+@FAST
+@given(st.integers(-3000, 3000), st.integers(0, 10 ** 6), st.integers(0, 2 ** 32))
+def test_the_filtered_rate_of_a_clean_line_sampled_as_a_node_samples(per_h, t0, seed):
+    # runs at 10, 60 or 600 s, switching as a node's intensification does: the Hampel
+    # filter passes every sample of a clean line, so the rate stays exact
     rnd = random.Random(seed)
     eng = TripEngine([Rule.from_wire([1, DISP, RATE, 2, 3600, VMAX, 0, 0])])
     t = t0
     while t < t0 + 2 * 3600:
-        # exact rational values: v = per_h * t / 3600 only at multiples of 3600/gcd
-        eng.update(DISP, t, (per_h * (t - t0)) // 3600)
-        t += rnd.choice((1, 7, 30, 60, 60, 120, 300))
-    assert abs(eng.metric(1) - per_h) <= 2
+        step = rnd.choice((10, 60, 600))
+        for _ in range(rnd.randint(1, 40)):
+            eng.update(DISP, t, (per_h * (t - t0)) // 3600)
+            t += step
+    if eng.metric(1) is not None:
+        # 1 more than the exact fit's 2, and 1 %: where the spacing shrinks the filter may
+        # take one sample for an outlier and use its neighbours' median
+        assert abs(eng.metric(1) - per_h) <= 3 + abs(per_h) // 100
 
 
-@settings(max_examples=15, deadline=None)
+# The two safety properties run hundreds of examples, new ones every run (conftest.py).
+SAFETY = settings(max_examples=300, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+
+
+@SAFETY
 @given(st.floats(0.0, 30.0), st.integers(0, 6), st.integers(0, 2 ** 32))
 def test_steady_creep_never_raises_an_inverse_velocity_alarm(v_mm_h, noise, seed):
     rnd = random.Random(seed)
@@ -197,7 +227,7 @@ def test_steady_creep_never_raises_an_inverse_velocity_alarm(v_mm_h, noise, seed
         assert eng.level() == 0
 
 
-@settings(max_examples=10, deadline=None)
+@SAFETY
 @given(st.floats(5.0, 40.0), st.integers(0, 4), st.integers(0, 2 ** 32))
 def test_creep_to_failure_is_forecast_at_least_30_min_ahead(c_mm, noise, seed):
     # 1/v linear to zero at tf; c_mm >= 5 keeps the last hour above 5 mm/h, i.e. well

@@ -62,7 +62,7 @@ def test_command_against_the_standin(flashed, registry, capsys):
     d = json.loads(capsys.readouterr().out)
     by = {row["item"]: row for row in d["rows"]}
     assert by["config"] == {"item": "config", "status": "ok", "value": "1",
-                            "detail": "node 17, 3 channels, 5 rules"}
+                            "detail": "node 17, 3 channels, 7 rules"}
     # the stand-in has no LoRa module and its fake ADCs read 0 V: honest faults
     assert by["radio"]["status"] == "fault" and "did not answer" in by["radio"]["detail"]
     assert by["chan:0x10"]["status"] == "fault"
