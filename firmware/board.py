@@ -77,13 +77,13 @@ def unload():
 
 # The board file of a node without a valid config, by sys.platform: it must at least
 # name pins and ADC settings the chip has (the esp32 file's ADC attenuation does not
-# exist on rp2, and a Pico running on it crashed at every boot: tests/rp2).
-DEFAULT_BY_PLATFORM = (("rp2", "rp2040_pico"),)
+# exist on rp2, and a Pico running on it crashed at every boot: tests/rp2). The table,
+# (sys.platform, board), is local to default_name(): no global name on the node's heap.
 
 
 def default_name():
     import sys
-    for platform, name in DEFAULT_BY_PLATFORM:
+    for platform, name in (("rp2", "rp2040_pico"),):
         if sys.platform == platform:
             return name
     return "esp32_devkitc"

@@ -74,8 +74,8 @@ def uart(hal, uart_id, baudrate, tx=None, rx=None, timeout_ms=0, rxbuf=512):
 # The longest watchdog timeout a port's WDT accepts, by sys.platform. RP2040: a 24-bit
 # counter ticking twice per microsecond (erratum RP2040-E1), so machine.WDT raises
 # ValueError above 8388 ms; config.json allows watchdog_s 10..3600, which would make
-# every boot on a Pico crash (found on the rp2 port, tests/rp2/test_pico_node.py).
-WDT_MAX_MS = (("rp2", 8388),)
+# every boot on a Pico crash (found on the rp2 port, tests/rp2/test_pico_node.py). The
+# table of such limits, (port, ms), lives in watchdog(): a local, not one more global name.
 
 
 def watchdog(hal, timeout_ms, console=print):
@@ -84,7 +84,7 @@ def watchdog(hal, timeout_ms, console=print):
     is cut to that limit; hal.watchdog_ms is the timeout in force (the main loop
     never sleeps more than half of it)."""
     import sys
-    for platform, limit in WDT_MAX_MS:
+    for platform, limit in (("rp2", 8388),):
         if sys.platform == platform and timeout_ms > limit:
             console("watchdog: %d ms is more than %s allows: using %d ms" % (timeout_ms, platform, limit))
             timeout_ms = limit

@@ -85,7 +85,7 @@ def run(hal, console=print, max_steps=None, probe=None):
     del startup
     gc.collect()
     node.start(clock.now())
-    cap_ms = hal.watchdog_ms // 2        # the timeout in force (halsetup.WDT_MAX_MS)
+    cap_ms = hal.watchdog_ms // 2        # the timeout in force (halsetup.watchdog())
     clean = False
     steps = 0
     while max_steps is None or steps < max_steps:

@@ -5,11 +5,12 @@ and threshold are integers in the rule's metric, scaled like the rule's channel)
 """
 from protocol import channels, levels
 
-THRESHOLD, RATE, SUM, INVVEL = 1, 2, 3, 4
+THRESHOLD, RATE, SUM, INVVEL, TANGENT = 1, 2, 3, 4, 5     # protocol/trip.py kinds
 # terminal colours of the national scheme (blue IV, yellow III, orange II, red I)
 ANSI = {0: "", 1: "\x1b[1;34m", 2: "\x1b[1;33m", 3: "\x1b[1;38;5;208m", 4: "\x1b[1;97;41m"}
 ANSI_RESET = "\x1b[0m"
-KIND_NAMES = {THRESHOLD: "threshold", RATE: "rate", SUM: "sum", INVVEL: "inverse velocity"}
+KIND_NAMES = {THRESHOLD: "threshold", RATE: "rate", SUM: "sum", INVVEL: "inverse velocity",
+              TANGENT: "tangent angle"}
 
 
 def metric_text(rule_kind, chan, value):

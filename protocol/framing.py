@@ -14,9 +14,8 @@ from protocol.crc16 import crc16
 MAX_FRAME = 192          # frame bytes (header + payload + MIC), before CRC and COBS
 # a piece (the bytes between two 0x00) holds COBS(frame | CRC): one code byte more than
 # frame + CRC below 254 bytes, so at most MAX_FRAME + 3 = 195; on the line, with the two
-# delimiters, 197 <= 200 (SPEC §1)
-MAX_PIECE = MAX_FRAME + 3
-MAX_WIRE = MAX_PIECE + 2
+# delimiters, MAX_WIRE = 197 <= 200 (SPEC §1)
+MAX_WIRE = MAX_FRAME + 5
 
 # reasons a run of bytes between two delimiters is not a frame
 BAD_CRC = "crc"

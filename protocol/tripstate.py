@@ -148,9 +148,10 @@ class Despike:
     after the spacing widens)."""
 
     def __init__(self):
-        self.buf = array("l", [0] * 5)
-        self.ts = array("l", [0] * 5)    # their times
-        self.tmp = array("l", [0] * 5)
+        # one array, not three: [0:5] the last values, [5:10] their times, [10:15] scratch
+        # for the medians; made at the first put(), so channels without motion rules
+        # (on False: rain sums, thresholds) carry none
+        self.buf = None
         self.i = 0
         self.n = 0
         self.on = True      # the channel has motion rules (else only last is kept)
@@ -160,9 +161,10 @@ class Despike:
 
     def put(self, t, v):
         buf = self.buf
-        ts = self.ts
+        if buf is None:
+            buf = self.buf = array("l", [0] * 15)
         buf[self.i] = v
-        ts[self.i] = t
+        buf[5 + self.i] = t
         self.i = (self.i + 1) % 5
         n = self.n
         if n < 5:
@@ -177,39 +179,39 @@ class Despike:
         # 2 samples after a widening, then the window is judged on its new spacing.
         # (Where the spacing shrinks, the newest samples lie close together: judged.)
         i = self.i
-        g = ts[(i - 1) % 5] - ts[(i - 2) % 5]
+        g = buf[5 + (i - 1) % 5] - buf[5 + (i - 2) % 5]
         narrow = 0
         for j in range(2, n):
-            h = ts[(i - j) % 5] - ts[(i - j - 1) % 5]
+            h = buf[5 + (i - j) % 5] - buf[5 + (i - j - 1) % 5]
             if g > 2 * h and h > 0:   # (many samples in one second: no spacing to judge)
                 narrow += 1
         if narrow >= 2:
             return None
-        tmp = self.tmp
         for j in range(n):
-            tmp[j] = buf[j]
-        med = _median(tmp, n)
+            buf[10 + j] = buf[j]
+        med = _median(buf, n)
         for j in range(n):
             d = buf[j] - med
-            tmp[j] = d if d >= 0 else -d
+            buf[10 + j] = d if d >= 0 else -d
         d = v - med
         if d < 0:
             d = -d
         # one count off is the quantisation of a still or slow sensor, never a spike
-        if d > 1 and 2 * d > 9 * _median(tmp, n):
+        if d > 1 and 2 * d > 9 * _median(buf, n):
             return med
         return v
 
 
 def _median(a, n):
-    for i in range(1, n):
+    """The median of a[10:10 + n] (Despike's scratch), sorted there in place."""
+    for i in range(11, 10 + n):
         x = a[i]
         j = i - 1
-        while j >= 0 and a[j] > x:
+        while j >= 10 and a[j] > x:
             a[j + 1] = a[j]
             j -= 1
         a[j + 1] = x
-    return a[n >> 1]
+    return a[10 + (n >> 1)]
 
 
 class State:
@@ -424,54 +426,6 @@ class RateState(State):
         return self.metric * 5 <= thr * 4
 
 
-class TangentState(RateState):
-    """Improved tangent angle (TRIP.md 4.5): tan(alpha) = v / v0, v the rate over the
-    window, v0 the constant-velocity rate (configured, or learnt as the rate at the end
-    of the first quiet_s seconds, never below |v0|). The metric is tan(alpha) * 1000,
-    positive when moving in v0's direction: compared with the rule's tan_pm, no atan."""
-
-    def __init__(self, rule):
-        RateState.__init__(self, rule)
-        self.v0 = rule.v0 if rule.quiet_s == 0 else 0   # 0 while still learning
-        self.t0 = -1
-
-    def take_history(self, old):
-        RateState.take_history(self, old)
-        if isinstance(old, TangentState) and old.v0 and old.rule.v0 == self.rule.v0:
-            self.v0 = old.v0
-            self.t0 = old.t0
-
-    def feed(self, t, v):
-        ring = self.ring
-        ring.add(t, v)
-        r = self.rate(ring)
-        if self.t0 < 0:
-            self.t0 = t
-        v0 = self.v0
-        if v0 == 0:
-            if r is None or t - self.t0 < self.rule.quiet_s:
-                self.metric = None
-                return
-            f = self.rule.v0
-            # learnt: the rate in v0's direction, at least |v0| (a still slope's noise
-            # must not become the reference that every wobble is compared with)
-            v0 = r if (r > f if f > 0 else r < f) else f
-            self.v0 = v0
-        if r is None:
-            self.metric = None
-        else:
-            self.metric = r * 1000 // v0
-
-    def trips(self):
-        return self.metric >= self.rule.tan_pm
-
-    def clears(self):
-        return self.metric * 5 < self.rule.tan_pm * 4
-
-    def near(self):
-        return self.metric * 2 >= self.rule.tan_pm
-
-
 UNKNOWN = const(0)
 NO_TREND = const(1)
 FORECAST = const(2)
@@ -651,5 +605,7 @@ def new_state(rule):
     if k == 3:
         return SumState(rule)
     if k == 5:
+        # loaded only where a rule needs it: a node without tangent rules keeps its heap
+        from protocol.tangent import TangentState
         return TangentState(rule)
     return InvVelState(rule)

@@ -45,7 +45,7 @@ UNIX_DATA_HEAP = 96 * 1024      # as test_node_mpy.py runs the 64-bit day
 
 
 
-def run_mp32(trees, module, args=(), steps=None, timeout=120):
+def run_mp32(trees, module, args=(), steps=None, timeout=900):
     """tools/mp32/run.mjs with /flash made, allocation reports on; CompletedProcess."""
     node = shutil.which("node")
     if not node or not (PKG / "micropython.wasm").exists():
@@ -216,3 +216,4 @@ def test_node_fits_the_96k_budget_on_32bit(day32, day64, code32):
     assert peak <= WHOLE_HEAP, (
         "the node's peak on 32-bit MicroPython is %d B (%.1f KB), over the 96 KB budget by %d B"
         % (peak, peak / 1024.0, peak - WHOLE_HEAP))
+

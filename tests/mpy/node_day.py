@@ -7,9 +7,9 @@ the CPython side decodes and checks them with protocol/. Storm 06:00-08:00, wate
 level rise, a broken 4-20 mA loop at 12:00, a radio outage 18:30-19:40, creep to
 failure at 20:00 (then the draw-wire reads open circuit).
 
-Usage: micropython node_day.py <workdir> [hours]
+Usage: micropython node_day.py <root> [hours]
        micropython node_day.py --code     (prints the heap the imported code takes)
-       micropython node_day.py --lib      (imports only: step day(workdir, hours) yourself)
+       micropython node_day.py --lib      (imports only: step day(root, hours) yourself)
 
 On a board the modules are frozen into flash and cost no heap; the unix port cannot
 freeze them, so the wrapper measures the code's heap with --code first and runs the
@@ -18,94 +18,55 @@ allocation, so the highest gc.mem_alloc() seen is the live data plus < 4 KB.
 """
 import gc
 import math
+import struct
 import sys
 from binascii import hexlify
 
-KEY = bytes(range(1, 33))
-NODE = 17
-UNIX0 = 1780000000
-RAIN = 0x08
-DISP = 0x10
-WATER = 0x18
-TF = 20 * 3600
-WASM = sys.platform == "webassembly"
+from micropython import const
+
+# The script's own constants are private consts: no names of their own in the qstr pool,
+# which the node shares with this script (on a board the script does not exist).
+_NODE = const(17)
+_RAIN = const(0x08)
+_DISP = const(0x10)
+_WATER = const(0x18)
+_TF = const(72000)         # 20:00
+_UNIX0 = const(1780000000)
 
 
 class Sim:
+    """A scripted sensor. The station's real driver (built by firmware/main.py's wiring
+    on the fake machine) is read every time, so its code, its objects and its garbage
+    are the node's as on a board; the value is the script's, so the checks on the
+    CPython side stay exact. The script's names are kept few: they share the node's
+    qstr pool, which on a board holds the node's names only."""
     t = 0
-    disp = (0, 0)
-    water = (0, 0)
+    now = {}            # channel id -> (value, fault) for the step about to run (step())
 
-
-def rain_rate(t):
-    if 6 * 3600 <= t < 8 * 3600:
-        return 10 if 7 * 3600 <= t < 27000 else 4
-    return 0
-
-
-def disp(t):
-    return int(-600 * math.log((TF - t) / 3600.0) + 600 * math.log(TF / 3600.0) + 0.5)
-
-
-def water(t):
-    h = t / 3600.0
-    if h < 6:
-        return 1500
-    if h < 9:
-        return int(1500 + (h - 6) * 700)
-    return max(1500, int(3600 - (h - 9) * 300))
-
-
-# The station's board file, as `stationctl flash` puts it on the board (the esp32_devkitc
-# variant's pins; embedded so the wasm runner needs no host file).
-BOARD = {
-    "board": "station", "mcu": "esp32",
-    "inputs": {"rain": {"pin": 27, "pull": "up"}},
-    "outputs": {"siren": {"pin": 25, "active": 1}, "strobe": {"pin": 26, "active": 1}},
-    "adc": {
-        "drawwire": {"pin": 34, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450},
-        "excitation": {"pin": 39, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450,
-                       "divider": [10000, 10000]},
-        "loop420": {"pin": 35, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450, "shunt_ohm": 100},
-        "battery": {"pin": 36, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450,
-                    "divider": [220000, 33000]},
-    },
-    "uarts": {"lora": {"id": 1, "tx": 18, "rx": 19, "m0": 21, "m1": 22, "aux": 23, "baudrate": 9600}},
-}
-
-CONFIG = {
-    "version": 1, "node": NODE, "key": "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
-    "board": "station",
-    "channels": [{"id": "rain.0", "driver": "rain", "mm_per_tip": 0.2},
-                 {"id": "displacement.0", "driver": "drawwire", "cal": [[0.1, 0], [0.9, 50000]]},
-                 {"id": "water_level.0", "driver": "loop420", "value_4ma": 0, "value_20ma": 10000}],
-    "rules": [[2, RAIN, 3, 3, 3600, 300, 50, 1800], [6, DISP, 2, 2, 3600, 200, 50, 1800],
-              [7, DISP, 4, 4, 7200, 3600, 900, 3600], [8, WATER, 1, 2, 1, 3000, 100, 2, 600]],
-    "radio": {"model": "e22"},
-    "log_kb": 64}
-
-
-def write_json(hal, path, obj):
-    import json
-    f = hal.open(path, "w")
-    try:
-        f.write(json.dumps(obj))
-    finally:
-        f.close()
-
-
-class Scripted:
-    """The station's real driver (built by firmware/main.py's wiring on the fake machine)
-    is read every time, so its code, its objects and its garbage are the node's as on a
-    board; the value is the script's, so the checks on the CPython side stay exact."""
-
-    def __init__(self, driver, script):
+    def __init__(self, driver, chan, rain=None):
         self.driver = driver
-        self.script = script
+        self.chan = chan
+        self.rain = rain
 
     def read(self):
         self.driver.read()
-        return self.script.read()
+        if self.rain is not None:
+            return self.rain.read()
+        return Sim.now[self.chan]
+
+    @staticmethod
+    def step(t):
+        """The draw-wire (log creep to failure at _TF, then the wire snaps: fault 1,
+        OPEN_CIRCUIT) and 4-20 mA (a flood wave; a broken loop, fault 8, at noon)
+        readings at second t, worked out before each node step: the floats they take are
+        this script's garbage, not the node's."""
+        Sim.t = t
+        Sim.now[_DISP] = (None, 1) if t >= _TF else (
+            int(-600 * math.log((_TF - t) / 3600.0) + 600 * math.log(_TF / 3600.0) + 0.5), 0)
+        h = t / 3600.0
+        w = 1500 if h < 6 else int(1500 + (h - 6) * 700) if h < 9 else max(
+            1500, int(3600 - (h - 9) * 300))
+        Sim.now[_WATER] = (None, 8) if 12 * 3600 <= t < 12 * 3600 + 1200 else (w, 0)
 
 
 class Rain:
@@ -116,31 +77,14 @@ class Rain:
 
     def read(self):
         t = Sim.t
-        for x in range(self.last, t):
-            self.acc += rain_rate(x)
+        for x in range(self.last, t):       # mm/h x 10: 4 from 06:00, 10 07:00-07:30, to 08:00
+            if 6 * 3600 <= x < 8 * 3600:
+                self.acc += 10 if 7 * 3600 <= x < 27000 else 4
         self.last = max(self.last, t)
         v = self.acc // 60
         self.acc -= v * 60
         self.total += v
         return v, 0
-
-
-class Disp:
-    def read(self):
-        return Sim.disp             # worked out before the step (script())
-
-
-class Water:
-    def read(self):
-        return Sim.water
-
-
-def script(t):
-    """The scripted draw-wire and 4-20 mA readings at second t, worked out before each
-    node step: the floats they take are this script's garbage, not the node's."""
-    Sim.t = t
-    Sim.disp = (None, 1) if t >= TF else (disp(t), 0)       # 1: faults.OPEN_CIRCUIT, the wire snapped
-    Sim.water = (None, 8) if 12 * 3600 <= t < 12 * 3600 + 1200 else (water(t), 0)   # 8: BROKEN_LOOP
 
 
 class Radio:
@@ -150,7 +94,7 @@ class Radio:
 
     def __init__(self, lora):
         self.out = []
-        self.inbox = []
+        self.rx = []
         self.lora = lora
         self.max_payload = lora.max_payload
 
@@ -159,7 +103,7 @@ class Radio:
         return True
 
     def poll(self):
-        return self.inbox.pop(0) if self.inbox else None
+        return self.rx.pop(0) if self.rx else None
 
     def busy(self):
         return False
@@ -168,7 +112,7 @@ class Radio:
         return self.lora.airtime_ms(n)
 
 
-def day(workdir, hours=21.5):
+def day(root, h=21.5):
     """The day as a generator that yields after every node step: the 32-bit (wasm) runner
     resumes it from JS, the only place that build collects garbage
     (tests/firmware/test_node_32bit.py); main() below just runs it through."""
@@ -185,11 +129,43 @@ def day(workdir, hours=21.5):
     from protocol import frame as fr
     from protocol import framing
     from protocol.mic import Hmac
-    hal = Hal(machine=fake_machine, clock=fake_machine.FakeClock(), root=workdir)
+    hal = Hal(machine=fake_machine, clock=fake_machine.FakeClock(), root=root)
     for d in ("firmware", "firmware/variants"):
         hal.mkdir(d)
-    write_json(hal, "firmware/variants/station.json", BOARD)
-    write_json(hal, "config.json", CONFIG)
+    # The station's board file, as `stationctl flash` puts it on the board (the esp32_devkitc
+    # variant's pins; embedded so the wasm runner needs no host file).
+    board = {
+        "board": "station", "mcu": "esp32",
+        "inputs": {"rain": {"pin": 27, "pull": "up"}},
+        "outputs": {"siren": {"pin": 25, "active": 1}, "strobe": {"pin": 26, "active": 1}},
+        "adc": {
+            "drawwire": {"pin": 34, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450},
+            "excitation": {"pin": 39, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450,
+                           "divider": [10000, 10000]},
+            "loop420": {"pin": 35, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450, "shunt_ohm": 100},
+            "battery": {"pin": 36, "atten": "11db", "floor_mv": 150, "ceiling_mv": 2450,
+                        "divider": [220000, 33000]},
+        },
+        "uarts": {"lora": {"id": 1, "tx": 18, "rx": 19, "m0": 21, "m1": 22, "aux": 23, "baudrate": 9600}},
+    }
+
+    config = {
+        "version": 1, "node": _NODE, "key": "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
+        "board": "station",
+        "channels": [{"id": "rain.0", "driver": "rain", "mm_per_tip": 0.2},
+                     {"id": "displacement.0", "driver": "drawwire", "cal": [[0.1, 0], [0.9, 50000]]},
+                     {"id": "water_level.0", "driver": "loop420", "value_4ma": 0, "value_20ma": 10000}],
+        "rules": [[2, _RAIN, 3, 3, 3600, 300, 50, 1800], [6, _DISP, 2, 2, 3600, 200, 50, 1800],
+                  [7, _DISP, 4, 4, 7200, 3600, 900, 3600], [8, _WATER, 1, 2, 1, 3000, 100, 2, 600]],
+        "radio": {"model": "e22"},
+        "log_kb": 64}
+    import json
+    for path, obj in (("firmware/variants/station.json", board), ("config.json", config)):
+        f = hal.open(path, "w")
+        try:
+            f.write(json.dumps(obj))
+        finally:
+            f.close()
     # boot as firmware/main.py's run() does: the config checked, the board file read,
     # drivers, radio driver and relays built, then the boot-only modules dropped
     cfg, drivers, lora, siren, strobe = wiring.wire(hal, console=lambda s: None)
@@ -204,9 +180,9 @@ def day(workdir, hours=21.5):
     # sensor values, the gateway's signer and deframer) are not part of the node either
     radio = Radio(lora)         # frames go to this script's gateway
     rain = Rain()
-    sources = {RAIN: Scripted(drivers[RAIN], rain), DISP: Scripted(drivers[DISP], Disp()),
-               WATER: Scripted(drivers[WATER], Water())}
-    signer = Hmac(KEY)
+    sources = {_RAIN: Sim(drivers[_RAIN], _RAIN, rain),
+               _DISP: Sim(drivers[_DISP], _DISP), _WATER: Sim(drivers[_WATER], _WATER)}
+    signer = Hmac(bytes(range(1, 33)))
     deframer = framing.Deframer()
     yield
     gc.collect()
@@ -244,10 +220,9 @@ def day(workdir, hours=21.5):
     yield
     gc.collect()
     gw = gc.mem_alloc()
-    # this script's gateway's codecs (encode_ack), which a node does not carry: loaded
-    # after the node's modules (they import some of them), their code is taken out of
-    # the node's figures by moving `start` up by what they added
-    from protocol import gwmessages
+    # this script's gateway builds its ACKs itself, not with protocol/gwmessages.py: that
+    # module is the gateway's (validation tables a node never carries), and its interned
+    # names would share the node's qstr pool and tip it into its next, larger pool
     yield
     gc.collect()
     start += gc.mem_alloc() - gw
@@ -255,7 +230,7 @@ def day(workdir, hours=21.5):
     gc.threshold(4096)
     node.start(0)
     t = 0.0
-    end = hours * 3600
+    end = h * 3600
     dl = 0
     red_at = -1
     siren_at = -1
@@ -266,7 +241,13 @@ def day(workdir, hours=21.5):
     steps = 0
     live_peak = 0               # between steps, after the collection: no garbage
     while t < end:
-        script(int(t))
+        Sim.step(int(t))
+        if sys.platform == "webassembly":
+            # the script's values are worked out before the step so that their floats and
+            # tuples are this script's garbage, not the node's: on wasm that garbage goes
+            # only at a collection, which the runner makes when this yields
+            gc.collect()
+            yield
         a = gc.mem_alloc()
         if a > live_peak:
             live_peak = a
@@ -275,7 +256,7 @@ def day(workdir, hours=21.5):
         a = gc.mem_alloc()
         if a > peak:
             peak = a
-        if red_at < 0 and node.engine.level(DISP) == 4:
+        if red_at < 0 and node.engine.level(_DISP) == 4:
             red_at = int(t)
             sent_at_red = sent
         if siren_at < 0 and siren.is_on():
@@ -291,15 +272,17 @@ def day(workdir, hours=21.5):
                 f = fr.decode(item, lambda n: signer)
                 print("F %d %s" % (int(t), hexlify(item).decode()))
                 dl += 1
-                ack = fr.encode(signer, fr.ACK, NODE, dl, UNIX0 + int(t),
-                                gwmessages.encode_ack(f.seq, UNIX0 + int(t), [(f.seq, f.seq)]))
-                radio.inbox.append(framing.wrap(ack))
+                ack = fr.encode(signer, fr.ACK, _NODE, dl, _UNIX0 + int(t),
+                                # the gateway's ACK of this one frame (SPEC 6.2): re = seq,
+                                # one range at gap 0, length 1
+                                struct.pack(">II", f.seq, _UNIX0 + int(t)) + b"\x00\x01")
+                radio.rx.append(framing.wrap(ack))
         radio.out = []
         nxt = t + 60 if wake is None else wake
-        if radio.inbox:
+        if radio.rx:
             nxt = min(nxt, t + 0.3)
         t = max(min(nxt, t + 60), t + 0.05)
-        if WASM:
+        if sys.platform == "webassembly":
             # the runner collects when this yields only if a collection is due: ask for one,
             # so each step starts from live data (else up to gc.threshold's 4 KB of older
             # garbage rides along into whichever step comes next)
@@ -325,8 +308,7 @@ def main():
         print("SCRIPT_BYTES %d" % gc.mem_alloc())     # the runtime, this script, its fake machine
         for name in ("firmware.main", "firmware.startup", "firmware.app", "firmware.hal", "firmware.drivers.rain",
                      "firmware.drivers.drawwire", "firmware.drivers.loop420",
-                     "firmware.radio.ebyte", "protocol.mic",
-                     "protocol.gwmessages"):      # not the node's, but in the heap for the day too
+                     "firmware.radio.ebyte", "protocol.mic"):
             __import__(name)
         gc.collect()
         print("CODE_BYTES %d" % gc.mem_alloc())       # and the node's modules

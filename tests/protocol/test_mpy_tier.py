@@ -45,14 +45,15 @@ def test_protocol_has_no_io_or_clock():
             assert banned not in text, f"{src.name} uses {banned!r}: protocol/ is pure logic"
 
 
-def test_vectors_under_micropython_80k(micropython_module):
-    # 80 KB, not the 64 KB of the other tiers: this check also runs the gateway's payload
-    # validation tables (protocol/gwmessages.py, ~5 KB of bytecode that no node loads)
-    # with a vector file parsed in the heap. The node's own budget is test_node_32bit.
+def test_vectors_under_micropython_96k(micropython_module):
+    # 96 KB on the 64-bit port, not the 64 KB of the other tiers: this check also runs the
+    # gateway's payload validation tables (protocol/gwmessages.py, ~5 KB of bytecode that
+    # no node loads) with a vector file parsed in the heap, and the 64-bit port doubles
+    # every object. The node's own budget is test_node_32bit.
     # One file per run, as a node would parse one document at a time.
     for name in ("frames.json", "framing.json", "cbor.json", "contract_payloads.json",
                  "contract_frames.json"):
-        r = micropython_module("vectors_check", heap="80K",
+        r = micropython_module("vectors_check", heap="96K",
                                args=[str(ROOT / "protocol" / "vectors"), name])
         assert r.returncode == 0, name + ": " + r.stderr
         assert "VECTORS checked=" in r.stdout and "failed=0" in r.stdout, r.stdout + r.stderr
