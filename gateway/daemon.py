@@ -130,6 +130,21 @@ def lock_store(store_path):
     return fd
 
 
+def _port_hint(port, e):
+    """The next thing to check when the radio's serial port does not open."""
+    import errno
+    code = getattr(e, "errno", None)
+    if code == errno.ENOENT:
+        return ("no such device: is the LoRa module (or its USB adapter) connected, and is "
+                "radio.port in site.toml right? (ls /dev/ttyAMA* /dev/ttyUSB* /dev/serial/by-id)")
+    if code in (errno.EACCES, errno.EPERM):
+        return ("permission denied: the service user needs the dialout group "
+                "(sudo usermod -aG dialout stationgw) and the unit's DeviceAllow=%s" % port)
+    if code == errno.EBUSY or "lock" in str(e).lower():
+        return "the port is in use: is another stationgw (or a serial console) holding it?"
+    return "check radio.port in site.toml and that the module is powered and wired"
+
+
 class Daemon:
     def __init__(self, cfg, clock=time.time, serial_factory=None):
         self.cfg = cfg
@@ -342,7 +357,7 @@ class Daemon:
         try:
             ser = self.serial_factory(r)
         except Exception as e:
-            return "cannot open radio port %s: %s" % (r.port, e)
+            return "cannot open radio port %s: %s. Next: %s" % (r.port, e, _port_hint(r.port, e))
         rssi = False
         if r.module != "none":
             from gateway import lora_module

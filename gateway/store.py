@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+from gateway.logevent import event_line
 from gateway.records import (
     FLAG_THINNED,
     WIRE_COUNTERS,
@@ -293,7 +294,7 @@ class Store:
             except Exception:
                 # The data is committed: a listener's failure must not make the caller
                 # think otherwise (it would withhold acks for stored frames).
-                log.exception("store listener %r failed after a commit", fn)
+                log.exception("%s", event_line("store_listener_failed", listener=repr(fn)))
         return CommitResult(n_new, new_alarms, dups)
 
     def _frames(self, db, frames):

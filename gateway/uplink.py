@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 
 from gateway import batcher
 from gateway.alarmlane import AlarmLane
+from gateway.logevent import event_line, log_event
 
 log = logging.getLogger("stationgw.uplink")
 
@@ -274,8 +275,10 @@ class Uplink:
     # They run in paho's thread, some with paho's locks held: never take self._lock here.
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
-            log.warning("broker %s:%d refused the connection: %s", self.s.host, self.s.port,
-                        reason_code)
+            log_event(log, "broker_refused", logging.WARNING, host=self.s.host, port=self.s.port,
+                      reason=str(reason_code),
+                      next="check [mqtt] username, password_file and TLS against the broker's "
+                           "config; the broker refused the connection")
             self._refused = True
             return
         # paho cannot change its own in-flight limit on an open connection, so honour the
@@ -289,8 +292,8 @@ class Uplink:
         self.connects += 1
         if self._on_command:
             client.subscribe(self.topics.cmd + "#", qos=1)
-        log.info("connected to %s:%d (%s), window %d", self.s.host, self.s.port, self.s.protocol,
-                 self._window)
+        log_event(log, "broker_connected", host=self.s.host, port=self.s.port,
+                  protocol=self.s.protocol, window=self._window)
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -299,7 +302,8 @@ class Uplink:
         if self._stopping.is_set():
             return
         if was:
-            log.warning("broker connection lost (%s)", reason_code)
+            log_event(log, "broker_lost", logging.WARNING, host=self.s.host, port=self.s.port,
+                      reason=str(reason_code))
 
     # ------------------------------------------------------------------ network thread
     def _probe(self):
@@ -330,8 +334,8 @@ class Uplink:
                     break
                 delay = self._backoff.next()
                 next_try = self._mono() + delay
-                log.info("broker %s:%d: next connect in %.1f s, or as soon as its port "
-                         "answers (probing every %.2f s)", s.host, s.port, delay, s.probe_s)
+                log_event(log, "broker_backoff", host=s.host, port=s.port,
+                          next_connect_s=round(delay, 1), probe_s=s.probe_s)
                 continue
             if self._stopping.is_set():
                 break
@@ -354,8 +358,10 @@ class Uplink:
             except Exception as e:
                 delay = self._backoff.next()
                 next_try = self._mono() + delay
-                log.info("broker %s:%d unreachable (%s); next connect in %.1f s, or as soon as "
-                         "its port answers", s.host, s.port, e, delay)
+                log_event(log, "broker_unreachable", host=s.host, port=s.port, error=str(e),
+                          next_connect_s=round(delay, 1),
+                          next="is the broker running and reachable at this host:port "
+                               "([mqtt] host, port)?")
                 continue
             up = True
             self.reconnects_by[how] = self.reconnects_by.get(how, 0) + 1
@@ -370,7 +376,7 @@ class Uplink:
         try:
             self._on_command(verb, msg.payload)
         except Exception:  # a bad command must never stop the uplink
-            log.exception("command %r failed", verb)
+            log.exception("%s", event_line("command_handler_failed", verb=verb))
 
     def publish_cmd_result(self, payload):
         self._publish("r", None, payload, 0)
@@ -435,8 +441,8 @@ class Uplink:
         if alarms or batches:
             self.last_puback = self._clock()
         if refused:
-            log.warning("broker refused %d publish(es); retrying in %.0f s", len(refused),
-                        self.s.retry_refused_s)
+            log_event(log, "publish_refused", logging.WARNING, count=len(refused),
+                      retry_s=self.s.retry_refused_s)
             self._retry.extend(refused)
 
     def _run(self):
@@ -476,14 +482,14 @@ class Uplink:
                     self._next_quota = now + self.s.quota_check_s
                     thinned, dropped = self.store.enforce_quota()
                     if thinned or dropped:
-                        log.warning("store over quota: thinned %d, dropped %d readings",
-                                    thinned, dropped)
+                        log_event(log, "store_over_quota", logging.WARNING, thinned=thinned,
+                                  dropped=dropped)
                 wake_at = self._fill_window()
                 if wake_at is not None:
                     timeout = max(0.001, min(timeout, wake_at - self._mono()))
             except Exception:
                 # Never let the uplink die: log, back off a little, carry on.
-                log.exception("uplink worker error")
+                log.exception("%s", event_line("uplink_worker_error"))
                 timeout = 1.0
 
     def _fill_window(self):

@@ -301,3 +301,21 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
     assert fr.ACK in [f.mtype for f in downlink(air.master, keys, 1, 10)]
     assert gw.term() == 0
     assert "Traceback" not in gw.text()
+
+
+def test_a_radio_port_that_does_not_open_says_what_to_check(tmp_path):
+    # issue 14: "cannot open radio port ... [Errno 2]" gave no next step
+    import serial
+
+    from gateway.daemon import _port_hint
+    missing = str(tmp_path / "ttyNOPE")
+    try:
+        serial.Serial(missing)
+    except serial.SerialException as e:
+        hint = _port_hint(missing, e)
+    assert "connected" in hint and "radio.port" in hint
+    blocked = tmp_path / "ttyLOCKED"
+    blocked.write_text("")
+    blocked.chmod(0)
+    err = PermissionError(13, "Permission denied")
+    assert "dialout" in _port_hint(str(blocked), err)

@@ -74,7 +74,7 @@ def test_wrong_password_is_refused_and_never_logged(tls_broker, make_store, make
     store = make_store()
     up = make_uplink(store, tls_ca=str(d / "ca.crt"), username="gw1", password_file=str(pw))
     store.commit(mk.frame(3, 1, int(time.time()), [10]))
-    assert wait(lambda: "refused the connection" in caplog.text, 10)
+    assert wait(lambda: "event=broker_refused" in caplog.text, 10)
     assert not up.connected and up.stats()["readings_acked"] == 0
     assert SECRET not in caplog.text and "wrong-" not in caplog.text
     assert store.stats()["lanes"]["live"]["depth"] + \
