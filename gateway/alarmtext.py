@@ -20,6 +20,10 @@ def metric_text(rule_kind, chan, value):
     if rule_kind == INVVEL:
         # seconds to the predicted failure time
         return "%.1f h to failure" % (value / 3600.0)
+    if rule_kind == TANGENT:
+        # tan(alpha) x 1000 (TRIP.md 4.5): the angle is what an operator grades by
+        import math
+        return "tangent angle %.1f°" % math.degrees(math.atan(value / 1000.0))
     try:
         name, unit, exp, _acc = channels.info(chan)
     except ValueError:

@@ -66,3 +66,12 @@ def test_alarm_lines_carry_units_and_each_level_its_own_colour():
     assert "value 18.12 mm threshold 15.00 mm" in yellow
     assert alarmtext.ANSI[2] in yellow and alarmtext.ANSI[3] in orange
     assert alarmtext.ANSI[2] != alarmtext.ANSI[3]
+
+
+def test_a_tangent_alarm_reads_as_an_angle():
+    # rule kind 5 (TRIP.md 4.5): value and threshold are tan(alpha) x 1000; a duty
+    # officer grades by the angle (45 uniform creep, 85 imminent)
+    from gateway import alarmtext
+    assert alarmtext.metric_text(5, 0x10, 11430) == "tangent angle 85.0°"
+    assert alarmtext.metric_text(5, 0x10, 1000) == "tangent angle 45.0°"
+    assert alarmtext.KIND_NAMES[5] == "tangent angle"
