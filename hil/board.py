@@ -50,7 +50,7 @@ def not_run(why):
 class ReplLink:
     """The board's REPL: a serial port, or (stand-in) the unix port on a pty."""
 
-    def __init__(self, port, mpy_dir, heap="256K"):
+    def __init__(self, port, mpy_dir, heap="384K"):
         self.port = port
         self.proc = None
         self.buf = b""
@@ -212,7 +212,7 @@ class BoardNode(NodeProc):
 class Bench:
     """What the rig needs to put a board in place of the first node."""
 
-    def __init__(self, port, wiring, heap="256K"):
+    def __init__(self, port, wiring, heap="384K"):
         self.port = port
         self.standin = port.startswith("exec:")
         self.wiring = wiring

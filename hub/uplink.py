@@ -99,8 +99,9 @@ def _check_alarm(doc, errs):
     for k in (11, 12):
         if not _int(doc.get(k)):
             errs.append("key %d must be int, got %r" % (k, doc.get(k)))
-    if doc.get(5) not in (1, 2, 3):
-        errs.append("key 5 (event) must be 1 trip, 2 level change or 3 clear")
+    if doc.get(5) not in (1, 2, 3, 4):
+        errs.append("key 5 (event) must be 1 trip, 2 level change, 3 clear or 4 blind "
+                    "(SPEC §3.1: the sensor faulted while its channel was above normal)")
     for k in (6, 7):
         if _uint(doc.get(k)) and doc[k] > 4:
             errs.append("key %d (level) must be 0..4 (SPEC §8.2), got %d" % (k, doc[k]))

@@ -136,7 +136,7 @@ def test_rate_limit_per_operator(tmp_path):
     ("set-rules", {"node": 101, "rules": []}, True),
     ("set-rules", {"node": 101, "rules": [
         {"id": 1, "chan": "water_level.0", "kind": "threshold", "level": "orange",
-         "op": "above", "threshold": 3500, "hysteresis": 100, "debounce_n": 2,
+         "op": "above", "threshold": 3500, "hysteresis": 100, "persist_s": 120,
          "hold_s": 600}]}, True),                      # rain.0 left without a rule
     ("set-intervals", {"node": 101, "sample_s": 86400}, True),
     ("set-intervals", {"node": 101, "sample_s": 60}, False),
