@@ -80,7 +80,7 @@ def test_warning_chain_alert_update_cancel(store):
     # an old alarm arriving late (a backlog) and a re-sent one change nothing
     assert commit(store, items(("alarm", alarm(101, 9, 4, 0)), ("alarm", steps[1][0])),
                   ctx)[2] == 0
-    out = store.rows("SELECT msgtype, sink, level, body FROM outbox ORDER BY created_ms, sink")
+    out = store.rows("SELECT msgtype, sink, level, body FROM outbox ORDER BY created_ms, identifier, sink")
     kinds = [(m, s, lv) for m, s, lv, _ in out]
     assert kinds == [("Alert", "http", 3), ("Alert", "spool", 3), ("Update", "broadcast", 4),
                      ("Update", "http", 4), ("Update", "spool", 4), ("Cancel", "http", 0),

@@ -18,7 +18,7 @@ from tools import cli as ctl_cli
 from tools import flash
 
 ROOT = Path(__file__).resolve().parents[2]
-TREES = ("protocol", "gateway", "firmware", "tools", "hil", "bench")
+TREES = ("protocol", "gateway", "firmware", "tools", "hil", "bench", "hub")
 
 
 def subcommands(parser):
