@@ -4,8 +4,8 @@ and threshold are integers in the rule's metric, scaled like the rule's channel)
     metric_text(rule_kind=1, chan=displacement.0, value=1812) -> "18.12 mm"
 """
 from protocol import channels, levels
+from protocol.trip import INVVEL, RATE, SUM, TANGENT, THRESHOLD
 
-THRESHOLD, RATE, SUM, INVVEL, TANGENT = 1, 2, 3, 4, 5     # protocol/trip.py kinds
 # terminal colours of the national scheme (blue IV, yellow III, orange II, red I)
 ANSI = {0: "", 1: "\x1b[1;34m", 2: "\x1b[1;33m", 3: "\x1b[1;38;5;208m", 4: "\x1b[1;97;41m"}
 ANSI_RESET = "\x1b[0m"
