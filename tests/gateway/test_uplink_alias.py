@@ -71,3 +71,16 @@ def test_a_broker_without_aliases_gets_full_topics(broker, make_store, make_upli
     assert up.data_topic_bytes == 3 * len(up.topics.data)
     assert all(decode_batch_readings(p)[0][0] == 2 for t, p, _, _ in sub.snapshot()
                if t.endswith("/data"))
+
+
+def test_batch_schema_1_for_consumers_not_yet_on_2(broker, make_store, make_uplink, subscriber,
+                                                   mk):
+    sub = subscriber()
+    store = make_store()
+    make_uplink(store, batch_schema=1)
+    now = int(time.time())
+    _commit_frames(store, mk, 13, [1, 2], now)
+    assert sub.wait_for(lambda s: len(s.keys()) == 6, 60)
+    batches = sub.batches()
+    assert all(b[0] == 1 and b[1] == mk.SITE and b[2] == mk.GW and 7 in b for b in batches)
+    assert sorted(r[5] for r in sub.readings()) == [101, 102, 102, 103, 103, 104]
