@@ -269,7 +269,7 @@ class Subscriber:
         env = opcli.sign_json(key, name, self.site, self.gw, verb, payload,
                               dangerous=dangerous)
         info = self.client.publish(self.base + "/cmd/" + verb, env, qos=1)
-        info.wait_for_publish(5)
+        info.wait_for_publish(60)
 
     def results_for(self, cid):
         with self.lock:

@@ -90,7 +90,7 @@ class Client:
 
     def publish(self, topic, payload):
         info = self.c.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
+        info.wait_for_publish(60)
 
     def wait_for(self, payload, timeout=10):
         deadline = time.monotonic() + timeout

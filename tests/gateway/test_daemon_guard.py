@@ -100,7 +100,7 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
         # a replayed genuine command: accepted once, refused ever after
         genuine = signed(os.path.dirname(cfg), "request-status", {"node": 101, "id": "g1"})
         for _ in range(60):
-            pub.publish(BASE + "/cmd/request-status", genuine, qos=1).wait_for_publish(5)
+            pub.publish(BASE + "/cmd/request-status", genuine, qos=1).wait_for_publish(60)
         sent += 59
         assert wait_until(lambda: sum(status(cfg).get("commands", {}).get("refused", {})
                                       .values()) >= sent, 30), status(cfg).get("commands")
@@ -265,7 +265,7 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
     try:
         assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
         pub.publish(BASE + "/cmd/request-status", signed(d, "request-status", {"node": 101}),
-                    qos=1).wait_for_publish(5)
+                    qos=1).wait_for_publish(60)
         assert wait_until(lambda: status(cfg).get("commands", {}).get("queue_depth") == 1, 20)
     finally:
         pub.disconnect()

@@ -78,7 +78,7 @@ class Publisher:
 
     def send(self, topic, payload):
         info = self.c.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
+        info.wait_for_publish(60)
         assert info.is_published()
 
     def close(self):
