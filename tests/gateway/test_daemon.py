@@ -111,7 +111,7 @@ def test_status_command_shows_nodes_lanes_broker_and_counters(tmp_path, broker):
         # frames count at receipt, gaps once the commit is done: wait for the snapshot to
         # hold both (a snapshot between the two showed gaps 0 on a loaded CI run)
         assert wait_until(lambda: (snap().get("nodes", {}).get("101", {}).get("frames"),
-                                   snap().get("nodes", {}).get("101", {}).get("seq_gaps")) == (2, 3), 10)
+                                   snap().get("nodes", {}).get("101", {}).get("seq_gaps")) == (2, 3), 60)
         out = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "-c", cfg], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr

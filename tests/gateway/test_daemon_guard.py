@@ -86,7 +86,7 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
     res = subscriber(topic=BASE + "/cmd-result", client_id="res")
     gw.start()
     assert wait_until(lambda: "subscribed" in gw.text() or status(cfg).get("broker", {})
-                      .get("connected"), 20)
+                      .get("connected"), 60)
     pub = publisher(broker.port, "anonymous")
     try:
         attack = [("set-rules", {"node": "all", "rules": []}),
@@ -133,7 +133,7 @@ def test_dangerous_command_needs_the_flag_and_is_logged(gwsite, broker, subscrib
     keys, air, cfg, gw = gwsite
     res = subscriber(topic=BASE + "/cmd-result", client_id="res2")
     gw.start()
-    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
+    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 60)
     d = os.path.dirname(cfg)
     pub = publisher(broker.port, "op")
     try:
@@ -144,7 +144,7 @@ def test_dangerous_command_needs_the_flag_and_is_logged(gwsite, broker, subscrib
 
         def results():
             return [(r[4], r[5]) for r in (cbor2.loads(p) for _t, p, _m, _c in res.snapshot())]
-        assert wait_until(lambda: ("strip2", "queued") in results(), 20), results()
+        assert wait_until(lambda: ("strip2", "queued") in results(), 60), results()
         assert ("strip", "refused") in results() and ("strip", "queued") not in results()
         assert "event=command_dangerous operator=duty verb=set-rules id=strip2" in gw.text()
     finally:
@@ -161,7 +161,7 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
     keys, air, cfg, gw = gwsite
     alarms = subscriber(topic=BASE + "/alarm", client_id="alarms")
     gw.start()
-    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
+    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 60)
     d = os.path.dirname(cfg)
     envs = [signed(d, "set-intervals", {"node": 101 + i % 2, "sample_s": 30 + i % 100})
             for i in range(1500)]
@@ -203,7 +203,7 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
         assert alarm_sent and stop.is_set()
         assert all(((101 + s % 2), s) in acked for s in range(1, seq + 1)), \
             sorted({(101 + s % 2, s) for s in range(1, seq + 1)} - acked)[:5]
-        assert alarms.wait_for(lambda s: len(s.alarms()) == 1, 20)
+        assert alarms.wait_for(lambda s: len(s.alarms()) == 1, 60)
         def handled(c):
             return c.get("accepted", 0) + sum(c.get("refused", {}).values()) + \
                 c.get("dropped_overload", 0)
@@ -263,10 +263,10 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
     d = os.path.dirname(cfg)
     pub = publisher(broker.port, "op3")
     try:
-        assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
+        assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 60)
         pub.publish(BASE + "/cmd/request-status", signed(d, "request-status", {"node": 101}),
                     qos=1).wait_for_publish(60)
-        assert wait_until(lambda: status(cfg).get("commands", {}).get("queue_depth") == 1, 20)
+        assert wait_until(lambda: status(cfg).get("commands", {}).get("queue_depth") == 1, 60)
     finally:
         pub.disconnect()
         pub.loop_stop()

@@ -37,9 +37,9 @@ def test_ingest_dedup_reject_and_cap(broker, tmp_path, db_url):
         pub.send(TOPIC + "data", b"\x00garbage")
         pub.send("stations/demo/gw1/cmd/x", b"{}")                     # not subscribed
         pub.send(TOPIC + "alarm", alarm(101, 100, 3, 0))
-        assert wait_until(lambda: count(db_url) == 120, 20)
+        assert wait_until(lambda: count(db_url) == 120, 60)
         spool = tmp_path / "hub" / "cap-out"
-        assert wait_until(lambda: len(list(spool.glob("*.xml"))) == 1, 10)
+        assert wait_until(lambda: len(list(spool.glob("*.xml"))) == 1, 60)
         xml = next(spool.glob("*.xml")).read_bytes()
         SCHEMA.assertValid(etree.fromstring(xml))
         assert b"<msgType>Alert</msgType>" in xml and b"Liujiapo" in xml
@@ -81,7 +81,7 @@ def test_no_ack_before_commit(broker, tmp_path):
         hub.kill9()
         lock.execute("ROLLBACK")
         hub.start()
-        assert wait_until(lambda: count(url) == 30, 20), count(url)
+        assert wait_until(lambda: count(url) == 30, 60), count(url)
     finally:
         lock.close()
         pub.close()
