@@ -74,7 +74,7 @@ class Subscriber:
         self.port = port
         self._props = p
 
-    def start(self, timeout=10):
+    def start(self, timeout=60):
         self.client.connect("127.0.0.1", self.port, keepalive=5, clean_start=False,
                             properties=self._props)
         self.client.loop_start()
