@@ -823,7 +823,7 @@ class Rig:
         gauges = sorted({spec.node for spec, _g in self.gauges}) or [-1]
         try:
             db = sqlite3.connect(Path(self.store_path).resolve().as_uri() + "?mode=ro", uri=True,
-                                 timeout=5.0)
+                                 timeout=30.0)
             try:
                 q = ",".join("?" * len(gauges))
                 left = db.execute("SELECT (SELECT count(*) FROM readings WHERE node NOT IN "
