@@ -31,9 +31,10 @@ def test_demo_shows_readings_and_an_alarm(tmp_path):
     """Run until the live view has shown what we look for, then stop it as a user does
     (SIGTERM, like Ctrl-C): not a fixed 15 s run that a loaded machine could fill with
     start-up. The --duration is only a bound."""
+    errf = open(tmp_path / "demo.err", "w+")
     p = subprocess.Popen([sys.executable, "-m", "hil.demo", "--duration", "240", "--dir",
                           str(tmp_path / "demo")], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=errf, text=True)
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")),
                               daemon=True)
@@ -43,12 +44,15 @@ def test_demo_shows_readings_and_an_alarm(tmp_path):
         while time.monotonic() < deadline and p.poll() is None and not _shown("".join(lines)):
             time.sleep(0.1)
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
+        p.wait(120)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    reader.join(10)
+    reader.join(60)                         # stdout has one reader: the thread, to its EOF
+    errf.seek(0)
+    err = errf.read()
+    errf.close()
     out = "".join(lines)
     assert p.returncode == 0, out + err
     assert "broker   mosquitto on 127.0.0.1:" in out and "3 simulated nodes" in out
