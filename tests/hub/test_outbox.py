@@ -123,7 +123,7 @@ def test_mqtt_sink_and_broadcast_coil(broker, tmp_path):
         while d.run_once():
             pass
         assert relay.get(1, 5)[0] == 1 and relay.get(1, 6)[0] == 0   # red, zone liujiapo only
-        assert wait_until(lambda: len(got) == 2, 10)
+        assert wait_until(lambda: len(got) == 2, 60)
         assert sorted(t for t, _, _ in got) == ["warnings/cap/county.demo.101.50.0",
                                                 "warnings/cap/county.demo.101.51.0"]
         assert {ct for _, _, ct in got} == {"application/cap+xml"}
