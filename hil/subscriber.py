@@ -74,7 +74,7 @@ class Subscriber:
         self.port = port
         self._props = p
 
-    def start(self, timeout=10):
+    def start(self, timeout=60):
         self.client.connect("127.0.0.1", self.port, keepalive=5, clean_start=False,
                             properties=self._props)
         self.client.loop_start()
@@ -309,7 +309,7 @@ class Subscriber:
         env = opcli.sign_json(key, name, self.site, self.gw, verb, payload,
                               dangerous=dangerous)
         info = self.client.publish(self.base + "/cmd/" + verb, env, qos=1)
-        info.wait_for_publish(5)
+        info.wait_for_publish(60)
 
     def results_for(self, cid):
         with self.lock:

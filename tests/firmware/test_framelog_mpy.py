@@ -11,7 +11,7 @@ pytestmark = pytest.mark.mpy
 
 
 def test_framelog_heap_on_micropython(micropython_module, tmp_path):
-    r = micropython_module("framelog_check", heap="128K", args=[str(tmp_path)], timeout=60)
+    r = micropython_module("framelog_check", heap="128K", args=[str(tmp_path)], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     print("\nframe log on the unix port (bytes):", json.dumps(summary["figures"], sort_keys=True))

@@ -33,7 +33,7 @@ def publisher(port):
 def publish(c, topic, payload, retain=False):
     p = Properties(PacketTypes.PUBLISH)
     p.ContentType = "application/cbor"
-    c.publish(topic, payload, qos=1, retain=retain, properties=p).wait_for_publish(5)
+    c.publish(topic, payload, qos=1, retain=retain, properties=p).wait_for_publish(60)
 
 
 def start_monitor(port, *extra):
