@@ -328,7 +328,9 @@ class Uplink:
     def _reset_alias(self, alias_max):
         """At CONNACK, before paho re-sends what was in flight: a new connection knows
         no alias, so every stored data batch gets its full topic back (and no alias
-        property if the broker allows none)."""
+        property if the broker allows none). paho 2.2 (pinned) keeps those messages in
+        _out_messages under _out_message_mutex and calls on_connect before re-sending;
+        tests/gateway/test_uplink_alias.py fails if that changes."""
         data = self.topics.data.encode()
         with self._alias_lock:
             self._alias_max = alias_max or 0
