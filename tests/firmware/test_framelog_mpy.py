@@ -1,6 +1,6 @@
 """The frame log on the MicroPython unix port, loaded as .mpy as on a board
 (tests/mpy/framelog_check.py): its boot-only scan (firmware/logscan.py) is dropped after
-FrameLog.open() and gives its heap back, thinning loads no module,
+open_log() and gives its heap back, thinning loads no module,
 and the steps a node runs all day allocate a few hundred bytes each. 128 KB of heap: the
 64-bit port doubles every object. `pytest -s` prints the figures."""
 import json

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from firmware.framelog import FrameLog
+from firmware.logscan import open_log
 from protocol import readings
 
 pytestmark = [pytest.mark.mpy, pytest.mark.slow]
@@ -34,6 +35,7 @@ import sys
 from time import sleep_us
 from firmware.framelog import FrameLog
 from firmware.hal import Hal
+from firmware.logscan import open_log
 from protocol import readings
 from protocol.frame import READINGS
 
@@ -77,7 +79,7 @@ class Fs(Hal):
 
 root, seed = sys.argv[1], int(sys.argv[2])
 log = FrameLog(Fs(machine=NoMachine(), root=root), "log", capacity=4096, segment_bytes=512, seq_block=8)
-log.open()
+open_log(log)
 print("O", log.boot)
 x = seed or 1
 i = 0
@@ -109,7 +111,7 @@ def _records(flash):
     from fake_hw import fs_at
     log = FrameLog(fs_at(flash), "log",
                    capacity=4096, segment_bytes=512, seq_block=8)
-    log.open()
+    open_log(log)
     recs = []
     for g in log.segs:
         for r in log._read_seg(g.no)[0]:
