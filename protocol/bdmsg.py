@@ -12,9 +12,13 @@ as many alarms as fit, most severe and newest first, in a compact binary form:
     10    ..  alarm records (below), until the MIC
     end-4 4   MIC: HMAC-SHA256(gateway BeiDou key, every byte before)[:4]
 
-    alarm = node u16 | seq uvarint | index u8 | event << 6 | level << 3 | prev u8
+    alarm = node u16 | seq uvarint | index u8 | event code << 6 | level << 3 | prev u8
             | chan u8 | rule u8 | kind u8 | value svarint | threshold svarint
             | age uvarint (seconds before the message time when it happened)
+
+The event code is the SPEC 3.1 event (1 trip, 2 level change, 3 clear) in two bits,
+with 0 standing for event 4 (blind), which two bits cannot hold: a channel that went
+blind while alarmed is exactly what a site in a dead zone must still report.
 
 (node, seq, index) is the alarm's dedup key, the same as on the MQTT uplink (SPEC 9.3),
 so a consumer that gets an alarm both ways keeps one. Pure functions, no I/O; CPython
@@ -58,15 +62,18 @@ class BdAlarm:
         return "BdAlarm(%r)" % (self.as_dict(),)
 
 
+EV_BLIND = 4            # SPEC 3.1 event 4, carried as event code 0
+
+
 def encode_alarm(out, a, msg_time):
-    if not (0 < a.node <= 0xFFFF and 0 <= a.index <= 255 and 1 <= a.event <= 3
+    if not (0 < a.node <= 0xFFFF and 0 <= a.index <= 255 and 1 <= a.event <= EV_BLIND
             and 0 <= a.level <= 4 and 0 <= a.prev_level <= 4 and 0 <= a.chan <= 255
             and 0 <= a.rule_id <= 255 and 0 <= a.rule_kind <= 255):
         raise BdMsgError("alarm field out of range: %r" % (a,))
     out.extend(struct.pack(">H", a.node))
     put_uvarint(out, a.seq)
     out.append(a.index)
-    out.append((a.event << 6) | (a.level << 3) | a.prev_level)
+    out.append(((a.event & 3) << 6) | (a.level << 3) | a.prev_level)
     out.append(a.chan)
     out.append(a.rule_id)
     out.append(a.rule_kind)
@@ -131,8 +138,8 @@ def decode(data, key=None):
             value, pos = get_svarint(data, pos + 5, body)
             thr, pos = get_svarint(data, pos, body)
             age, pos = get_uvarint(data, pos, body)
-            event, level, prev = el >> 6, (el >> 3) & 7, el & 7
-            if not 1 <= event <= 3 or level > 4 or prev > 4 or node == 0:
+            event, level, prev = (el >> 6) or EV_BLIND, (el >> 3) & 7, el & 7
+            if level > 4 or prev > 4 or node == 0:
                 raise BdMsgError("alarm record at byte %d: event/level/node out of range" % pos)
             alarms.append(BdAlarm(node, fseq, index, event, level, prev, chan, rule, kind,
                                   value, thr, t - age))

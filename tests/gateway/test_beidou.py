@@ -93,6 +93,19 @@ def test_fallback_sends_at_once_while_the_uplink_is_down_and_drops_pubacked():
     assert len(fb.queue) == 0
 
 
+def test_fallback_carries_a_blind_alarm():
+    """A channel that went blind while alarmed (event 4) in a dead zone: the queue packs
+    it like any other alarm and the message decodes to event 4 (SPEC 12, code 0)."""
+    fb = bd.Fallback(after_s=20)
+    blind = Alarm(101, 10, 0, 4, 3, 3, 0x10, 3, 5, 1, 0, int(T0), int(T0 * 1000))
+    assert fb.update(T0 + 1, [(1, blind), (2, _alarm(102, 11, 4, T0))], uplink_up=False)
+    alarms, more = fb.take(bdmsg.BDS2_MAX, T0 + 1)
+    assert len(alarms) == 2 and not more
+    got = bdmsg.decode(bdmsg.encode(KEY, 7, 1, int(T0) + 1, alarms), KEY)["alarms"]
+    assert {(a.node, a.event, a.level, a.prev_level) for a in got} == {(101, 4, 3, 3),
+                                                                      (102, 1, 4, 0)}
+
+
 class FakeStore:
     def __init__(self):
         self.pending = []

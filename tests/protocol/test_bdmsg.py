@@ -66,9 +66,20 @@ def test_garbage_never_crashes_the_decoder(data):
 
 
 @given(st.lists(st.tuples(st.integers(1, 65535), st.integers(0, 2 ** 32 - 1), st.integers(0, 255),
-                          st.integers(1, 3), st.integers(0, 4), st.integers(-2 ** 31, 2 ** 31 - 1),
+                          st.integers(1, 4), st.integers(0, 4), st.integers(-2 ** 31, 2 ** 31 - 1),
                           st.integers(0, 10 ** 6)), min_size=1, max_size=5))
 def test_round_trip_property(rows):
     a = [BdAlarm(n, s, i, e, lv, 0, 8, 1, 3, v, v // 2, T - age) for n, s, i, e, lv, v, age in rows]
     d = bdmsg.decode(bdmsg.encode(KEY, 4, 2, T, a), KEY)
     assert [x.as_dict() for x in d["alarms"]] == [x.as_dict() for x in a]
+
+
+def test_blind_alarm_travels_as_event_code_zero():
+    """Event 4 (a channel that went blind while alarmed) does not fit the 2-bit field;
+    SPEC 12 carries it as code 0, and a decoder reads it back as 4."""
+    a = BdAlarm(101, 900, 2, 4, 3, 3, 0x10, 7, 5, 1, 0, T - 10)
+    m = bdmsg.encode(KEY, 9, 3, T, [a, alarm()])
+    elp = m[bdmsg.HEADER + 2 + 2 + 1]           # node u16, seq 900 = 2-byte uvarint, index
+    assert elp >> 6 == 0 and (elp >> 3) & 7 == 3 and elp & 7 == 3
+    d = bdmsg.decode(m, KEY)
+    assert [x.as_dict() for x in d["alarms"]] == [a.as_dict(), alarm().as_dict()]

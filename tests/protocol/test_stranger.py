@@ -98,7 +98,7 @@ U32 = (0, 2**32 - 1)
 I32 = (-2**31, 2**31 - 1)
 TEXT32 = ("text", 1, 32)
 # the tables as SPEC §3.1-§3.4 state them: key -> (range or text, required)
-S_ALARM = {1: ((1, 3), True), 2: ((0, 4), True), 3: ((0, 4), True), 4: ((0, 255), True),
+S_ALARM = {1: ((1, 4), True), 2: ((0, 4), True), 3: ((0, 4), True), 4: ((0, 255), True),
            5: ((0, 255), True), 6: ((1, 5), True), 7: (I32, True), 8: (I32, True), 9: (U32, False)}
 S_STATUS = {1: ((0, 65535), False), 2: ((0, 65535), False), 3: ((-32768, 32767), False),
             4: (U32, False), 5: ((0, 255), False), 6: (U32, False), 7: (TEXT32, False),
@@ -137,7 +137,7 @@ def s_alarms(data):
         s_check(a, S_ALARM)
         ev, lv, prev = a[1], a[2], a[3]
         ok = {1: prev == 0 and lv >= 1, 2: prev >= 1 and lv >= 1 and lv != prev,
-              3: prev >= 1 and lv == 0}[ev]
+              3: prev >= 1 and lv == 0, 4: prev >= 1 and lv >= prev}[ev]
         if not ok:
             raise Bad("event/levels")
         a.setdefault(9, 0)
@@ -271,7 +271,7 @@ def mutate(draw, data):
 
 
 def alarm_like(draw):
-    base = {1: draw(st.integers(0, 4)), 2: draw(st.integers(0, 5)), 3: draw(st.integers(0, 5)),
+    base = {1: draw(st.integers(0, 5)), 2: draw(st.integers(0, 5)), 3: draw(st.integers(0, 5)),
             4: draw(st.integers(0, 256)), 5: 3, 6: draw(st.integers(0, 6)),
             7: draw(small), 8: draw(small), 9: draw(st.integers(-1, 5))}
     for k in draw(st.lists(st.integers(1, 9), max_size=2)):
