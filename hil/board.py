@@ -191,6 +191,13 @@ class BoardNode(NodeProc):
         self.link.write(("T %.3f %s\n" % (mono, " ".join(inputs))).encode())
         return self.read_until_w()
 
+    def pull(self, want=None, timeout=30.0):
+        """As NodeProc.pull, with a longer guard: a board's UART sends at its baud rate
+        in the board's time, and an emulated Pico polling its REPL runs at a third of
+        real time or less (a 200-byte frame, 208 ms at 9600 baud, can take more than the
+        1 s a pty is given). It returns as soon as every byte is in."""
+        return NodeProc.pull(self, want, timeout)
+
     def kill_in_step(self, mono, inputs, delay_s):
         raise RuntimeError("power cuts are not run on a board (no supply relay on the bench)")
 
