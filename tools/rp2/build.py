@@ -234,7 +234,7 @@ def main(argv=None):
     images = record.setdefault("images", {})
     bad = []
     if a.frozen:
-        a.only = (a.only or []) + ["station"]
+        a.only = list(dict.fromkeys((a.only or []) + ["station"]))
     for kind in a.only or ("stock", "station"):
         t0 = time.monotonic()
         uf2, digest_app = build_image(kind, work, src, epoch, a.jobs)
