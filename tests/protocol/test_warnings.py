@@ -38,17 +38,19 @@ def test_a_decelerating_slope_never_reaches_red_and_ends_normal():
 
 # -- rules that cannot fire at the configured interval ---------------------------------------
 
-@pytest.mark.parametrize("wire, sample_s, ok", [
-    ([1, DISP, RATE, 2, 3600, 200, 50, 0], 600, True),      # 3 samples per half
-    ([1, DISP, RATE, 2, 1800, 200, 50, 0], 600, False),
-    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 600, True),        # one per sub-window
-    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 900, False),
-    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 600, True),
-    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 601, False),
-    ([1, 0x08, 3, 2, 600, 100, 10, 0], 600, True),           # a sum fires at any interval
+@pytest.mark.parametrize("wire, sample_s, fast, ok", [
+    ([1, DISP, RATE, 2, 3600, 200, 50, 0], 600, 0, True),      # 3 samples per half
+    ([1, DISP, RATE, 2, 1800, 200, 50, 0], 600, 0, False),
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 600, 10, True),      # one per sub-window, and
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 900, 10, False),     # two when intensified
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 600, 0, False),
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 300, 0, True),
+    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 600, 0, True),
+    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 601, 0, False),
+    ([1, 0x08, 3, 2, 600, 100, 10, 0], 600, 0, True),           # a sum fires at any interval
 ])
-def test_check_timing_names_a_rule_that_cannot_fire(wire, sample_s, ok):
-    bad = ruleparse.check_timing([Rule.from_wire(wire)], sample_s)
+def test_check_timing_names_a_rule_that_cannot_fire(wire, sample_s, fast, ok):
+    bad = ruleparse.check_timing([Rule.from_wire(wire)], sample_s, fast)
     if ok:
         assert bad is None
     else:
