@@ -1,6 +1,7 @@
-"""`python -m bench warnings [--quick] [--seed N] [--cases N]`: how the shipped profiles'
-warnings behave on displacement traces from published slope models with realistic
-sensor behaviour, run through the trip engine exactly as a node runs them.
+"""`python -m bench warnings [--quick] [--seed N] [--cases N] [--intervals 10,60,600]`:
+how the shipped profiles' warnings behave on displacement traces from published slope
+models with realistic sensor behaviour, run through the trip engine exactly as a node
+runs them.
 
 Families (displacement in mm; t in s):
   creep      accelerating creep to failure, Voight's law dv/dt = A v^a (a 1.8..2.2; a = 2
@@ -312,6 +313,8 @@ def main(argv=()):
     seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 1
     cases = int(argv[argv.index("--cases") + 1]) if "--cases" in argv else (4 if quick else 20)
     intervals = (60, 600) if quick else (10, 60, 600)
+    if "--intervals" in argv:       # e.g. --intervals 10 (a 10-s row costs 6x a 60-s one)
+        intervals = tuple(int(x) for x in argv[argv.index("--intervals") + 1].split(","))
     t0 = time.time()
     new = evaluate(shipped_disp_rules(), FAMILIES, intervals, cases, seed)
     t1 = time.time()
