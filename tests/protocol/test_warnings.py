@@ -2,6 +2,7 @@
 profile through the node's sampler and step order (bench/warnings.py) on a short subset
 of the evaluation corpus, the config checks for rules that cannot fire, and the fault
 behaviour per SPEC section 4 fault kind (protocol/TRIP.md 3.2)."""
+import math
 import random
 
 import pytest
@@ -10,6 +11,7 @@ from bench import warnings as corpus
 from firmware import nodeconfig
 from protocol import ruleparse
 from protocol.trip import BLIND, CLEAR, RATE, TANGENT, TRIP, Rule, TripEngine
+from protocol.tripstate import NO_FAILURE
 
 DISP = 0x10
 
@@ -141,3 +143,17 @@ def test_a_broken_wire_at_red_raises_blind_without_a_level_above_red():
     ev = eng.update(DISP, 7200, None, 1)
     assert [(e.event, e.prev_level, e.level) for e in ev] == [(BLIND, 4, 4)]
 
+
+
+# -- INVVEL: onset and v_min (TRIP.md 4.4) ---------------------------------------------------
+
+def test_a_trend_below_v_min_intensifies_sampling_but_trips_nothing():
+    # creep with 1/v linear to zero at 6 h, 3 mm ln: 1 mm/h at 3 h before failure;
+    # believed from 4 mm/h only: near (the node samples faster), no event, until then
+    tf = 6 * 3600
+    eng = TripEngine([Rule.from_wire([2, DISP, 4, 4, 7200, 3600, 850, 3600, 400])])
+    seen_near = False
+    for t in range(0, tf - 45 * 60, 300):
+        assert eng.update(DISP, t, int(round(300 * math.log(tf / (tf - t))))) == []
+        seen_near = seen_near or eng.near()
+    assert seen_near and eng.metric(2) == NO_FAILURE
