@@ -65,7 +65,7 @@ class Broker:
             raise SystemExit("bench gateway needs Mosquitto: sudo apt-get install -y mosquitto")
         self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60       # a hang guard: a loaded box starts slowly
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
@@ -138,7 +138,8 @@ class RadioFeed:
         self._thread.start()
         self._drain = threading.Thread(target=self._drain_acks, daemon=True)
         self._drain.start()
-        self._ready.wait(5)
+        if not self._ready.wait(60):
+            raise RuntimeError("the radio port did not start within 60 s")
 
     def _run(self):
         asyncio.set_event_loop(self._loop)
@@ -286,8 +287,8 @@ c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-alarm-sub",
                 protocol=mqtt.MQTTv5)
 c.on_message = on_message
 c.on_connect = lambda c, u, f, rc, p: c.subscribe(sys.argv[2], qos=1)
+c.on_subscribe = lambda *a: print("ready", flush=True)     # SUBACK: nothing can pass it by
 c.connect("127.0.0.1", int(sys.argv[1]))
-print("ready", flush=True)
 c.loop_forever()
 """
 
@@ -304,8 +305,11 @@ def drain(port, workdir, n, alarm_every_ms, live_per_s, source):
     sub = subprocess.Popen([sys.executable, "-c", SUB, str(port),
                             "stations/%s/%s/alarm" % (SITE, GW)],
                            stdout=subprocess.PIPE, text=True)
-    sub.stdout.readline()
-    time.sleep(0.3)                          # let it subscribe
+    assert sub.stdout.readline().strip() == "ready"      # after its SUBACK
+    got = []                                 # alarm latencies as the subscriber prints them
+    reader = threading.Thread(target=lambda: got.extend(iter(sub.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
     stop = threading.Event()
     live = [0]
     alarms = [0]
@@ -348,15 +352,18 @@ def drain(port, workdir, n, alarm_every_ms, live_per_s, source):
     cpu = time.process_time() - cpu0
     stop.set()
     th.join(5)
-    wait_until(lambda: up.alarms.stats()["acked"] >= alarms[0], 5)
-    time.sleep(0.3)
+    wait_until(lambda: up.alarms.stats()["acked"] >= alarms[0], 60)
+    # every alarm the broker acked reaches the subscriber: wait for its lines (a bound
+    # against a hang, not a time allowance that a loaded machine could overrun)
+    wait_until(lambda: len(got) >= alarms[0], 60)
     if feed is not None:
         feed.close()
     up.stop(2)
     store.close()
     sub.terminate()
-    out, _ = sub.communicate(timeout=5)
-    lat = sorted(float(x) for x in out.split() if x.strip())
+    sub.wait(30)
+    reader.join(30)
+    lat = sorted(float(x) for x in got if x.strip())
     if not ok:
         raise SystemExit("drain: only %d of %d backlog readings acked"
                          % (up.acked_by_lane.get("backlog", 0), total))

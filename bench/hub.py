@@ -56,7 +56,7 @@ def batches(n_readings, per_batch, seq0=1):
                                  1000 + k, None, 0))
                     i += 1
                     made += 1
-        out.append(encode_batch(SITE, GW, bseq, t0, rows, (), {k: 0 for k in range(1, 6)}))
+        out.append(encode_batch(bseq, t0, rows, (), {k: 0 for k in range(1, 6)}))
         bseq += 1
     return out
 

@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tools.flash import MPY_CROSS_OPTS
+from tools.flash import MPY_CROSS_OPTS, mpy_source_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_HEAP = 96 * 1024
@@ -59,8 +59,7 @@ if not hasattr(gc, "mem_alloc"):          # CPython: heap is not measured there
     gc.mem_alloc = lambda: 0
 
 from firmware.app import Node
-from firmware.runconfig import NodeConfig
-from firmware.unload import unload_config
+from firmware.unload import unload, unload_config
 from protocol import frame as fr
 from protocol import framing, gwmessages
 from protocol.mic import Hmac
@@ -153,7 +152,8 @@ class Radio:
 def bench(root, cycles):
     gc.collect()
     code = gc.mem_alloc()
-    cfg = NodeConfig({
+    from firmware.nodeconfig import checked
+    cfg = checked({
         "version": 1, "node": 17, "key": KEY.hex() if hasattr(KEY, "hex") else "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
         "board": "bench",
         "channels": [{"id": "rain.0", "driver": "fake"}, {"id": "displacement.0", "driver": "fake"},
@@ -162,10 +162,15 @@ def bench(root, cycles):
                   [7, 16, 4, 4, 7200, 3600, 900, 3600], [8, 24, 1, 2, 1, 3000, 100, 2, 600]],
         "intervals": {"sample_s": 60, "intensified_s": 10, "report_s": 600, "status_s": 86400},
         "log_kb": 64})
+    checked = None                       # (its module's functions must not keep it loaded)
     radio = Radio()
     node = Node(Fs(root), cfg, {8: Src(0, 0), 16: Src(1000, 1), 24: Src(1500, 0)}, radio,
                 rand=lambda: 0.5, console=lambda s: None)
-    unload_config()                      # boot-only checks dropped, as firmware/main.py does
+    from firmware.logscan import open_log
+    open_log(node.log, node.clock)
+    open_log = None
+    unload_config()                      # boot-only checks and the log scan dropped, as
+    unload("firmware.logscan")           # firmware/main.py does
     node.start(0)
     t = 0
     for _ in range(3):                   # HELLO out, acked; clock synced
@@ -272,7 +277,7 @@ def _build(dest):
             rel = src.relative_to(ROOT)
             out = dest / rel.with_suffix(".mpy")
             out.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([exe, *MPY_CROSS_OPTS, "-o", str(out), "-s", str(rel), str(src)], check=True,
+            subprocess.run([exe, *MPY_CROSS_OPTS, "-o", str(out), "-s", mpy_source_name(rel), str(src)], check=True,
                            capture_output=True, cwd=ROOT)
 
 

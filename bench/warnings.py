@@ -158,7 +158,7 @@ def profile_config(rules, sample_s, intensified_s):
            "channels": prof["channels"], "rules": rules,
            "intervals": {"sample_s": sample_s, "intensified_s": intensified_s,
                          "report_s": max(600, sample_s), "status_s": 3600}}
-    return nodeconfig.NodeConfig(raw, "bench profile")
+    return nodeconfig.checked(raw, "bench profile")
 
 
 def run_case(cfg, sensor, duration, t0=0):

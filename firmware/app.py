@@ -27,16 +27,24 @@ from firmware.alarm_out import AlarmOut
 from firmware.framelog import R_BOOT_BASE, FrameLog
 from firmware.nodeclock import BASE_BOOT, NodeClock
 from firmware.sampler import PAYLOAD_BUDGET, Sampler
-from firmware.unload import config_dropped, unload_config
 from protocol import frame as fr
 from protocol import framing, messages, readings
 from protocol.mic import Hmac
 from protocol.nodelink import NodeLink
 from protocol.trip import TripEngine
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+# The module's numbers are private consts: inlined where used, so none of them is a
+# global name in the node's qstr pool (tests/firmware/test_node_32bit.py).
+
 # Bytes a frame adds around its payload on the UART: COBS + CRC + 2 delimiters (5),
 # fixed header (12), `back` (up to 5), MIC (8).
-FRAME_OVERHEAD = 30
+_FRAME_OVERHEAD = const(30)
 # HELLO / STATUS keys given up first when a small module packet cannot carry them all
 _HELLO_SHED = (messages.H_BOARD, messages.H_FW, messages.H_BOOT_COUNT, messages.H_RESET_CAUSE)
 _STATUS_SHED = (messages.S_FW, messages.S_UPTIME, messages.S_FREE_HEAP, messages.S_THINNED,
@@ -46,26 +54,26 @@ _STATUS_SHED = (messages.S_FW, messages.S_UPTIME, messages.S_FREE_HEAP, messages
 
 # the largest CBOR of one alarm map (nine keys, value/threshold/age up to 5 bytes each)
 # inside its array: a module packet of less than 64 bytes cannot carry every alarm
-ALARM_MAX = 34
-MIN_PACKET = ALARM_MAX + FRAME_OVERHEAD
+_ALARM_MAX = const(34)
+_MIN_PACKET = const(_ALARM_MAX + _FRAME_OVERHEAD)
 
 
 def _payload_max(radio):
     mp = getattr(radio, "max_payload", None) if radio is not None else None
     if not mp:
-        return fr.MAX_FRAME - FRAME_OVERHEAD + 5
-    return mp - FRAME_OVERHEAD
+        return fr.MAX_FRAME - _FRAME_OVERHEAD + 5
+    return mp - _FRAME_OVERHEAD
 
 FW_VERSION = "0.1.0"
-MAX_RX_PACKETS = 8          # per step: a babbling radio cannot starve sampling
-STATUS_TRIES = 3
-CONFIG_ACK_TRIES = 5
-PENDING_LISTEN_S = 5.0
-RADIO_RETRY_S = 10.0        # a radio that refused a packet (busy module, AUX stuck) is retried this much later
+_MAX_RX_PACKETS = const(8)  # per step: a babbling radio cannot starve sampling
+_STATUS_TRIES = const(3)
+_CONFIG_ACK_TRIES = const(5)
+_PENDING_LISTEN_S = const(5)
+_RADIO_RETRY_S = const(10)  # a radio that refused a packet (busy module, AUX stuck) is retried this much later
 
-MODE_NORMAL = 0
-MODE_INTENSIFIED = 1
-MODE_EMERGENCY = 2
+_MODE_NORMAL = const(0)
+_MODE_INTENSIFIED = const(1)
+_MODE_EMERGENCY = const(2)
 
 
 def _reset_index(name):
@@ -92,8 +100,12 @@ class _Control:
 class Node:
     def __init__(self, fs, cfg, sources, radio=None, siren=None, strobe=None, wdt=None,
                  rand=None, reset_cause="unknown", console=print, log_dir="log",
-                 segment_bytes=4096, link=None, mem_free=None):
+                 segment_bytes=4096, link=None, mem_free=None, downlink=None):
         self.fs = fs
+        # what takes a CONFIG or ZONE downlink: firmware/main.py's downlink() (it loads
+        # firmware/downlink.py for it; this module never imports boot code). None: such
+        # downlinks are counted and not acked.
+        self.downlink = downlink
         self.cfg = cfg
         self.sources = sources               # chan id -> object with read() -> (value, fault)
         self.radio = radio
@@ -107,10 +119,10 @@ class Node:
         iv = cfg.intervals
         # A frame must fit one module packet (SPEC 1): an E32's is 58 bytes, an E22's 240.
         self.payload_max = _payload_max(radio)
-        if radio is not None and self.payload_max < ALARM_MAX:
+        if radio is not None and self.payload_max < _ALARM_MAX:
             console("radio: module packets of %d bytes are too small for an alarm frame: use "
                     "an E22 with sub_packet >= %d (an E32's 58-byte packets are not enough)"
-                    % (self.payload_max + FRAME_OVERHEAD, MIN_PACKET))
+                    % (self.payload_max + _FRAME_OVERHEAD, _MIN_PACKET))
         self.sampler = Sampler(cfg.chan_ids(), iv["sample_s"], iv["intensified_s"], iv["report_s"],
                                budget=min(PAYLOAD_BUDGET, self.payload_max))
         self.engine = TripEngine(cfg.rules)
@@ -133,7 +145,11 @@ class Node:
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self, now):
-        boot = self.log.open(self.clock)
+        """Start on the opened log: boot code opens it first with
+        firmware/logscan.open_log(node.log, node.clock) (firmware/main.py)."""
+        if self.log.alloc is None:
+            raise RuntimeError("open the log first: logscan.open_log(node.log, node.clock)")
+        boot = self.log.boot
         self.started = now
         self.next_status = now + self.cfg.intervals["status_s"]
         if self.log.torn:
@@ -142,7 +158,7 @@ class Node:
                      % (self.cfg.node, boot, self.cfg, self.log.depth(), self.reset_cause))
         if self.signer is None:
             self.console("radio off: no key in the config")
-        self._queue(fr.HELLO, max_tries=0)
+        self._queue(fr.HELLO)
         return boot
 
     def count(self, what):
@@ -167,7 +183,7 @@ class Node:
         self.alarm.update(int(now * 1000))
         if now >= self.next_status:
             self.next_status = now + self.cfg.intervals["status_s"]
-            self._queue(fr.STATUS, max_tries=STATUS_TRIES)
+            self._queue(fr.STATUS)
         self._transmit(now)
         if self.wdt is not None:
             self.wdt.feed()
@@ -247,8 +263,8 @@ class Node:
         base, boot, t_ref = self.clock.stamp(now)
         base_boot = base == BASE_BOOT
         # an ALARM frame is small, but a config with many rules can trip many at once;
-        # an alarm takes at most ALARM_MAX bytes, and a frame must fit one module packet
-        per = max(1, min(4, self.payload_max // ALARM_MAX))
+        # an alarm takes at most _ALARM_MAX bytes, and a frame must fit one module packet
+        per = max(1, min(4, self.payload_max // _ALARM_MAX))
         for i in range(0, len(out), per):
             seq = self.log.take_seq()
             self.log.append(seq, fr.ALARM, messages.encode_alarms(out[i:i + per]), base_boot, boot,
@@ -256,16 +272,19 @@ class Node:
         self.keep_until = now + 2 * self.sampler.report_s
 
     # --- control frames -------------------------------------------------------------------
-    def _queue(self, mtype, payload=None, max_tries=0):
+    def _queue(self, mtype, payload=None):
+        """Queue a control frame: HELLO is sent until acked, STATUS and CONFIG_ACK a few
+        times (informational: not worth a retry storm)."""
         for c in self.control:
             if c.mtype == mtype and mtype != fr.CONFIG_ACK:
                 return
-        self.control.append(_Control(mtype, payload, max_tries))
+        tries = _STATUS_TRIES if mtype == fr.STATUS else _CONFIG_ACK_TRIES if mtype == fr.CONFIG_ACK else 0
+        self.control.append(_Control(mtype, payload, tries))
 
     def mode(self, now):
         if now < self.emergency_until:
-            return MODE_EMERGENCY
-        return MODE_INTENSIFIED if self.sampler.intensified else MODE_NORMAL
+            return _MODE_EMERGENCY
+        return _MODE_INTENSIFIED if self.sampler.intensified else _MODE_NORMAL
 
     def _control_payload(self, c, now):
         if c.payload is not None:
@@ -407,7 +426,7 @@ class Node:
             return False
         if not self.radio.send(wire):
             self.count("radio_refused")
-            self.radio_retry_at = now + RADIO_RETRY_S
+            self.radio_retry_at = now + _RADIO_RETRY_S
             return False
         self.link.sent(now, seq, air, urgent)
         if self.sent_log is not None:
@@ -421,7 +440,7 @@ class Node:
     def _receive(self, now):
         if self.radio is None or self.signer is None:
             return
-        for _ in range(MAX_RX_PACKETS):
+        for _ in range(_MAX_RX_PACKETS):
             pkt = self.radio.poll()
             if pkt is None:
                 return
@@ -439,7 +458,7 @@ class Node:
                         self.link.next_routine = now + 0.5
                     continue
                 if f.flags & fr.F_PENDING:
-                    self.listen_until = now + PENDING_LISTEN_S
+                    self.listen_until = now + _PENDING_LISTEN_S
                 try:
                     if f.mtype == fr.ACK:
                         self._on_ack(now, f)
@@ -470,25 +489,20 @@ class Node:
         self.control = keep
 
     def _on_config(self, now, f):
-        """A CONFIG or ZONE downlink: firmware/downlink.py, loaded for it with the config checks
-        and the CBOR decoder. Where boot dropped them (firmware/main.py on a board, to
-        make room for the node's data) they are dropped again however this ends; a
-        fragmented heap may not have room for them (MemoryError: nothing applied or
-        acked, the gateway resends). Where they stayed loaded, they stay."""
-        dropped = config_dropped()
+        """A CONFIG or ZONE downlink, handed to self.downlink (firmware/main.py's loads the
+        config checks and the CBOR decoder for it where boot dropped them, and drops them
+        again). A fragmented heap may not have room for them (MemoryError: nothing applied
+        or acked, the gateway resends)."""
+        if self.downlink is None:
+            self.count("rx_no_downlink")
+            return
         try:
-            from firmware import downlink
-            downlink.handle(self, now, f.payload, f.mtype)
+            self.downlink(self, now, f.payload, f.mtype)
         except MemoryError:
             # No ack: the gateway sends the CONFIG again, by when the heap may have room.
             self.count("config_no_memory")
             self.console("config downlink: too little free heap to check it now: the "
                          "gateway will send it again")
-        finally:
-            downlink = None
-            if dropped:
-                unload_config()
-
 
 def _xorshift(seed):
     """A small PRNG for back-off jitter when the caller gives none (seeded per node so

@@ -7,7 +7,7 @@ key and what is allowed, before any pin is touched."""
 import json
 
 from firmware.hal import Output
-from firmware.halsetup import ATTEN_NAMES
+from firmware import halsetup
 
 VARIANTS_DIR = "firmware/variants"
 
@@ -52,18 +52,18 @@ class Board:
 
     def input_pin(self, hal, role):
         s = self.spec("inputs", role)
-        return hal.pin_in(s["pin"], s.get("pull"))
+        return halsetup.pin_in(hal, s["pin"], s.get("pull"))
 
     def output(self, hal, role):
         s = self.spec("outputs", role)
-        return Output(hal.pin_out(s["pin"], 1 - s.get("active", 1)), s.get("active", 1))
+        return Output(halsetup.pin_out(hal, s["pin"], 1 - s.get("active", 1)), s.get("active", 1))
 
     def adc(self, hal, role):
-        return hal.adc(self.mcu, self.spec("adc", role))
+        return halsetup.adc(hal, self.mcu, self.spec("adc", role))
 
     def uart(self, hal, role, baudrate=None):
         s = self.spec("uarts", role)
-        return hal.uart(s["id"], baudrate or s.get("baudrate", 9600), s.get("tx"), s.get("rx"))
+        return halsetup.uart(hal, s["id"], baudrate or s.get("baudrate", 9600), s.get("tx"), s.get("rx"))
 
 
 def unload():
@@ -165,8 +165,8 @@ def _check(d, src):
         if role not in ADCS:
             _fail(src, key, "unknown ADC input: allowed %s" % ", ".join(ADCS))
         _pin(src, key + ".pin", s.get("pin"), adc_pins, used)
-        if mcu.startswith("esp32") and s.get("atten", "11db") not in ATTEN_NAMES:
-            _fail(src, key + ".atten", "%r: allowed %s" % (s.get("atten"), ", ".join(sorted(ATTEN_NAMES))))
+        if mcu.startswith("esp32") and s.get("atten", "11db") not in halsetup.ATTEN_NAMES:
+            _fail(src, key + ".atten", "%r: allowed %s" % (s.get("atten"), ", ".join(sorted(halsetup.ATTEN_NAMES))))
         if s.get("bits", 12) not in (9, 10, 11, 12):
             _fail(src, key + ".bits", "%r: allowed 9, 10, 11, 12" % (s.get("bits"),))
         lo, hi = s.get("floor_mv", 0), s.get("ceiling_mv", 3300)

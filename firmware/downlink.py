@@ -7,7 +7,6 @@ the config checks and the CBOR decoder it is among the modules boot drops on a b
 without frozen code (firmware/unload.py CONFIG_MODULES), and Node._on_config loads it
 for the downlink and drops it again."""
 from firmware import nodeconfig
-from firmware.app import CONFIG_ACK_TRIES, STATUS_TRIES
 from protocol import frame as fr
 from protocol import messages
 
@@ -27,12 +26,12 @@ def handle(node, now, payload, mtype=fr.CONFIG):
         if isinstance(es, int) and es >= 0:
             node.emergency_until = now + es if es else 0
         if m.get(messages.C_STATUS_NOW):
-            node._queue(fr.STATUS, max_tries=STATUS_TRIES)
+            node._queue(fr.STATUS)
     ack = {messages.K_VERSION: version, messages.K_RESULT: result, messages.K_RE: re}
     if reason:
         ack[messages.K_REASON] = reason
     node.console("config v%r: %s %s" % (version, ("ok", "rejected", "stale")[result], reason))
-    node._queue(fr.CONFIG_ACK, messages.encode_map(ack), CONFIG_ACK_TRIES)
+    node._queue(fr.CONFIG_ACK, messages.encode_map(ack))
 
 
 def apply(node, new, now):

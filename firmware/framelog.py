@@ -23,7 +23,8 @@ is ever rewritten in place: thinning writes a whole new segment to a .tmp file a
 renames it over the old one, so a cut leaves either the old or the new segment.
 
 The scan after a reboot (meta.json, every segment's CRCs, the RAM state below) is
-firmware/logscan.py: FrameLog.open() imports it and unloads it again (boot-only code).
+firmware/logscan.py's open_log(log), which boot code runs before the node starts and
+then drops (firmware/main.py): it imports this module, never the reverse.
 
 Sequence numbers come from protocol.nodelink.SeqAllocator; its reservation is in
 meta.json before a seq is used, so a seq is never reused after a reboot.
@@ -64,7 +65,6 @@ so it is saved with the other meta writes.
 """
 import struct
 
-from firmware.unload import unload
 from protocol import readings
 from protocol.crc16 import crc16
 from protocol.frame import ALARM, READINGS
@@ -75,16 +75,16 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-MAGIC = const(0xA5)
+_MAGIC = const(0xA5)
 HEAD = const(5)          # magic, length, CRC
 BODY_FIXED = const(12)   # seq, mtype, rflags, boot, t_ref
-MAX_THIN = const(3)
+_MAX_THIN = const(3)
 
 # rflags
 R_BOOT_BASE = const(0x01)   # t_ref is seconds since boot `boot` (else Unix seconds)
 R_KEEP = const(0x02)        # near or in alarm: never thinned, never dropped
-R_THIN_SHIFT = const(2)     # bits 2-3: how many times this record was thinned
-R_THIN_MASK = const(0x0C)
+_R_THIN_SHIFT = const(2)     # bits 2-3: how many times this record was thinned
+_R_THIN_MASK = const(0x0C)
 
 
 class Record:
@@ -133,7 +133,7 @@ class _Segment:
 def encode_record(seq, mtype, rflags, boot, t_ref, payload):
     body_len = BODY_FIXED + len(payload)
     out = bytearray(HEAD + body_len)
-    struct.pack_into(">BHHIBBHI", out, 0, MAGIC, body_len, 0, seq, mtype, rflags, boot & 0xFFFF, t_ref)
+    struct.pack_into(">BHHIBBHI", out, 0, _MAGIC, body_len, 0, seq, mtype, rflags, boot & 0xFFFF, t_ref)
     out[HEAD + BODY_FIXED:] = payload
     c = crc16(out, 0xFFFF, HEAD)
     out[3] = c >> 8
@@ -231,7 +231,7 @@ class FrameLog:
         what it wrote."""
         f.seek(pos)
         h = self._head
-        if (f.readinto(h) or 0) < HEAD + BODY_FIXED or h[0] != MAGIC:
+        if (f.readinto(h) or 0) < HEAD + BODY_FIXED or h[0] != _MAGIC:
             return -1
         end = pos + HEAD + ((h[1] << 8) | h[2])
         return end if end >= pos + HEAD + BODY_FIXED else -1
@@ -295,20 +295,6 @@ class FrameLog:
         self.fs.rename(self._meta_tmp, self._meta)
         if a:
             a.reserved = r      # on flash now: seqs below r need no write of their own
-
-    # --- open ----------------------------------------------------------------------
-    def open(self, clock=None):
-        """Scan the log after a (re)boot. Returns the boot number (persisted). The scan
-        is firmware/logscan.py, loaded for this call and dropped again (boot-only code)."""
-        from firmware.logscan import scan
-        try:
-            scan(self, clock)
-        finally:
-            scan = None
-            unload("firmware.logscan")
-        self._reclaim()
-        self._write_meta()
-        return self.boot
 
     # --- writing ---------------------------------------------------------------------
     def take_seq(self):
@@ -510,14 +496,14 @@ class FrameLog:
             except ValueError:
                 n = 1
             return None, r.rflags, 0, n
-        depth = (r.rflags & R_THIN_MASK) >> R_THIN_SHIFT
-        if depth < MAX_THIN:
+        depth = (r.rflags & _R_THIN_MASK) >> _R_THIN_SHIFT
+        if depth < _MAX_THIN:
             try:
                 payload, removed = thin_payload(r.payload, self._sum_kinds)
             except ValueError:
                 removed = 0
             if removed:
-                return payload, (r.rflags & ~R_THIN_MASK) | ((depth + 1) << R_THIN_SHIFT), removed, 0
+                return payload, (r.rflags & ~_R_THIN_MASK) | ((depth + 1) << _R_THIN_SHIFT), removed, 0
         return r.payload, r.rflags, 0, 0
 
     def _gains(self, g, drop):

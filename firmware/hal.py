@@ -45,6 +45,11 @@ class AdcChannel:
 
 
 class Hal:
+    """What the running node needs of the hardware: clock, files, sleep. Building pins,
+    ADC channels, UARTs and the watchdog, and reading why the chip reset or woke, is
+    boot-time work: firmware/halsetup.py, whose functions take a Hal (boot code imports
+    this module, never the reverse: firmware/README.md)."""
+
     def __init__(self, machine=None, clock=None, root="", esp32=None):
         if machine is None:
             import machine
@@ -61,30 +66,9 @@ class Hal:
         self.sleep_ms = c.sleep_ms
         self.sleep_us = c.sleep_us
 
-    # --- boot-time set-up: the work is in firmware/halsetup.py, dropped after boot ------
-    def pin_in(self, num, pull=None):
-        from firmware import halsetup
-        return halsetup.pin_in(self, num, pull)
-
-    def pin_out(self, num, value=0):
-        from firmware import halsetup
-        return halsetup.pin_out(self, num, value)
-
-    def adc(self, mcu, spec):
-        from firmware import halsetup
-        return halsetup.adc(self, mcu, spec)
-
-    def uart(self, uart_id, baudrate, tx=None, rx=None, timeout_ms=0, rxbuf=512):
-        from firmware import halsetup
-        return halsetup.uart(self, uart_id, baudrate, tx, rx, timeout_ms, rxbuf)
-
     # --- system ------------------------------------------------------------------------
     def rtc(self):
         return self.machine.RTC()
-
-    def watchdog(self, timeout_ms, console=print):
-        from firmware import halsetup
-        return halsetup.watchdog(self, timeout_ms, console)
 
     def lightsleep(self, ms):
         self.machine.lightsleep(ms)
@@ -94,10 +78,6 @@ class Hal:
 
     def unique_id(self):
         return bytes(self.machine.unique_id())
-
-    def reset_cause(self):
-        from firmware import halsetup
-        return halsetup.reset_cause(self)
 
     def _esp32_mod(self):
         if self._esp32 is None:
@@ -109,14 +89,6 @@ class Hal:
                 except ImportError:
                     pass
         return self._esp32
-
-    def wake_on_pin(self, pin, level=0):
-        from firmware import halsetup
-        return halsetup.wake_on_pin(self, pin, level)
-
-    def wake_reason(self):
-        from firmware import halsetup
-        return halsetup.wake_reason(self)
 
     def mcu_temperature_c(self):
         """Die temperature from the esp32 module in degC, or None where there is none

@@ -1,8 +1,9 @@
 """The boot-time half of the hardware seam (firmware/hal.py): building pins, ADC
-channels, UARTs and the watchdog, and reading why the chip reset or woke. Hal's methods
-of the same names call these; they run while the node is wired up, so main.py drops
-this module afterwards (firmware/unload.py) and a board without frozen modules gets
-its heap back. Each function takes the Hal as its first argument."""
+channels, UARTs and the watchdog, and reading why the chip reset or woke. Boot code
+(firmware/main.py, startup.py, board.py, drivers/factory.py) calls these while the node
+is wired up, then main.py drops this module (firmware/unload.py) and a board without
+frozen modules gets its heap back. Each function takes the Hal as its first argument;
+this module imports hal.py, never the reverse."""
 from firmware.hal import AdcChannel
 
 # machine.ADC attenuation constant names (esp32 port) by the name used in board files

@@ -1,9 +1,10 @@
 """The frame log's scan after a (re)boot: read meta.json, check every segment's CRCs,
 rebuild the RAM state (segments, unacked ALARMs, seq reservation) of a FrameLog.
 
-It runs once per boot, so FrameLog.open() imports it, calls scan() and drops it again
-(firmware/unload.py): its bytecode does not stay in the heap of a board running
-without frozen modules. Layout and guarantees: firmware/framelog.py."""
+It runs once per boot: boot code calls open_log() before the node starts and then drops
+this module (firmware/main.py, firmware/unload.py), so its bytecode does not stay in the
+heap of a board running without frozen modules. It imports firmware/framelog.py, never
+the reverse. Layout and guarantees: firmware/framelog.py."""
 import json
 import struct
 
@@ -25,6 +26,15 @@ def read_meta(log):
     finally:
         f.close()
     return m if isinstance(m, dict) else {}
+
+
+def open_log(log, clock=None):
+    """Open the FrameLog `log` after a (re)boot: scan it (below), delete what is fully
+    acked and save meta.json. -> the boot number (persisted)."""
+    scan(log, clock)
+    log._reclaim()
+    log._write_meta()
+    return log.boot
 
 
 def scan(log, clock=None):

@@ -73,16 +73,19 @@ def run(hal, console=print, max_steps=None, probe=None):
     (tools/rp2/node_steps.py measures steps on a board with it)."""
     import gc
 
-    from firmware import startup
+    from firmware import halsetup, startup
     from firmware.app import Node
+    from firmware.logscan import open_log
     cfg, sources, radio, siren, strobe = startup.wire(hal, console)
-    wdt = hal.watchdog(cfg.watchdog_ms, console)
+    wdt = halsetup.watchdog(hal, cfg.watchdog_ms, console)
     clock = MonoClock(hal)
     seed = hal.ticks_us() ^ (cfg.node << 8)
     node = Node(hal, cfg, sources, radio, siren, strobe, wdt, rand=_rand(seed),
-                reset_cause=hal.reset_cause(), console=console, mem_free=getattr(gc, "mem_free", None))
+                reset_cause=halsetup.reset_cause(hal), console=console, mem_free=getattr(gc, "mem_free", None),
+                downlink=downlink)
+    open_log(node.log, node.clock)
     startup.drop_boot_modules()
-    del startup
+    del startup, halsetup, open_log
     gc.collect()
     node.start(clock.now())
     cap_ms = hal.watchdog_ms // 2        # the timeout in force (halsetup.watchdog())
@@ -110,6 +113,21 @@ def run(hal, console=print, max_steps=None, probe=None):
         else:
             hal.sleep_ms(min(ms, cap_ms))
     return node
+
+
+def downlink(node, now, payload, mtype):
+    """A CONFIG or ZONE downlink, which the Node hands here (firmware/app.py imports no
+    boot code): firmware/downlink.py, loaded for it with the config checks and the CBOR
+    decoder. Where boot dropped them (run() on a board, to make room for the node's data)
+    they are dropped again however this ends; where they stayed loaded, they stay."""
+    from firmware.unload import config_dropped, unload_config
+    dropped = config_dropped()
+    try:
+        import firmware.downlink    # (binds the package only: nothing keeps the module)
+        firmware.downlink.handle(node, now, payload, mtype)
+    finally:
+        if dropped:
+            unload_config()
 
 
 def _rand(seed):

@@ -59,6 +59,15 @@ def _int(source, key, v, lo, hi):
     return v
 
 
+def checked(raw, source=CONFIG_FILE):
+    """A runconfig.NodeConfig from the JSON dict `raw`, which it does not keep (on a node
+    it is config.good.json on flash). Raises ConfigError naming the source, the key and
+    what is allowed."""
+    cfg = NodeConfig()
+    check_into(cfg, raw, source)
+    return cfg
+
+
 def check_into(cfg, raw, source=CONFIG_FILE):
     """Check `raw` and set the fields of the record `cfg` (runconfig.NodeConfig)."""
     if not isinstance(raw, dict):
@@ -240,7 +249,7 @@ def load(fs, console=print, board_hint="unknown"):
             except ValueError as e:
                 raise ConfigError("%s: not valid JSON (%s): fix the file or reflash it with "
                                   "`stationctl flash`" % (name, e))
-            cfg = NodeConfig(raw, name)
+            cfg = checked(raw, name)
             check_board(fs, cfg)
         except ConfigError as e:
             console("config error: %s" % e)
@@ -299,7 +308,7 @@ def apply_downlink(fs, cfg, m):
     if messages.C_RULES in m:
         raw["rules"] = m[messages.C_RULES]
     try:
-        new = NodeConfig(raw, "downlink config v%d" % version)
+        new = checked(raw, "downlink config v%d" % version)
     except ConfigError as e:
         return None, messages.RESULT_REJECTED, str(e)[:80]
     save_running(fs, raw)

@@ -1,21 +1,16 @@
 """The configuration a node runs on, as plain records.
 
-`NodeConfig` is checked when it is built: its constructor hands the JSON dict to
-firmware/nodeconfig.py, which holds the checks, the console messages and the flash
-handling. That module is large and needed only at boot and when a CONFIG downlink
-arrives, so it lives apart and can be unloaded (firmware/unload.py) while these
-records, which the running node keeps, stay small."""
+A `NodeConfig` is built and filled by firmware/nodeconfig.py (`checked(raw, source)`),
+which holds the checks, the console messages and the flash handling. That module is
+large and needed only at boot and when a CONFIG downlink arrives, so it lives apart and
+can be unloaded (firmware/unload.py) while these records, which the running node keeps,
+stay small. nodeconfig.py imports this module, never the reverse."""
 DEFAULT_INTERVALS = {"sample_s": 60, "intensified_s": 10, "report_s": 600, "status_s": 3600}
 
 
 class NodeConfig:
-    """A checked configuration, built from the JSON dict `raw`, which it does not keep
-    (firmware/nodeconfig.py: on a node it is config.good.json on flash). Raises
-    nodeconfig.ConfigError naming the source, the key and what is allowed."""
-
-    def __init__(self, raw, source="config.json"):
-        from firmware.nodeconfig import check_into
-        check_into(self, raw, source)
+    """A checked configuration: its fields are set by firmware/nodeconfig.py's checks
+    (build one with nodeconfig.checked(raw, source))."""
 
     def chan_ids(self):
         return [c[0] for c in self.channels]

@@ -119,13 +119,14 @@ def _channels(hal, board, cfg, console, sources):
 
 
 def _radio(hal, board, cfg, console):
+    from firmware.radio import ebyte_config
     from firmware.startup import build_radio
     msgs = []
     radio = build_radio(hal, board, cfg, _quiet(msgs))
     if radio is None:
         return _line(console, "radio", "fault", "none", "; ".join(msgs) or "no radio")
     try:
-        settings = radio.read_config()
+        settings = ebyte_config.read_config(radio)
     except Exception as e:
         return _line(console, "radio", "fault", "error", repr(e))
     if not settings:

@@ -57,7 +57,8 @@ def escape_requested(hal, console=print, key_pressed=None, seconds=3):
     num = _escape_pin(hal)
     if isinstance(num, int) and num >= 0:
         try:
-            pin = hal.pin_in(num, "up")
+            from firmware import halsetup
+            pin = halsetup.pin_in(hal, num, "up")
         except Exception:
             pin = None
     console("node starts in %d s: press a key%s for the REPL"
@@ -110,8 +111,9 @@ def build_radio(hal, board, cfg, console=print):
             kw["dest"] = tuple(r["dest"])
         if "lora" in r:
             kw["lora"] = tuple(r["lora"])
-        return EbyteRadio(board.uart(hal, "lora"), hal.pin_out(s["m0"]), hal.pin_out(s["m1"]),
-                          hal.pin_in(s["aux"]), hal, baudrate=s.get("baudrate", 9600), **kw)
+        from firmware import halsetup as hs
+        return EbyteRadio(board.uart(hal, "lora"), hs.pin_out(hal, s["m0"]), hs.pin_out(hal, s["m1"]),
+                          hs.pin_in(hal, s["aux"]), hal, baudrate=s.get("baudrate", 9600), **kw)
     except (ValueError, KeyError, TypeError) as e:
         console("radio: %s: radio off until config.json 'radio' is fixed" % e)
         return None
@@ -142,10 +144,11 @@ def wire(hal, console=print):
 
 def drop_boot_modules():
     """Free the code that only boot needs (firmware/unload.py): the config and rule
-    checks, the driver factory, the HAL's set-up half and the radio's configuration
-    mode. On a board without frozen modules that is heap the node's data gets."""
+    checks, the driver factory, the HAL's set-up half, the radio's configuration mode
+    and the frame log's scan. On a board without frozen modules that is heap the node's
+    data gets."""
     from firmware.unload import unload, unload_config
     unload_config()
     for name in ("firmware.drivers.factory", "firmware.halsetup", "firmware.radio.ebyte_config",
-                 "firmware.startup"):
+                 "firmware.logscan", "firmware.startup"):
         unload(name)

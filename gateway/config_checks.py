@@ -215,11 +215,12 @@ def _storage(c, doc):
 
 def _batch(c, doc):
     t = c.table(doc, "batch", "batch", required=False) or {}
-    c.unknown(t, ("max_readings", "max_bytes", "max_age_s"), "batch")
+    c.unknown(t, ("max_readings", "max_bytes", "max_age_s", "schema"), "batch")
     return Batch(c.value(t, "max_readings", "batch", int, default=5000, lo=1, hi=1000000),
                  c.value(t, "max_bytes", "batch", int, default=65536, lo=1024,
                          hi=256 * 1024 * 1024),
-                 c.value(t, "max_age_s", "batch", float, default=5.0, lo=0.01, hi=3600.0))
+                 c.value(t, "max_age_s", "batch", float, default=5.0, lo=0.01, hi=3600.0),
+                 c.value(t, "schema", "batch", int, default=2, choices=(1, 2)))
 
 
 def _mqtt(c, doc, site):

@@ -63,6 +63,7 @@ class Batch:
     max_readings: int
     max_bytes: int
     max_age_s: float
+    schema: int = 2          # data batch schema (SPEC §9.2): 1 only for consumers not yet on 2
 
 
 @dataclass(frozen=True)

@@ -429,6 +429,13 @@ class Store:
             seq = self._meta("batch_seq", 0) + 1
             if lane == LIVE and len(rows) < max_readings:
                 self._live_n, self._live_since = 0, None
+                # A reading counted live at its commit may have aged past the horizon
+                # since (a late batch on a busy gateway): it is backlog now, and no
+                # commit will say so. Without this it waits for the next restart.
+                if not self._backlog_hint and self._db.execute(
+                        "SELECT 1 FROM readings WHERE id <= ? OR t < ? LIMIT 1",
+                        (floor, cutoff)).fetchone():
+                    self._backlog_hint = True
             elif lane == LIVE:
                 # A full batch: more may be waiting even if the estimate says none (it
                 # is only an estimate), so the lane stays due until a batch comes short.

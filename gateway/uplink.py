@@ -19,6 +19,15 @@ crash re-sends it after restart with the same seq and bytes. While connected, pa
 itself re-sends what is in flight after a reconnect. A v5 PUBACK with a failure reason
 code is not an ack: the message is published again later.
 
+Bytes (issue 13): on MQTT 5 a data batch is published under topic alias 1 when the
+broker's CONNACK allows aliases (Mosquitto's max_topic_alias defaults to 10): the full
+topic goes with the first data batch of each connection, later ones carry an empty
+topic. Aliases live only as long as a connection, and paho re-sends what was in flight
+as it was stored, so at every CONNACK the stored data batches get their full topic back
+(and lose the alias if the broker no longer allows one) before paho re-sends them. Data
+batches carry no content type (SPEC §9.1: the /data topic says CBOR); alarms, status and
+command results keep it.
+
 Alarms jump the queue: they are published by the committing thread the moment they
 are stored, and the batch window is kept below the broker's receive maximum (minus
 ALARM_RESERVE), so an alarm never waits behind queued batches inside paho either.
@@ -42,6 +51,7 @@ log = logging.getLogger("stationgw.uplink")
 
 SW_VERSION = "stationgw 0.1.0"
 CONTENT_TYPE = "application/cbor"
+DATA_ALIAS = 1             # MQTT 5 topic alias of <prefix>/S/G/data
 ALARM_RESERVE = 4          # receive-maximum slots kept free for alarms and status
 RETRY_REFUSED_S = 5.0      # a publish the broker refused (v5 reason >= 0x80) is retried
 IDLE_WAKE_S = 1.0
@@ -59,7 +69,7 @@ class UplinkSettings:
                  username="", password_file="", tls_ca="", tls_cert="", tls_key="",
                  max_readings=5000, max_bytes=65536, max_age_s=5.0, backoff_min_s=0.5,
                  backoff_max_s=30.0, quota_check_s=5.0, retry_refused_s=RETRY_REFUSED_S,
-                 sw_version=SW_VERSION, probe_s=0.25):
+                 sw_version=SW_VERSION, probe_s=0.25, batch_schema=batcher.BATCH_SCHEMA):
         if protocol not in ("v5", "v311"):
             raise ValueError("mqtt protocol %r: allowed 'v5' or 'v311'" % (protocol,))
         self.site = site
@@ -85,6 +95,7 @@ class UplinkSettings:
         self.quota_check_s = quota_check_s
         self.retry_refused_s = retry_refused_s
         self.sw_version = sw_version
+        self.batch_schema = batch_schema
 
     @classmethod
     def from_config(cls, cfg, **overrides):
@@ -94,7 +105,7 @@ class UplinkSettings:
                   keepalive_s=m.keepalive_s, inflight=m.inflight, username=m.username,
                   password_file=m.password_file, tls_ca=m.tls_ca, tls_cert=m.tls_cert,
                   tls_key=m.tls_key, max_readings=b.max_readings, max_bytes=b.max_bytes,
-                  max_age_s=b.max_age_s)
+                  max_age_s=b.max_age_s, batch_schema=b.schema)
         rc = cfg.security.reconnect if getattr(cfg, "security", None) is not None else None
         if rc is not None:
             kw.update(backoff_min_s=rc.min_s, backoff_max_s=rc.max_s, probe_s=rc.probe_s)
@@ -174,6 +185,13 @@ class Uplink:
         if settings.protocol == "v5":
             self._props = Properties(PacketTypes.PUBLISH)
             self._props.ContentType = CONTENT_TYPE
+        self._counters = batcher.CounterPolicy()
+        # Topic alias state: what the broker allows on this connection and whether the
+        # alias is set on it; _alias_lock orders a publish against paho's CONNACK callback.
+        self._alias_lock = threading.Lock()
+        self._alias_max = 0
+        self._alias_set = False
+        self.data_topic_bytes = 0             # topic bytes sent with data batches (bench, tests)
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -284,6 +302,7 @@ class Uplink:
         # paho cannot change its own in-flight limit on an open connection, so honour the
         # broker's receive maximum by shrinking the batch window instead.
         recv_max = getattr(properties, "ReceiveMaximum", None) if properties else None
+        self._reset_alias(getattr(properties, "TopicAliasMaximum", 0) if properties else 0)
         self.receive_maximum = recv_max
         if recv_max:
             self._window = max(1, min(self.s.inflight, recv_max - ALARM_RESERVE))
@@ -299,11 +318,32 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         was = self._connected
         self._connected = False
+        self._alias_set = False
         if self._stopping.is_set():
             return
         if was:
             log_event(log, "broker_lost", logging.WARNING, host=self.s.host, port=self.s.port,
                       reason=str(reason_code))
+
+    def _reset_alias(self, alias_max):
+        """At CONNACK, before paho re-sends what was in flight: a new connection knows
+        no alias, so every stored data batch gets its full topic back (and no alias
+        property if the broker allows none). paho 2.2 (pinned) keeps those messages in
+        _out_messages under _out_message_mutex and calls on_connect before re-sending;
+        tests/gateway/test_uplink_alias.py fails if that changes."""
+        data = self.topics.data.encode()
+        with self._alias_lock:
+            self._alias_max = alias_max or 0
+            self._alias_set = False
+            c = self._client
+            with c._out_message_mutex:
+                for m in c._out_messages.values():
+                    if m.properties is None or getattr(m.properties, "TopicAlias", None) != DATA_ALIAS:
+                        continue
+                    m._topic = data
+                    if self._alias_max < DATA_ALIAS:
+                        m.properties = None
+                    self.data_topic_bytes += len(data)
 
     # ------------------------------------------------------------------ network thread
     def _probe(self):
@@ -385,9 +425,22 @@ class Uplink:
     def _publish(self, kind, key, payload, n_readings, lane=None):
         topic = {"a": self.topics.alarm, "b": self.topics.data, "s": self.topics.status,
                  "r": self.topics.cmd_result}[kind]
+        props = self._props
         with self._lock:
-            info = self._client.publish(topic, payload, qos=1, retain=(kind == "s"),
-                                        properties=self._props)
+            if kind == "b" and props is not None:
+                with self._alias_lock:
+                    props = None
+                    if self._alias_max >= DATA_ALIAS:
+                        props = Properties(PacketTypes.PUBLISH)
+                        props.TopicAlias = DATA_ALIAS
+                        if self._alias_set:
+                            topic = ""
+                        self._alias_set = True
+                    self.data_topic_bytes += len(topic)
+                    info = self._client.publish(topic, payload, qos=1, properties=props)
+            else:
+                info = self._client.publish(topic, payload, qos=1, retain=(kind == "s"),
+                                            properties=props)
             self._mids[info.mid] = (kind, key, payload, n_readings, lane)
             if kind == "b":
                 self._inflight += 1
@@ -506,10 +559,15 @@ class Uplink:
         return None
 
     def _encoder(self):
-        site, gw = self.s.site, self.s.gateway_id
+        if self.s.batch_schema == 1:        # for consumers not yet on schema 2 (SPEC §10)
+            site, gw = self.s.site, self.s.gateway_id
+            return lambda seq, created, rows, statuses, counters: batcher.encode_batch_v1(
+                site, gw, seq, created, rows, statuses, counters)
+        pick = self._counters.pick
 
         def encode(seq, created, rows, statuses, counters):
-            return batcher.encode_batch(site, gw, seq, created, rows, statuses, counters)
+            return batcher.encode_batch(seq, created, rows, statuses,
+                                        pick(seq, created, counters))
         return encode
 
     # ------------------------------------------------------------------ status

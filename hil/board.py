@@ -39,7 +39,7 @@ import tty
 from hil.procs import ROOT, NodeProc
 
 NOT_RUN = 3
-RAW_TIMEOUT_S = 10.0
+RAW_TIMEOUT_S = 60.0
 
 
 def not_run(why):

@@ -163,7 +163,7 @@ class GatewayProcess:
         self.runs = 0
         self.log = None
 
-    def start(self, wait=True, timeout=20):
+    def start(self, wait=True, timeout=60):
         self.runs += 1
         self.log = os.path.join(self.d, "gw-%d.log" % self.runs)
         with open(self.log, "wb") as out:
@@ -185,7 +185,7 @@ class GatewayProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def term(self, timeout=20):
+    def term(self, timeout=60):
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
@@ -290,7 +290,7 @@ def start_broker(d, port=None):
     with open(cp, "w") as f:
         f.write("\n".join(conf) + "\n")
     p = subprocess.Popen([binary, "-c", cp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60        # a hang guard: a loaded box starts slowly
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -320,7 +320,7 @@ class ModbusSim:
 
     def start(self):
         self._thread.start()
-        if not self.ready.wait(5) or self.error:
+        if not self.ready.wait(60) or self.error:
             raise RuntimeError("Modbus simulator did not start: %r" % (self.error,))
         return self
 
@@ -358,7 +358,7 @@ class ModbusSim:
         """Read values from another thread (fc 1 coils, 3 holding registers)."""
         fut = asyncio.run_coroutine_threadsafe(
             self.server.async_getValues(self.device_id, fc, address, count), self.loop)
-        return list(fut.result(5))
+        return list(fut.result(60))
 
     def stop(self):
         if self.loop.is_running():

@@ -37,7 +37,7 @@ class HubUnderTest:
         self._stop = threading.Event()
         self._watcher = None
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
         self.runs += 1
         log = self.d / ("hub-%d.log" % self.runs)
         with open(log, "wb") as out:
@@ -103,7 +103,7 @@ class HubUnderTest:
         finally:
             c.close()
 
-    def verify(self, sub, timeout=30.0):
+    def verify(self, sub, timeout=120.0):
         """Figures comparing the hub's rows with the subscriber's readings."""
         deadline = time.monotonic() + timeout
         while True:

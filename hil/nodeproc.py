@@ -37,6 +37,7 @@ from firmware.drivers.drawwire import DrawWire
 from firmware.drivers.loop420 import Loop420
 from firmware.drivers.rain import RainGauge
 from firmware.hal import AdcChannel, Hal
+from firmware.main import downlink
 from firmware.nodeconfig import load
 from firmware.radio.loopback import LoopbackRadio
 
@@ -65,6 +66,16 @@ class _HostClock:
 
     def sleep_us(self, us):
         self._t.sleep(us / 1000000)
+
+
+def _open_log(node):
+    """The frame log scanned as firmware/main.py does it: firmware/logscan.py loaded for
+    the call and dropped again (boot-only code)."""
+    from firmware.logscan import open_log
+    from firmware.unload import unload
+    open_log(node.log, node.clock)
+    open_log = None
+    unload("firmware.logscan")
 
 
 def _clock():
@@ -278,7 +289,7 @@ def main():
 
     node = Node(hal, cfg, sources, radio, siren, Relay(), rand=rand,
                 reset_cause=spec.get("reset_cause", "power_on"), console=console,
-                mem_free=getattr(gc, "mem_free", None))
+                mem_free=getattr(gc, "mem_free", None), downlink=downlink)
     take = node.sampler.take
 
     def take_logged(t_ref):
@@ -295,6 +306,7 @@ def main():
                                              ev.prev_level, ev.t, ev.value))
         log_alarms(now, events)
     node._log_alarms = log_alarms_logged
+    _open_log(node)
     node.start(0)
     _out("W 0 0 %d 0 %d" % (node.log.depth(), tx[0]))
     readline = sys.stdin.readline

@@ -193,13 +193,13 @@ class EmulatedPico:
                 self.cond.notify_all()
 
     # -- commands ----------------------------------------------------------------------
-    def command(self, op, timeout=10.0, **kw):
+    def command(self, op, timeout=60.0, **kw):
         self._id += 1
         cid = self._id
         self._send(b"c", json.dumps(dict(kw, op=op, id=cid)).encode())
         return self.wait_event(lambda e: e.get("ev") == "reply" and e.get("id") == cid, timeout)
 
-    def wait_event(self, pred, timeout=10.0, start=0):
+    def wait_event(self, pred, timeout=60.0, start=0):
         """The first event from index `start` on that satisfies pred; TimeoutError if none."""
         deadline = time.monotonic() + timeout
         with self.cond:

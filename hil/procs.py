@@ -76,7 +76,7 @@ class Broker:
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text("\n".join(conf) + "\n")
 
-    def start(self, timeout=5.0):
+    def start(self, timeout=60.0):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(binary):
             raise RuntimeError("mosquitto is not installed: run `make test` or `make setup` "
@@ -143,7 +143,7 @@ class Gateway:
         self.runs = 0
         self.log = None
 
-    def start(self, timeout=30):
+    def start(self, timeout=60):
         self.runs += 1
         self.log = self.d / ("gw-%d.log" % self.runs)
         env = dict(os.environ, STATIONGW_SIMCLOCK=str(self.clock_path),
@@ -278,7 +278,7 @@ class NodeProc:
             try:
                 self.proc.stdin.write("Q\n")
                 self.proc.stdin.flush()
-                out, _ = self.proc.communicate(timeout=5)
+                out, _ = self.proc.communicate(timeout=60)
                 for line in out.splitlines():
                     if line.startswith("M "):
                         self.live_heap = int(line.split()[1])
@@ -292,9 +292,10 @@ class NodeProc:
         except (OSError, ValueError):
             return ""
 
-    def pull(self, want=None, timeout=1.0):
+    def pull(self, want=None, timeout=30.0):
         """The packets the node wrote; with `want` (its UART byte count since boot),
-        wait until all of them have crossed the pty."""
+        wait until all of them have crossed the pty (the timeout only bounds a node that
+        wrote less than it said: a loaded machine must not cut a packet in two)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -310,7 +311,7 @@ class NodeProc:
                 return split_packets(self.rxbuf)
             select.select([self.master], [], [], 0.01)
 
-    def deliver(self, data, timeout=1.0):
+    def deliver(self, data, timeout=30.0):
         """Write a received packet to the node's UART and wait until the node's side of
         the pty can read all of it, so the step that follows sees it."""
         if self.slave is None:             # a real UART: the bytes are on the wire

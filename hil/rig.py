@@ -590,13 +590,13 @@ class Rig:
         self.commands.append((t, verb, cid, payload))
         self.out("  t=%s command %s %s" % (_hms(t), verb, payload))
         self.sub.command(verb, payload)
-        deadline = time.time() + 10
+        deadline = time.time() + 60           # a hang guard: it returns at the result
         while time.time() < deadline:
             self._pull_gw()
             if any(d.get(5) in ("queued", "invalid") for d in self.sub.results_for(cid)):
                 return
             time.sleep(0.01)
-        self.notes.append("command %s: no 'queued' result from the gateway in 10 s" % cid)
+        self.notes.append("command %s: no 'queued' result from the gateway in 60 s" % cid)
 
     def _schedule_actions(self):
         sc = self.sc
@@ -760,7 +760,7 @@ class Rig:
                 if not isinstance(v, W.FaultCode):
                     g.set(v)
 
-    def _await_gw_log(self, text, stat, timeout=10.0):
+    def _await_gw_log(self, text, stat, timeout=60.0):
         """Hold simulated time (wall seconds) until the gateway logs `text` once more:
         its Modbus bridge runs on wall time, so an outage must last in wall time."""
         seen = self.gw.text().count(text)
@@ -823,7 +823,7 @@ class Rig:
         gauges = sorted({spec.node for spec, _g in self.gauges}) or [-1]
         try:
             db = sqlite3.connect(Path(self.store_path).resolve().as_uri() + "?mode=ro", uri=True,
-                                 timeout=5.0)
+                                 timeout=30.0)
             try:
                 q = ",".join("?" * len(gauges))
                 left = db.execute("SELECT (SELECT count(*) FROM readings WHERE node NOT IN "

@@ -74,7 +74,7 @@ class Subscriber:
         self.port = port
         self._props = p
 
-    def start(self, timeout=10):
+    def start(self, timeout=60):
         self.client.connect("127.0.0.1", self.port, keepalive=5, clean_start=False,
                             properties=self._props)
         self.client.loop_start()
@@ -162,6 +162,11 @@ class Subscriber:
         if not isinstance(doc, dict):
             self._err("%s: not a CBOR map" % what)
             return False
+        if what == "batch" and doc.get(0) == 2:     # SPEC §9.2: site/gateway from the topic
+            if 1 in doc or 2 in doc:
+                self._err("batch: schema 2 with key 1 or 2")
+                return False
+            return True
         if doc.get(0) != 1 or doc.get(1) != self.site or doc.get(2) != self.gw:
             self._err("%s: schema/site/gateway %r/%r/%r" % (what, doc.get(0), doc.get(1),
                                                             doc.get(2)))
@@ -177,7 +182,9 @@ class Subscriber:
             return
         self.batches[bseq] = self.batches.get(bseq, 0) + 1
         c = doc.get(7)
-        if not isinstance(c, dict):
+        if c is None and doc[0] == 2:
+            pass                        # schema 2: counters unchanged since the last ones
+        elif not isinstance(c, dict):
             self._err("batch %d: key 7 (counters) missing" % bseq)
         else:
             for k, v in c.items():
@@ -190,6 +197,9 @@ class Subscriber:
             self._err("batch %d: key 5 not an array" % bseq)
             return
         n = 0
+        if doc[0] == 2:
+            n = self._groups(bseq, doc[4], blocks)
+            blocks = ()
         for nb in blocks:
             if not (isinstance(nb, list) and len(nb) == 2 and _uint(nb[0])
                     and isinstance(nb[1], list)):
@@ -207,6 +217,36 @@ class Subscriber:
             if isinstance(st, dict):
                 self.node_status.append(st)
         self.log.append((wall, "data", bseq, n))
+
+    def _groups(self, bseq, base, blocks):
+        """Schema 2 (SPEC §9.2): each chan_run of a group becomes the run it stands for
+        (absolute times and samples), checked and stored as schema 1's runs are."""
+        n = 0
+        for nb in blocks:
+            if not (isinstance(nb, list) and len(nb) == 2 and _uint(nb[0])
+                    and isinstance(nb[1], list) and nb[1]):
+                self._err("batch %d: bad node block %r" % (bseq, nb))
+                continue
+            for g in nb[1]:
+                if not (isinstance(g, list) and len(g) >= 7 and _uint(g[0]) and _uint(g[1])
+                        and _int(g[2]) and all(_uint(x) for x in g[3:6])
+                        and all(isinstance(r, list) and len(r) >= 2 for r in g[6:])):
+                    self._err("batch %d: bad group %r" % (bseq, g))
+                    continue
+                seq, idx, t, step, flags, stride = g[:6]
+                for j, cr in enumerate(g[6:]):
+                    values, v = [], None
+                    for d in cr[1:]:
+                        if isinstance(d, list) or not _int(d):
+                            values.append(d)
+                        else:
+                            v = d if v is None else v + d
+                            values.append(v)
+                    run = [seq, idx + j * stride, base + t, step, values]
+                    if flags:
+                        run.append(flags)
+                    n += self._run(bseq, nb[0], cr[0], run)
+        return n
 
     def _run(self, bseq, node, chan, run):
         if not (isinstance(run, list) and len(run) in (5, 6) and all(_uint(x) for x in run[:4])
@@ -269,7 +309,7 @@ class Subscriber:
         env = opcli.sign_json(key, name, self.site, self.gw, verb, payload,
                               dangerous=dangerous)
         info = self.client.publish(self.base + "/cmd/" + verb, env, qos=1)
-        info.wait_for_publish(5)
+        info.wait_for_publish(60)
 
     def results_for(self, cid):
         with self.lock:

@@ -106,7 +106,7 @@ def commit(store, items, ctx, stats=None):
                 mine = uplink.batch_rows(site, gw, doc)
                 rows += mine
                 store.insert_batch((site, gw, doc[3], doc[4], len(mine), rx_ms))
-                store.upsert_gateway(site, gw, 1, doc[4], None, doc[7], rx_ms)
+                store.upsert_gateway(site, gw, 1, doc[4], None, doc.get(7), rx_ms)
                 for st in doc.get(6, ()):
                     store.upsert_node_status(site, st)
             elif kind == "alarm":

@@ -111,9 +111,14 @@ class Store:
                                   " ON CONFLICT DO NOTHING"), [r + (r[9],) for r in rows])
 
     def unsent_outbox(self, limit=500):
+        # Oldest first; rows made in the same millisecond go in a station's own order
+        # (sample time, then the identifier with its numbers compared as numbers:
+        # a shorter "site.node.seq.aidx" tail is the smaller seq), so an Update never
+        # leaves before the Alert it refers to.
         return self.rows("SELECT identifier, sink, msgtype, level, body, site, node, attempts,"
                          " next_ms FROM outbox WHERE sent_ms IS NULL ORDER BY created_ms,"
-                         " identifier LIMIT ?", (limit,))
+                         " site, node, sample_t, LENGTH(identifier), identifier LIMIT ?",
+                         (limit,))
 
     def mark_sent(self, identifier, sink, now_ms):
         self.execute("UPDATE outbox SET sent_ms = ?, attempts = attempts + 1, error = NULL"

@@ -38,12 +38,17 @@ def _int(x):
     return type(x) is int and -_I64 <= x < _I64
 
 
-def _head(doc, errs):
+def _head(doc, errs, kind):
     if not isinstance(doc, dict):
         errs.append("not a CBOR map")
         return False
+    if kind == "data" and doc.get(0) == 2:
+        if 1 in doc or 2 in doc:        # schema 2 takes site and gateway from the topic
+            errs.append("schema 2 batch with key 1 or 2 (site/gateway come from the topic)")
+        return not errs
     if doc.get(0) != 1:
-        errs.append("key 0 (schema version) is %r, expected 1" % (doc.get(0),))
+        errs.append("key 0 (schema version) is %r, expected %s" % (
+            doc.get(0), "2 or 1" if kind == "data" else "1"))
     for k, what in ((1, "site"), (2, "gateway")):
         if not isinstance(doc.get(k), str):
             errs.append("key %d (%s) must be text, got %r" % (k, what, doc.get(k)))
@@ -54,7 +59,9 @@ def _check_batch(doc, errs):
     for k, what in ((3, "batch seq"), (4, "created")):
         if not _uint(doc.get(k)):
             errs.append("key %d (%s) must be uint, got %r" % (k, what, doc.get(k)))
-    if not isinstance(doc.get(7), dict) or not all(
+    if doc[0] == 2 and 7 not in doc:
+        pass                            # schema 2: no counters means unchanged
+    elif not isinstance(doc.get(7), dict) or not all(
             _uint(k) and _uint(v) for k, v in doc[7].items()):
         errs.append("key 7 (counters) must be a map uint => uint")
     elif not all(k in doc[7] for k in range(1, 6)):
@@ -67,6 +74,9 @@ def _check_batch(doc, errs):
     blocks = doc.get(5)
     if not isinstance(blocks, list):
         errs.append("key 5 (readings) must be an array")
+        return
+    if doc[0] == 2:
+        _check_groups(blocks, errs)
         return
     for nb in blocks:
         if not (isinstance(nb, list) and len(nb) == 2 and _uint(nb[0])
@@ -90,6 +100,50 @@ def _check_batch(doc, errs):
                         errs.append("node %d chan %d seq %d: value %r is neither int nor [fault]"
                                     % (nb[0], cb[0], run[0], v))
                         break
+
+
+def _check_groups(blocks, errs):
+    """Schema 2 node blocks (SPEC §9.2): [node, [+ group]], group = [seq, idx, t, step,
+    flags, stride, + chan_run], chan_run = [chan, + coded]."""
+    for nb in blocks:
+        if not (isinstance(nb, list) and len(nb) == 2 and _uint(nb[0])
+                and isinstance(nb[1], list) and nb[1]):
+            errs.append("node block %r: want [node, [+ group]]" % (nb,))
+            continue
+        for g in nb[1]:
+            if not (isinstance(g, list) and len(g) >= 7 and _uint(g[0]) and _uint(g[1])
+                    and _int(g[2]) and all(_uint(x) for x in g[3:6])):
+                errs.append("node %d: group %r: want [seq, idx, t, step, flags, stride, "
+                            "+ chan_run]" % (nb[0], g))
+                continue
+            runs = g[6:]
+            if not all(isinstance(r, list) and len(r) >= 2 and _uint(r[0]) for r in runs):
+                errs.append("node %d seq %d: chan_run must be [chan, + value]" % (nb[0], g[0]))
+                continue
+            n = len(runs[0]) - 1
+            if any(len(r) - 1 != n for r in runs) or (n == 1) != (g[3] == 0) or \
+                    (len(runs) == 1) != (g[5] == 0) or (len(runs) > 1 and g[5] < n):
+                errs.append("node %d seq %d: group counts, step %d or stride %d inconsistent "
+                            "(SPEC §9.2)" % (nb[0], g[0], g[3], g[5]))
+                continue
+            for r in runs:
+                v = None
+                for d in r[1:]:
+                    if type(d) is list:
+                        if not (len(d) == 1 and _uint(d[0])):
+                            errs.append("node %d seq %d: fault %r must be [uint]"
+                                        % (nb[0], g[0], d))
+                            return
+                    elif not _int(d):
+                        errs.append("node %d seq %d: value %r is neither int nor [fault]"
+                                    % (nb[0], g[0], d))
+                        return
+                    else:
+                        v = d if v is None else v + d
+                        if not -(1 << 31) <= v < (1 << 31):
+                            errs.append("node %d seq %d: decoded sample %d outside 32-bit "
+                                        "signed" % (nb[0], g[0], v))
+                            return
 
 
 def _check_alarm(doc, errs):
@@ -122,7 +176,7 @@ _CHECKS = {"data": _check_batch, "alarm": _check_alarm, "status": _check_status}
 
 def structural_check(kind, doc):
     errs = []
-    if _head(doc, errs):
+    if _head(doc, errs, kind):
         _CHECKS[kind](doc, errs)
     return errs
 
@@ -159,7 +213,7 @@ def decode(kind, site, gw, payload):
     errs = check(kind, doc, payload)
     if errs:
         raise Rejected("; ".join(errs[:5]))
-    if doc[1] != site or doc[2] != gw:
+    if doc.get(0) == 1 and (doc[1] != site or doc[2] != gw):
         raise Rejected("site/gateway %r/%r in the payload do not match the topic's %r/%r"
                        % (doc[1], doc[2], site, gw))
     return doc
@@ -169,6 +223,25 @@ def batch_rows(site, gw, doc):
     """Reading rows (site, node, seq, idx, chan, t, value, fault, flags, gateway, bseq)."""
     bseq = doc[3]
     rows = []
+    if doc[0] == 2:
+        base = doc[4]
+        for node, groups in doc[5]:
+            for g in groups:
+                seq, idx, t, step, flags, stride = g[:6]
+                t += base
+                for j, run in enumerate(g[6:]):
+                    chan = run[0]
+                    first = idx + j * stride
+                    v = None
+                    for k, d in enumerate(run[1:]):
+                        if type(d) is list:
+                            rows.append((site, node, seq, first + k, chan, t + k * step, None,
+                                         d[0], flags, gw, bseq))
+                        else:
+                            v = d if v is None else v + d
+                            rows.append((site, node, seq, first + k, chan, t + k * step, v,
+                                         None, flags, gw, bseq))
+        return rows
     for node, chans in doc[5]:
         for chan, runs in chans:
             for run in runs:

@@ -9,10 +9,10 @@ cbor2 decodes what this encodes and that this decodes what cbor2 encodes.
 Decoding errors raise CborError and never anything else; nesting depth and item
 counts are bounded so hostile input cannot exhaust a node's heap.
 
-The decoder is protocol/cbordecode.py, which loads() imports on first use: a node
-decodes CBOR only for a CONFIG downlink, so on a board without frozen modules its
-bytecode need not stay in the heap; the node drops it with the config checks
-(firmware/unload.py).
+The decoder is protocol/cbordecode.py (`cbordecode.loads`), which imports this module
+and never the reverse: a node decodes CBOR only for a CONFIG downlink, so on a board
+without frozen modules its bytecode need not stay in the heap; the node loads it for a
+CONFIG and drops it with the config checks (firmware/unload.py).
 """
 import struct
 
@@ -117,12 +117,3 @@ def _first(p):
 
 def dumps(obj):
     return bytes(encode_into(bytearray(), obj))
-
-
-def loads(data, pos=0, end=None):
-    """Decode exactly one item filling data[pos:end]; trailing bytes are an error.
-    The decoder is protocol/cbordecode.py, loaded here on first use."""
-    # `import a.b` allocates nothing once the module is loaded (a `from` import builds
-    # its name tuple at every call on MicroPython)
-    import protocol.cbordecode
-    return protocol.cbordecode.loads(data, pos, end)

@@ -1,6 +1,7 @@
-"""The CBOR decoder behind protocol.cbor.loads() (see there): its own module so that a
-node, which decodes CBOR only for a CONFIG downlink, can drop it from the heap between
-downlinks (firmware/unload.py)."""
+"""The CBOR decoder (protocol/cbor.py is the encoder and says what is covered): its own
+module so that a node, which decodes CBOR only for a CONFIG downlink, can drop it from
+the heap between downlinks (firmware/unload.py). It imports protocol.cbor, never the
+reverse."""
 import struct
 
 from protocol.cbor import MAX_DEPTH, MAX_ITEMS, CborError

@@ -15,7 +15,7 @@ decoders below, so no receiver accepts what another refuses. A payload that brea
 table is a `payload` reject (SPEC §7): PayloadError names the key and what is allowed."""
 import struct
 
-from protocol import cbor
+from protocol import cbor, cbordecode
 from protocol import messages as m
 from protocol.messages import PayloadError
 from protocol.varint import put_uvarint
@@ -125,7 +125,7 @@ def check_map(d, table, what):
 
 def _cbor(data):
     try:
-        return cbor.loads(data)
+        return cbordecode.loads(data)
     except cbor.CborError as e:
         raise PayloadError("bad CBOR: %s" % e)
 

@@ -185,8 +185,11 @@ def decode_config(data):
     if len(data) < 5:
         raise PayloadError("CONFIG payload too short")
     re = struct.unpack_from(">I", data, 0)[0]
+    # the decoder loads here (a node decodes CBOR only for a CONFIG, and drops it again:
+    # firmware/unload.py); `import a.b` allocates nothing once the module is loaded
+    import protocol.cbordecode
     try:
-        m = cbor.loads(data, 4)
+        m = protocol.cbordecode.loads(data, 4)
     except cbor.CborError as e:
         raise PayloadError("bad CBOR: %s" % e)
     if not isinstance(m, dict):

@@ -1,6 +1,6 @@
 """The improved tangent-angle rule's state (TRIP.md 4.5, rule kind 5), apart from
 protocol/tripstate.py so that only a node with a tangent rule loads its code:
-tripstate.new_state() imports it on demand (imports go one way: this module uses
+trip.new_state() imports it on demand (imports go one way: this module uses
 tripstate's RateState, never the reverse)."""
 from protocol.tripstate import RateState
 

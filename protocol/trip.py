@@ -20,7 +20,7 @@ except ImportError:  # CPython
         return x
 
 # ABOVE and BELOW are re-exported: callers write trip.ABOVE in THRESHOLD rules.
-from protocol.tripstate import ABOVE, BELOW, NO_FAILURE, VMAX, Despike, new_state  # noqa: F401
+from protocol.tripstate import ABOVE, BELOW, NO_FAILURE, VMAX, Despike  # noqa: F401
 
 THRESHOLD = const(1)
 RATE = const(2)
@@ -452,3 +452,21 @@ class TripEngine:
         return AlarmEvent(ev, chan, cause.rule.rule_id, cause.rule.kind, new, prev, m,
                           cause.rule.trip_threshold(), t)
 
+
+def new_state(rule):
+    """The state object that evaluates `rule` (run when rules are set, not per sample)."""
+    from protocol.tripstate import InvVelState, RateState, SumState, ThresholdState
+    k = rule.kind
+    if k == 1:
+        return ThresholdState(rule)
+    if k == 2:
+        return RateState(rule)
+    if k == 3:
+        return SumState(rule)
+    if k == 5:
+        # loaded only where a rule needs it: a node without tangent rules keeps its heap
+        # (here, not in tripstate.py: tangent.py builds on tripstate's RateState, and
+        # imports go one way)
+        from protocol.tangent import TangentState
+        return TangentState(rule)
+    return InvVelState(rule)

@@ -625,18 +625,3 @@ class InvVelState(State):
 
     def near(self):
         return self.metric < 2 * self.rule.lead_s or self.mode == _ONSET
-
-
-def new_state(rule):
-    k = rule.kind
-    if k == 1:
-        return ThresholdState(rule)
-    if k == 2:
-        return RateState(rule)
-    if k == 3:
-        return SumState(rule)
-    if k == 5:
-        # loaded only where a rule needs it: a node without tangent rules keeps its heap
-        from protocol.tangent import TangentState
-        return TangentState(rule)
-    return InvVelState(rule)

@@ -38,7 +38,7 @@ def missing():
 
 
 @contextlib.contextmanager
-def session(tmp_path, page_load_timeout=30):
+def session(tmp_path, page_load_timeout=90):
     why = missing()
     if why:
         pytest.skip(why)
@@ -61,7 +61,7 @@ def session(tmp_path, page_load_timeout=30):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_for(drv, css, timeout=20.0, count=1):
+def wait_for(drv, css, timeout=60.0, count=1):
     """Wait until at least `count` elements match `css`; returns them."""
     from selenium.webdriver.common.by import By
     deadline = time.monotonic() + timeout

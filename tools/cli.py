@@ -78,6 +78,8 @@ def build_parser():
     d.add_argument("frame", nargs="?", metavar="HEX", help="one frame as hex")
     d.add_argument("--capture", metavar="FILE", help="raw bytes recorded from the serial line")
     d.add_argument("--batch", metavar="FILE", help="an uplink message (CBOR); - for stdin")
+    d.add_argument("--topic", metavar="TOPIC", help="the topic the --batch message came on "
+                   "(a schema-2 batch takes its site and gateway from it)")
     d.add_argument("--registry", metavar="KEYS_TOML", help="check MICs with these keys")
     d.add_argument("--rx-time", type=int, metavar="UNIX_S",
                    help="when the frame was received (for absolute reading times)")

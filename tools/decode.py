@@ -254,15 +254,20 @@ def frame_text(d):
 
 # --- uplink messages ---------------------------------------------------------------------
 
-def describe_uplink(payload):
-    """A dict for a batch, alarm or status message (SPEC "Uplink"); ValueError if it is
-    none of them."""
+def describe_uplink(payload, topic=None):
+    """A dict for a batch, alarm or status message (SPEC §9); ValueError if it is none of
+    them. A schema-2 batch does not name its site and gateway: `topic`
+    (<prefix>/S/G/data) does, when given."""
     try:
         m = cbor2.loads(payload)
     except Exception as e:  # cbor2 raises several types for bad input
         raise ValueError("not CBOR: %s" % e) from None
+    if isinstance(m, dict) and m.get(0) == 2 and isinstance(m.get(5), list):
+        parts = (topic or "").split("/")
+        return _batch(m, *(parts[-3:-1] if len(parts) >= 3 else (None, None)))
     if not isinstance(m, dict) or m.get(0) != 1:
-        raise ValueError("not an uplink message of schema 1 (a CBOR map with 0: 1)")
+        raise ValueError("not an uplink message of schema 1 or 2 (a CBOR map with 0: 1, or "
+                         "a data batch with 0: 2)")
     kind = m.get(5)
     if isinstance(kind, list):
         return _batch(m)
@@ -284,11 +289,32 @@ def describe_uplink(payload):
                      "nor a software version")
 
 
-def _batch(m):
+def _chan_runs_v2(groups, base):
+    """Schema-2 groups (SPEC §9.2) as schema 1's [[chan, [run, ...]], ...]: absolute
+    times, decoded samples."""
+    by_chan = {}
+    for g in groups:
+        seq, idx, t, step, flags, stride = g[:6]
+        for j, cr in enumerate(g[6:]):
+            values, v = [], None
+            for d in cr[1:]:
+                if isinstance(d, int):
+                    v = d if v is None else v + d
+                    d = v
+                values.append(d)
+            by_chan.setdefault(cr[0], []).append(
+                [seq, idx + j * stride, base + t, step, values, flags])
+    return [[chan, sorted(runs, key=lambda r: (r[0], r[1]))] for chan, runs in sorted(by_chan.items())]
+
+
+def _batch(m, site=None, gw=None):
     nodes = []
     n_readings = 0
     try:
-        for node, chans in m[5]:
+        blocks = m[5]
+        if m[0] == 2:
+            blocks = [[node, _chan_runs_v2(groups, m[4])] for node, groups in m[5]]
+        for node, chans in blocks:
             out_ch = []
             for chan, runs in chans:
                 out_runs = []
@@ -302,9 +328,10 @@ def _batch(m):
                 out_ch.append({"chan": chan, "label": chan_label(chan), "runs": out_runs})
             nodes.append({"node": node, "channels": out_ch})
     except (TypeError, ValueError) as e:
-        raise ValueError("batch key 5 is not [[node, [[chan, [run...]]]]]: %s" % e) from None
-    d = {"kind": "batch", "site": m.get(1), "gateway": m.get(2), "seq": m.get(3),
-         "created": m.get(4), "readings": n_readings, "nodes": nodes,
+        raise ValueError("batch key 5 is not %s: %s" % (
+            "[[node, [group...]]]" if m[0] == 2 else "[[node, [[chan, [run...]]]]]", e)) from None
+    d = {"kind": "batch", "schema": m[0], "site": m.get(1, site), "gateway": m.get(2, gw),
+         "seq": m.get(3), "created": m.get(4), "readings": n_readings, "nodes": nodes,
          "counters": {BATCH_COUNTERS.get(k, str(k)): v for k, v in (m.get(7) or {}).items()}}
     if m.get(6):
         d["node_status"] = [{NODE_STATUS_NAMES.get(k, str(k)): v for k, v in s.items()}
@@ -315,7 +342,8 @@ def _batch(m):
 def uplink_text(d):
     if d["kind"] == "batch":
         lines = ["BATCH %s/%s seq %s created %s: %d readings" % (
-            d["site"], d["gateway"], d["seq"], iso(d["created"]), d["readings"])]
+            d["site"] or "(site from the topic)", d["gateway"] or "(gateway)", d["seq"],
+            iso(d["created"]), d["readings"])]
         for n in d["nodes"]:
             for c in n["channels"]:
                 for r in c["runs"]:
@@ -324,7 +352,8 @@ def uplink_text(d):
                         " (approx times)" if r["flags"] & 1 else "", ", ".join(r["text"])))
         for s in d.get("node_status", ()):
             lines.append("  status " + ", ".join("%s=%s" % kv for kv in s.items()))
-        lines.append("  counters " + ", ".join("%s=%s" % kv for kv in d["counters"].items()))
+        lines.append("  counters " + (", ".join("%s=%s" % kv for kv in d["counters"].items())
+                                      or "unchanged (not in this batch)"))
         return lines
     if d["kind"] == "alarm":
         return ["ALARM %s/%s node %s %s %s (was %s) on %s: rule %s %s value %s threshold %s at %s "
@@ -405,7 +434,7 @@ def run(args):
     if args.batch is not None:
         data = _read_input(args.batch)
         try:
-            d = describe_uplink(data)
+            d = describe_uplink(data, getattr(args, "topic", None))
         except ValueError as e:
             raise ToolError(BAD_INPUT, "%s: %s: give a message from <prefix>/<site>/<gw>/data, "
                             "/alarm or /status" % (args.batch, e)) from None

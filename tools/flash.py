@@ -219,6 +219,16 @@ def app_files():
 MPY_CROSS_OPTS = ("-O3",)
 
 
+def mpy_source_name(rel):
+    """The source name a module's .mpy carries (mpy-cross -s): its dotted module name,
+    "firmware.app" for firmware/app.py. A traceback names the module all the same, and
+    on a stock-image node that name is interned anyway when the module is imported, so
+    the source name costs no qstr of its own (a path would: ~40 more names and ~700 B of
+    the node's heap, docs/firmware-memory.md)."""
+    parts = Path(rel).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def compile_app(build_dir):
     """[(dest, bytes, source)] with .mpy files compiled by mpy-cross."""
     mpy_cross = _tool("mpy-cross")
@@ -227,7 +237,7 @@ def compile_app(build_dir):
         if compiled:
             target = Path(build_dir) / dest
             target.parent.mkdir(parents=True, exist_ok=True)
-            r = subprocess.run([mpy_cross, *MPY_CROSS_OPTS, "-o", str(target), "-s", rel, rel], cwd=ROOT,
+            r = subprocess.run([mpy_cross, *MPY_CROSS_OPTS, "-o", str(target), "-s", mpy_source_name(rel), rel], cwd=ROOT,
                                capture_output=True, text=True)
             if r.returncode:
                 raise ToolError(MISSING_TOOL, "mpy-cross refuses %s: %s" % (rel, r.stderr.strip()))

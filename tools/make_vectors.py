@@ -376,33 +376,63 @@ def uplink_vectors():
     rows = [(1, 101, 5, 0, WATER, t - 60, 1502, None, 0), (2, 101, 5, 1, WATER, t, 1503, None, 0),
             (3, 101, 5, 2, RAIN, t, None, 0x0207, 1), (4, 9001, 3, 1024, DISP, t, -2**31, None, 2)]
     counters = {1: 0, 2: 0, 3: 2, 4: 1, 5: 0}
-    good = batcher.encode_batch("lushi", "gw1", 7, t + 5, rows, [NodeStatus(101, t, 3300, None, -35)],
-                                counters)
-    valid = [("batch", good), ("batch", batcher.encode_batch("lushi", "gw1", 8, t, [], (), counters)),
+    # a Modbus device's two points over four 1 s polls, one a fault: one group, stride 1024
+    polls = [(10 + 2 * k + i, 9002, 11, i * 1024 + 40 + k, (WATER, DISP)[i], t - 4 + k,
+              None if (i, k) == (0, 2) else (1500 + k * (k - 1), 215)[i],
+              0x0101 if (i, k) == (0, 2) else None, 0) for k in range(4) for i in range(2)]
+    statuses = [NodeStatus(101, t, 3300, None, -35)]
+    good = batcher.encode_batch(7, t + 5, rows + polls, statuses, counters)
+    v1 = batcher.encode_batch_v1("lushi", "gw1", 7, t + 5, rows, statuses, counters)
+    valid = [("batch", good), ("batch", batcher.encode_batch(8, t + 6, rows[:2])),
+             ("batch", batcher.encode_batch(9, t, [], (), counters)), ("batch", v1),
              ("alarm", batcher.encode_alarm("lushi", "gw1", Alarm(101, 6, 0, 1, 4, 0, DISP, 3, 5, 1500,
                                                                    1800, t, t * 1000 + 250))),
              ("status", batcher.encode_status("lushi", "gw1", 1, t, "0.1.0", {101: t})),
              ("cmd_result", cbor2.dumps({0: 1, 1: "lushi", 2: "gw1", 3: "emergency", 4: None,
                                          5: "queued", 9: t, 10: [101]}))]
     out = [{"name": "valid_%s_%d" % (k, i), "kind": k, "hex": p.hex()} for i, (k, p) in enumerate(valid)]
+    # what a decoder of the valid schema-2 batch must get (SPEC §9.2): every reading
+    out[0]["readings"] = [list(r) for r in sorted(batcher.decode_batch_readings(good)[1])]
 
     def bad(name, edit, path, kind="batch", base=good):
         m = cbor2.loads(base)
         edit(m)
         out.append({"name": name, "kind": kind, "hex": cbor2.dumps(m).hex(), "path": path})
 
+    # schema 2 (good): node 101 groups [5, 0, -65, 60, 0, 0, [WATER, 1502, 1]],
+    # [5, 2, -5, 0, 1, 0, [RAIN, [0x207]]]; node 9001 [3, 1024, -5, 0, 2, 0, [DISP, -2**31]];
+    # node 9002 [11, 40, -9, 1, 0, 1024, [WATER, 1500, 0, [0x101], 6], [DISP, 215, 0, 0, 0]]
+    def g(m, n, j):
+        return m[5][n][1][j]
     bad("node_0", lambda m: m[5][0].__setitem__(0, 0), "/5/0")
-    bad("chan_256", lambda m: m[5][0][1][0].__setitem__(0, 256), "/5/0/1/0")
+    bad("chan_256", lambda m: g(m, 0, 0)[6].__setitem__(0, 256), "/5/0/1/0/6")
     bad("counter_missing", lambda m: m[7].pop(4), "/7")
     bad("counter_text_key", lambda m: m[7].__setitem__("x", 1), "/7")
-    bad("value_above_int32", lambda m: m[5][0][1][1][1][0][4].__setitem__(0, 2**31), "/5/0/1/1/1/0/4/0")
-    bad("fault_negative", lambda m: m[5][0][1][0][1][0][4].__setitem__(0, [-1]), "/5/0/1/0/1/0/4/0")
-    bad("two_values_step_0", lambda m: m[5][0][1][1][1][0].__setitem__(3, 0), "/5/0/1/1/1/0")
-    bad("one_value_step_60", lambda m: m[5][0][1][0][1][0].__setitem__(3, 60), "/5/0/1/0/1/0")
-    bad("node_twice", lambda m: m[5].append(m[5][0]), "/5/2/0")
+    bad("sample_above_int32", lambda m: g(m, 0, 0)[6].__setitem__(1, 2**31), "/5/0/1/0/6/1")
+    bad("delta_leaves_int32", lambda m: g(m, 2, 0)[6].__setitem__(4, 2**31), "/5/2/1/0/6/4")
+    bad("delta_beyond_range", lambda m: g(m, 0, 0)[6].__setitem__(2, 2**32), "/5/0/1/0/6/2")
+    bad("fault_negative", lambda m: g(m, 0, 1)[6].__setitem__(1, [-1]), "/5/0/1/1/6/1")
+    bad("two_values_step_0", lambda m: g(m, 0, 0).__setitem__(3, 0), "/5/0/1/0")
+    bad("one_value_step_60", lambda m: g(m, 0, 1).__setitem__(3, 60), "/5/0/1/1")
+    bad("chan_run_counts_differ", lambda m: g(m, 2, 0)[7].pop(), "/5/2/1/0")
+    bad("stride_below_count", lambda m: g(m, 2, 0).__setitem__(5, 3), "/5/2/1/0")
+    bad("stride_0_two_chan_runs", lambda m: g(m, 2, 0).__setitem__(5, 0), "/5/2/1/0")
+    bad("stride_with_one_chan_run", lambda m: g(m, 0, 0).__setitem__(5, 2), "/5/0/1/0")
+    bad("groups_out_of_order", lambda m: m[5][0][1].reverse(), "/5/0/1/1")
+    bad("key_twice", lambda m: m[5][0][1].insert(1, [5, 1, 0, 0, 0, 0, [WATER, 1]]), "/5/0/1/1")
+    bad("time_before_1970", lambda m: g(m, 0, 0).__setitem__(2, -(t + 6)), "/5/0/1/0")
+    bad("flags_4", lambda m: g(m, 0, 0).__setitem__(4, 4), "/5/0/1/0")
+    bad("site_key_in_schema_2", lambda m: m.__setitem__(1, "lushi"), "/")
+    bad("schema_3", lambda m: m.__setitem__(0, 3), "/")
+    bad("node_twice", lambda m: m[5].append(m[5][0]), "/5/3/0")
     bad("battery_negative", lambda m: m[6][0].__setitem__(3, -1), "/6/0")
     bad("seq_0", lambda m: m.__setitem__(3, 0), "/")
-    bad("alarm_rule_kind_9", lambda m: m.__setitem__(10, 9), "/", "alarm", valid[2][1])
+    # schema 1, still read
+    bad("v1_counters_missing", lambda m: m.pop(7), "/", base=v1)
+    bad("v1_chan_256", lambda m: m[5][0][1][0].__setitem__(0, 256), "/5/0/1/0", base=v1)
+    bad("v1_two_values_step_0", lambda m: m[5][0][1][1][1][0].__setitem__(3, 0), "/5/0/1/1/1/0",
+        base=v1)
+    bad("alarm_rule_kind_9", lambda m: m.__setitem__(10, 9), "/", "alarm", valid[4][1])
     out.append({"name": "indefinite_length_map", "kind": "batch", "hex": "bf" + good[1:].hex() + "ff",
                 "path": "/"})
     return {"messages": out}

@@ -69,7 +69,7 @@ def data_line(d):
 def event_line(topic, payload, color=False):
     """(text line, decoded dict or None) for one MQTT message."""
     try:
-        d = describe_uplink(payload)
+        d = describe_uplink(payload, topic)
     except ValueError as e:
         return "%s ? %s: %s (%d bytes)" % (_clock(), topic, e, len(payload)), None
     text = data_line(d) if d["kind"] == "batch" else uplink_text(d)[0]

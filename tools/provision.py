@@ -1,7 +1,7 @@
 """`stationctl provision --port PORT NODE_ID --profile PROFILE --registry keys.toml`
 
 Writes the node's config.json (firmware/nodeconfig.py is the format and its
-NodeConfig is the check): node id, the node's key from the gateway's keys file,
+checked() is the check): node id, the node's key from the gateway's keys file,
 channels, rules and intervals from the profile, and the board's pin map name.
 
     1. the key from the registry (node not there: run keygen first);
@@ -141,7 +141,7 @@ def build_config(node, key, profile, label, variant, version):
             raw[k] = profile[k]
     source = "profile %s" % label
     try:
-        cfg = nodeconfig.NodeConfig(raw, source)
+        cfg = nodeconfig.checked(raw, source)
     except nodeconfig.ConfigError as e:
         raise ToolError(CONFIG_INVALID, "%s: fix the profile" % e) from None
     try:
@@ -236,7 +236,7 @@ def run(args):
         link.put(nodeconfig.CONFIG_FILE, data)
         try:
             check = link.exec("import json\nfrom firmware import nodeconfig\n"
-                              "f = open(%r)\nc = nodeconfig.NodeConfig(json.load(f), %r)\n"
+                              "f = open(%r)\nc = nodeconfig.checked(json.load(f), %r)\n"
                               "f.close()\nprint(c.node, c.version)"
                               % (nodeconfig.CONFIG_FILE, nodeconfig.CONFIG_FILE))
         except ToolError as e:

@@ -115,7 +115,8 @@ class _Builder:
         source = b.data.get("temperature", {}).get("source", "none")
         if source == "rp2040_adc4":
             from firmware.drivers.adc_filter import AdcFilter
-            ch = hal.adc(b.mcu, {"channel": 4, "floor_mv": 0, "ceiling_mv": 3300})
+            from firmware import halsetup
+            ch = halsetup.adc(hal, b.mcu, {"channel": 4, "floor_mv": 0, "ceiling_mv": 3300})
             return BoardTemperature(source, filt=AdcFilter(ch, hal))
         return BoardTemperature(source, hal=hal)
 
@@ -123,10 +124,11 @@ class _Builder:
         from firmware.drivers.rs485_sensor import Rs485Sensor
         if self.master is None:
             from firmware.drivers.modbus_rtu import ModbusMaster
+            from firmware import halsetup
             from firmware.hal import Output
             b, hal = self.board, self.hal
             spec = b.spec("uarts", "rs485")
-            de = Output(hal.pin_out(spec["de"]), 1)
+            de = Output(halsetup.pin_out(hal, spec["de"]), 1)
             self.master = ModbusMaster(b.uart(hal, "rs485"), hal, de=de,
                                        baudrate=spec.get("baudrate", 9600))
         return Rs485Sensor(self.master, chan, params)

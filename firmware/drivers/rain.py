@@ -19,7 +19,7 @@ found closed at stuck_reads consecutive reads with no tip in between is a welded
 a shorted cable or a bucket jammed on the magnet: STUCK, with the count kept.
 
 Sleep: light sleep keeps the counter, but on an ESP32 a GPIO edge during light sleep
-only wakes the chip if the pin is armed as a wake source (hal.wake_on_pin, EXT0);
+only wakes the chip if the pin is armed as a wake source (halsetup.wake_on_pin, EXT0);
 after such a wake call on_wake(). Deep sleep loses RAM: a deep-sleeping node must keep
 its own count across the reset."""
 import array
@@ -82,7 +82,7 @@ class RainGauge:
             self._tips[0] = (self._tips[0] + 1) & _MASK
 
     def on_wake(self):
-        """Call after a sleep that the rain pin ended (hal.wake_reason() is "pin" or
+        """Call after a sleep that the rain pin ended (halsetup.wake_reason() is "pin" or
         "ext0"). Whether an edge IRQ still fires for the edge that woke the chip
         depends on the port and sleep mode, so the wake counts as a tip unless the IRQ
         already counted one within the lockout: never zero, never two."""

@@ -11,8 +11,8 @@ taking in, sending or outputting data. Modes (M1, M0):
 
 Configuration runs at 9600 8N1 whatever the data baud (changing the data baud
 cannot lock us out): the driver switches the UART to 9600 for it and back. The
-register layouts and commands live in ebyte_config.py, imported only when the
-configuration is read or written (boot, provisioning), so they are not resident.
+register layouts and commands live in ebyte_config.py, which boot and provisioning code
+imports (it imports this module, never the reverse), so they are not resident.
 E32: C1 C1 C1 reads the 6-byte block C0 ADDH ADDL SPED CHAN OPTION, C0 (save) or
 C2 (no save) + 5 bytes writes it, C3 C3 C3 reads the version. E22: C1 00 07 reads
 registers 00..06, C0 00 07 + 7 bytes writes them (C2 for no save); the module
@@ -181,39 +181,3 @@ class EbyteRadio(Radio):
             self.last_rssi = pkt[-1] - 256  # dBm = -(256 - RSSI)
             pkt = pkt[:-1]
         return pkt
-
-    # --- configuration: boot/provisioning only, so its code loads only when used ---
-    def read_config(self):
-        """The module's stored settings as a dict, or None if it does not answer."""
-        from firmware.radio import ebyte_config
-        return ebyte_config.read_config(self)
-
-    def read_version(self):
-        """E32: the C3 version reply (C3 32 xx yy) or None."""
-        from firmware.radio import ebyte_config
-        return ebyte_config.read_version(self)
-
-    def write_config(self, cfg, save=True):
-        """Write settings (missing keys take the module defaults) and read them back.
-        True only when the module reports back exactly what was written."""
-        from firmware.radio import ebyte_config
-        return ebyte_config.write_config(self, cfg, save)
-
-    def apply(self, cfg=None, save=True):
-        """Make the module agree with this driver (baud, air rate, fixed mode, sub-packet
-        size, RSSI byte) plus cfg, keeping its other settings. Writes only when something
-        differs, as the module's own flash wears: safe to call at every boot. True when
-        the module ends up as wanted; False if it does not answer or refuses."""
-        want = {"uart_baud": self._baud, "air_rate": self._air_rate, "fixed": self.fixed}
-        if self.model == "e22":
-            want["sub_packet"] = self.sub_packet
-            want["rssi_byte"] = self.rssi_byte
-        if cfg:
-            want.update(cfg)
-        have = self.read_config()
-        if have is None:
-            return False
-        if all(have.get(k) == want[k] for k in want):
-            return True
-        have.update(want)
-        return self.write_config(have, save)

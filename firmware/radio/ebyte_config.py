@@ -173,3 +173,23 @@ def write_config(radio, cfg, save=True):
     finally:
         radio.set_mode(NORMAL)
     return ok
+
+
+def apply(radio, cfg=None, save=True):
+    """Make the module agree with its driver `radio` (baud, air rate, fixed mode,
+    sub-packet size, RSSI byte) plus cfg, keeping its other settings. Writes only when
+    something differs, as the module's own flash wears: safe to call at every boot. True
+    when the module ends up as wanted; False if it does not answer or refuses."""
+    want = {"uart_baud": radio._baud, "air_rate": radio._air_rate, "fixed": radio.fixed}
+    if radio.model == "e22":
+        want["sub_packet"] = radio.sub_packet
+        want["rssi_byte"] = radio.rssi_byte
+    if cfg:
+        want.update(cfg)
+    have = read_config(radio)
+    if have is None:
+        return False
+    if all(have.get(k) == want[k] for k in want):
+        return True
+    have.update(want)
+    return write_config(radio, have, save)

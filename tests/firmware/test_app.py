@@ -8,7 +8,9 @@ from fake_hw import fs_at
 
 from firmware import faults
 from firmware.app import Node
-from firmware.nodeconfig import NodeConfig, save_running
+from firmware.logscan import open_log
+from firmware.main import downlink
+from firmware.nodeconfig import checked, save_running
 from firmware.radio.radio import lora_airtime_ms
 from protocol import frame as fr
 from protocol import framing, gwmessages, messages, readings
@@ -186,7 +188,7 @@ def config(fs=None, **over):
     raw.update(over)
     if fs is not None:
         save_running(fs, raw)
-    return NodeConfig(raw)
+    return checked(raw)
 
 
 def make_node(tmp_path, cfg=None, sim=None):
@@ -199,7 +201,7 @@ def make_node(tmp_path, cfg=None, sim=None):
     consoled = []
     fs = fs_at(tmp_path)
     node = Node(fs, cfg or config(fs), sources, radio,
-                siren, strobe, rand=lambda: 0.5, console=consoled.append)
+                siren, strobe, rand=lambda: 0.5, console=consoled.append, downlink=downlink)
     node.sent_log = []
     return node, sim, radio, siren, strobe, consoled
 
@@ -225,6 +227,7 @@ def day(tmp_path_factory):
     node, sim, radio, siren, strobe, consoled = make_node(tmp)
     gw = Gateway()
     gw.down = lambda t: 18.5 * 3600 <= t < 19.5 * 3600 + 600     # radio outage
+    open_log(node.log, node.clock)
     node.start(0.0)
     trace = {"red_at": None, "siren_on_at": None, "first_after_red": None}
 
@@ -370,6 +373,7 @@ def test_no_key_means_no_transmission_but_logging(tmp_path):
     cfg = SafeConfig("esp32_devkitc")
     node = Node(fs_at(tmp_path), cfg,
                 {BATT: Source(sim, BATT, lambda t: 3900)}, AirRadio(), console=lambda s: None)
+    open_log(node.log, node.clock)
     node.start(0)
     t = 0
     while t < 3600:
@@ -383,6 +387,7 @@ def test_no_key_means_no_transmission_but_logging(tmp_path):
 def test_config_downlink_applied_once_and_acked(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, sim.t + 5)
 
@@ -390,7 +395,7 @@ def test_config_downlink_applied_once_and_acked(tmp_path):
         m = {messages.C_VERSION: version}
         m.update(extra or {})
         gw.configs.append((re, m))
-        node._queue(fr.STATUS, max_tries=3)     # an uplink for the config to answer
+        node._queue(fr.STATUS)     # an uplink for the config to answer
         run(node, sim, radio, gw, sim.t + 5)
         acks = [gwmessages.decode_map(f.payload) for _, f in gw.of_type(fr.CONFIG_ACK)]
         return acks[-1] if acks else None
@@ -417,7 +422,7 @@ def test_config_downlink_applied_once_and_acked(tmp_path):
     assert ack[messages.K_RESULT] == messages.RESULT_OK and len(node.engine.rules) == 1
     # the new config survives a reboot
     import json
-    cfg2 = NodeConfig(json.loads((tmp_path / "config.json").read_text()))
+    cfg2 = checked(json.loads((tmp_path / "config.json").read_text()))
     assert cfg2.version == 4 and cfg2.intervals["sample_s"] == 30 and len(cfg2.rules) == 1
 
 
@@ -444,7 +449,7 @@ def resend_config_until_acked(node, sim, radio, gw, said=None):
     try meets a node without heap for it (nothing applied, no ack), the resend applies."""
     for _ in range(2):
         gw.configs.append((None, {messages.C_VERSION: 2, messages.C_INTERVALS: {messages.I_SAMPLE_S: 30}}))
-        node._queue(fr.STATUS, max_tries=3)
+        node._queue(fr.STATUS)
         run(node, sim, radio, gw, sim.t + 5)
         if gw.of_type(fr.CONFIG_ACK):
             break
@@ -459,6 +464,7 @@ def test_config_downlink_without_heap_is_not_acked_and_applies_on_the_resend(tmp
     node, sim, radio, *_ = make_node(tmp_path)
     node.fs = _TightHeapFs(node.fs, fails=1)
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, sim.t + 5)
     said = []
@@ -471,6 +477,7 @@ def test_config_downlink_without_heap_to_decode_it_is_not_acked(tmp_path, monkey
     # no heap for it is met like no heap for the checks
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, sim.t + 5)
     decode, fails = messages.decode_config, [1]
@@ -487,6 +494,7 @@ def test_config_downlink_without_heap_to_decode_it_is_not_acked(tmp_path, monkey
 def test_forged_downlink_is_counted_and_ignored(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, sim.t + 5)
     other = Hmac(bytes(range(100, 132)))
@@ -509,6 +517,7 @@ def _reboot(tmp_path, node, sim, radio, down_s):
 def test_reboot_with_a_synced_backlog_keeps_exact_times(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, 1800)                     # synced, all acked
     gw.down = lambda t: True
@@ -519,6 +528,7 @@ def test_reboot_with_a_synced_backlog_keeps_exact_times(tmp_path):
     node2, sim2, radio2 = _reboot(tmp_path, node, sim, radio, 600)
     gw.down = lambda t: False
     gw.shift = 5400 + 600                               # the world went on while it was off
+    open_log(node2.log, node2.clock)
     node2.start(0.0)
     assert node2.log.depth() >= backlog
     run(node2, sim2, radio2, gw, 1200)
@@ -534,12 +544,14 @@ def test_reboot_without_a_clock_marks_old_times_approximate(tmp_path):
     node, sim, radio, *_ = make_node(tmp_path)
     gw = Gateway()
     gw.down = lambda t: True
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, 3600)                     # never synced: boot-relative stamps
     assert node.log.depth() >= 5 and not node.clock.synced()
     node2, sim2, radio2 = _reboot(tmp_path, node, sim, radio, 600)
     gw.down = lambda t: False
     gw.shift = 3600 + 600
+    open_log(node2.log, node2.clock)
     node2.start(0.0)
     run(node2, sim2, radio2, gw, 900)
     assert node2.log.depth() == 0
@@ -574,6 +586,7 @@ def test_frames_fit_a_small_module_packet_and_readings_still_arrive(tmp_path):
                 console=said.append)
     node.sent_log = []
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, 23 * 3600)      # a storm and high water: alarms and STATUS go too
     sizes = [len(w) for _, _, w in node.sent_log]

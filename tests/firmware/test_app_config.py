@@ -6,7 +6,7 @@ import pytest
 from fake_hw import fs_at
 
 from firmware import nodeconfig
-from firmware.nodeconfig import ConfigError, NodeConfig
+from firmware.nodeconfig import ConfigError, checked
 
 KEY = bytes(range(1, 33)).hex()
 
@@ -38,7 +38,7 @@ def good(**over):
 ])
 def test_errors_name_file_key_and_allowed_values(over, key, words):
     with pytest.raises(ConfigError) as e:
-        NodeConfig(good(**over), "config.json")
+        checked(good(**over), "config.json")
     msg = str(e.value)
     assert msg.startswith("config.json: key '%s'" % key), msg
     assert words in msg
@@ -46,7 +46,7 @@ def test_errors_name_file_key_and_allowed_values(over, key, words):
 
 
 def test_repr_never_shows_the_key():
-    cfg = NodeConfig(good())
+    cfg = checked(good())
     assert KEY not in repr(cfg) and "node 7" in repr(cfg)
     assert cfg.key == bytes(range(1, 33))
 
@@ -98,7 +98,7 @@ def test_downlink_merges_intervals_and_persists(tmp_path):
     from protocol import messages as M
     f = fs(tmp_path)
     nodeconfig.save_running(f, good())          # where a board has its running config
-    cfg = NodeConfig(good())
+    cfg = checked(good())
     new, res, why = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_INTERVALS: {M.I_REPORT_S: 900}})
     assert res == M.RESULT_OK and new.intervals["report_s"] == 900 and new.intervals["sample_s"] == 60
     assert nodeconfig.load(f, lambda s: None).version == 3
@@ -116,7 +116,7 @@ def test_downlink_is_refused_when_the_running_config_is_not_on_flash(tmp_path, g
     (tmp_path / "config.json").write_text(json.dumps(good()))
     if good_file is not None:
         (tmp_path / "config.good.json").write_text(good_file)
-    cfg = NodeConfig(good())
+    cfg = checked(good())
     new, res, why = nodeconfig.apply_downlink(f, cfg, {M.C_VERSION: 3, M.C_INTERVALS: {M.I_REPORT_S: 900}})
     assert new is None and res == M.RESULT_REJECTED
     assert "config.good.json" in why and "stationctl provision" in why and len(why) <= 80

@@ -7,6 +7,6 @@ pytestmark = pytest.mark.mpy
 
 
 def test_config_checks_are_dropped_only_where_boot_dropped_them(micropython_module, tmp_path):
-    r = micropython_module("config_drop_check", heap="256K", args=[str(tmp_path)], timeout=60)
+    r = micropython_module("config_drop_check", heap="256K", args=[str(tmp_path)], timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "CONFIG_DROP ok=1 failures=0" in r.stdout, r.stdout

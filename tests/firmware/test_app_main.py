@@ -108,9 +108,9 @@ def test_wiring_runs_the_node_with_watchdog_and_light_sleep(tmp_path):
 
 def test_a_driver_that_cannot_be_built_reports_a_fault(tmp_path):
     from firmware import board as board_mod
-    from firmware.nodeconfig import NodeConfig
+    from firmware.nodeconfig import checked
     m, clock, hal = make_hal(tmp_path)
-    cfg = NodeConfig(node_config(channels=[{"id": "displacement.0", "driver": "drawwire"}], rules=[]))
+    cfg = checked(node_config(channels=[{"id": "displacement.0", "driver": "drawwire"}], rules=[]))
     board = board_mod.load(hal, "esp32_devkitc")
     said = []
     src = build_sources(hal, board, cfg, said.append)[0x10]

@@ -36,7 +36,7 @@ def test_drivers_on_micropython_at_96k_heap(micropython, tmp_path):
     launcher = tmp_path / "launch.py"
     launcher.write_text("import fw_drivers_check\n")
     r = micropython(launcher, heap="96K", args=[str(ROOT)], extra_path=[FAKES, tmp_path],
-                    timeout=60)
+                    timeout=300)
     summary = _last_json(r)
     assert summary["ok"], r.stdout
     assert summary["checks"] >= 30
@@ -48,7 +48,7 @@ def test_resident_hardware_layer_fits_its_budget(micropython, tmp_path):
         "import gc, json\nimport firmware, protocol\ngc.collect()\nb = gc.mem_alloc()\n"
         + "".join("import %s\n" % m for m in RESIDENT)
         + "gc.collect()\nprint(json.dumps({'resident_bytes': gc.mem_alloc() - b}))\n")
-    r = micropython(script, heap="64K", extra_path=[FAKES], timeout=60)
+    r = micropython(script, heap="64K", extra_path=[FAKES], timeout=300)
     used = _last_json(r)["resident_bytes"]
     print("resident hardware layer: %d bytes on the unix port" % used)
     assert used < RESIDENT_BUDGET
@@ -61,7 +61,7 @@ def test_resident_hardware_layer_fits_its_budget(micropython, tmp_path):
 def test_boot_and_bus_modules_import_at_64k(micropython, tmp_path, module):
     script = tmp_path / "one.py"
     script.write_text("import %s\nprint('ok')\n" % module)
-    r = micropython(script, heap="64K", extra_path=[FAKES], timeout=60)
+    r = micropython(script, heap="64K", extra_path=[FAKES], timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
@@ -78,5 +78,5 @@ def test_firmware_runs_without_the_optional_packages(micropython, tmp_path):
     script = tmp_path / "nolog.py"
     script.write_text("try:\n    import logging\n    print('has logging')\nexcept ImportError:\n"
                       "    pass\n" + "".join("import %s\n" % m for m in RESIDENT) + "print('ok')\n")
-    r = micropython(script, heap="64K", extra_path=[FAKES], timeout=60)
+    r = micropython(script, heap="64K", extra_path=[FAKES], timeout=300)
     assert r.stdout.split() == ["ok"], r.stdout + r.stderr

@@ -8,6 +8,7 @@ from fake_ebyte import Air, FakeEbyte
 from hypothesis import given
 from hypothesis import strategies as st
 
+from firmware import halsetup
 from firmware.hal import Hal
 from firmware.radio import ebyte, ebyte_config
 from firmware.radio.ebyte import EbyteRadio
@@ -20,10 +21,10 @@ class Station:
 
     def __init__(self, fake_machine, clock, air, model, uart_id, base_pin, **kw):
         self.hal = Hal(machine=fake_machine, clock=clock)
-        m0 = self.hal.pin_out(base_pin, 0)
-        m1 = self.hal.pin_out(base_pin + 1, 0)
-        aux = self.hal.pin_in(base_pin + 2)
-        uart = self.hal.uart(uart_id, kw.get("baudrate", 9600))
+        m0 = halsetup.pin_out(self.hal, base_pin, 0)
+        m1 = halsetup.pin_out(self.hal, base_pin + 1, 0)
+        aux = halsetup.pin_in(self.hal, base_pin + 2)
+        uart = halsetup.uart(self.hal, uart_id, kw.get("baudrate", 9600))
         self.module = FakeEbyte(model, uart, m0, m1, aux, clock, air)
         self.radio = EbyteRadio(uart, m0, m1, aux, self.hal, model=model, **kw)
         self.uart = uart
@@ -40,30 +41,30 @@ def station(fake_machine, clock, air, model="e22", n=0, **kw):
 
 def test_e32_reads_factory_config_and_version(fake_machine, clock, air):
     s = station(fake_machine, clock, air, "e32")
-    cfg = s.radio.read_config()
+    cfg = ebyte_config.read_config(s.radio)
     assert cfg["addr"] == 0 and cfg["chan"] == 0x17 and cfg["uart_baud"] == 9600
     assert cfg["air_rate"] == 2400 and cfg["fixed"] is False and cfg["fec"] is True
     assert cfg["sub_packet"] == 58
-    assert s.radio.read_version() == b"\xc3\x32\x48\x14"
+    assert ebyte_config.read_version(s.radio) == b"\xc3\x32\x48\x14"
     assert s.module.mode() == "normal" and s.radio.mode == ebyte.NORMAL
 
 
 def test_e32_write_config_saves_the_six_byte_block(fake_machine, clock, air):
     s = station(fake_machine, clock, air, "e32")
-    assert s.radio.write_config({"addr": 0x1234, "chan": 6, "air_rate": 4800, "fixed": True,
+    assert ebyte_config.write_config(s.radio, {"addr": 0x1234, "chan": 6, "air_rate": 4800, "fixed": True,
                                  "power": 2})
     # C0 | ADDH ADDL | SPED 00 011 011 | CHAN | OPTION 1 1 000 1 10
     assert s.module.saved == bytes([0xC0, 0x12, 0x34, 0x1B, 0x06, 0xC6])
-    assert s.radio.read_config()["addr"] == 0x1234
+    assert ebyte_config.read_config(s.radio)["addr"] == 0x1234
 
 
 def test_e22_write_config_registers_and_read_back(fake_machine, clock, air):
     s = station(fake_machine, clock, air, "e22")
-    assert s.radio.write_config({"addr": 0x0102, "netid": 7, "air_rate": 9600, "sub_packet": 64,
+    assert ebyte_config.write_config(s.radio, {"addr": 0x0102, "netid": 7, "air_rate": 9600, "sub_packet": 64,
                                  "chan": 65, "fixed": True, "rssi_byte": True, "lbt": True})
     # ADDH ADDL NETID REG0(011 00 100) REG1(10 0 000 00) CH REG3(1 1 0 1 0 011)
     assert s.module.saved == bytes([0x01, 0x02, 0x07, 0x64, 0x80, 65, 0xD3])
-    cfg = s.radio.read_config()
+    cfg = ebyte_config.read_config(s.radio)
     assert cfg["sub_packet"] == 64 and cfg["fixed"] and cfg["rssi_byte"] and cfg["lbt"]
     assert s.module.mode() == "normal"
 
@@ -71,21 +72,21 @@ def test_e22_write_config_registers_and_read_back(fake_machine, clock, air):
 @pytest.mark.parametrize("model", ["e22", "e32"])
 def test_apply_keeps_other_settings_and_writes_only_when_needed(fake_machine, clock, air, model):
     s = station(fake_machine, clock, air, model, fixed=True, air_rate=4800)
-    assert s.radio.write_config({"addr": 0x0042, "chan": 9})
+    assert ebyte_config.write_config(s.radio, {"addr": 0x0042, "chan": 9})
     writes = s.module.config_writes
-    assert s.radio.apply()
-    cfg = s.radio.read_config()
+    assert ebyte_config.apply(s.radio)
+    cfg = ebyte_config.read_config(s.radio)
     assert cfg["addr"] == 0x0042 and cfg["chan"] == 9      # kept
     assert cfg["fixed"] is True and cfg["air_rate"] == 4800  # made to agree with the driver
     assert s.module.config_writes == writes + 1
-    assert s.radio.apply()                                   # next boot: nothing to change
+    assert ebyte_config.apply(s.radio)                                   # next boot: nothing to change
     assert s.module.config_writes == writes + 1
 
 
 def test_config_runs_at_9600_whatever_the_data_baud(fake_machine, clock, air):
     s = station(fake_machine, clock, air, "e22", baudrate=115200)
     s.module.e22[3] = (7 << 5) | 2  # the module's stored data baud is 115200
-    assert s.radio.read_config()["uart_baud"] == 115200
+    assert ebyte_config.read_config(s.radio)["uart_baud"] == 115200
     assert not s.module.ignored
     assert s.uart.baudrate == 115200  # back to the data baud afterwards
 
@@ -102,8 +103,8 @@ def test_bad_config_values_name_key_and_allowed():
 def test_silent_module_gives_none_not_a_guess(fake_machine, clock, air):
     s = station(fake_machine, clock, air, "e22")
     s.uart.on_write = None  # module unplugged: nothing answers
-    assert s.radio.read_config() is None
-    assert s.radio.write_config({"chan": 1}) is False
+    assert ebyte_config.read_config(s.radio) is None
+    assert ebyte_config.write_config(s.radio, {"chan": 1}) is False
 
 
 def test_transparent_packet_arrives_whole(fake_machine, clock, air):
@@ -121,7 +122,7 @@ def test_transparent_packet_arrives_whole(fake_machine, clock, air):
 ])
 def test_writes_above_the_sub_packet_are_refused(fake_machine, clock, air, model, sub, fixed, ok_len):
     a = station(fake_machine, clock, air, model, 0, sub_packet=sub, fixed=fixed, dest=(0, 0x17))
-    a.radio.apply()
+    ebyte_config.apply(a.radio)
     assert a.module.sub_packet() == sub and a.module.fixed() == fixed
     assert a.radio.max_payload == ok_len
     assert not a.radio.send(bytes(ok_len + 1))
@@ -157,9 +158,9 @@ def test_fixed_mode_prefix_reaches_only_the_addressed_module(fake_machine, clock
     a = station(fake_machine, clock, air, "e22", 0, fixed=True, dest=(0x0002, 0x17))
     b = station(fake_machine, clock, air, "e22", 1)
     c = station(fake_machine, clock, air, "e22", 2)
-    a.radio.apply()
-    b.radio.write_config({"addr": 0x0002})
-    c.radio.write_config({"addr": 0x0003})
+    ebyte_config.apply(a.radio)
+    ebyte_config.write_config(b.radio, {"addr": 0x0002})
+    ebyte_config.write_config(c.radio, {"addr": 0x0003})
     a.uart.take_tx()
     assert a.radio.send(b"to-b")
     assert a.uart.take_tx() == b"\x00\x02\x17to-b"
@@ -173,7 +174,7 @@ def test_fixed_mode_prefix_reaches_only_the_addressed_module(fake_machine, clock
 def test_rssi_byte_is_stripped_and_kept(fake_machine, clock, air):
     a = station(fake_machine, clock, air, "e22", 0)
     b = station(fake_machine, clock, air, "e22", 1, rssi_byte=True)
-    b.radio.apply()
+    ebyte_config.apply(b.radio)
     a.radio.send(b"hello")
     assert air.run(1000, [b.radio]) == [(b.radio, b"hello")]
     assert b.radio.last_rssi == 0xB0 - 256
@@ -209,7 +210,7 @@ def test_loopback_radio_over_a_real_pty(fake_machine, clock, pty_pair):
     master, slave_path = pty_pair
     fake_machine.attach(1, slave_path)
     hal = Hal(machine=fake_machine, clock=clock)
-    r = LoopbackRadio(hal.uart(1, 9600), hal, max_payload=64)
+    r = LoopbackRadio(halsetup.uart(hal, 1, 9600), hal, max_payload=64)
     assert r.send(b"\x01\x02frame")
     select.select([master], [], [], 2)
     assert os.read(master, 100) == b"\x01\x02frame"
@@ -263,7 +264,7 @@ def test_e32_block_round_trip(cfg):
 def test_packet_completes_after_a_long_silence(fake_machine, clock):
     from firmware.radio.radio import GapPacketizer
     hal = Hal(machine=fake_machine, clock=clock)
-    uart = hal.uart(9, 9600)
+    uart = halsetup.uart(hal, 9, 9600)
     p = GapPacketizer(uart, hal, gap_ms=10)
     uart.feed(b"abc")
     assert p.poll() is None

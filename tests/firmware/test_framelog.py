@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from firmware import framelog
 from firmware.framelog import FrameLog, thin_payload
+from firmware.logscan import open_log
 from firmware.nodeclock import NodeClock
 from protocol import readings
 from protocol.channels import chan_id
@@ -28,7 +29,7 @@ def payload(t_ref, n=10, step=60, base=100):
 
 def log_at(path, **kw):
     log = FrameLog(fs_at(path), **kw)
-    log.open(NodeClock(0))
+    open_log(log, NodeClock(0))
     return log
 
 

@@ -8,6 +8,7 @@ import pytest
 from fake_hw import HostClock
 
 from firmware import board as boardmod
+from firmware import halsetup
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = sorted(p.stem for p in (ROOT / "firmware" / "variants").glob("*.json"))
@@ -104,7 +105,7 @@ def test_board_without_a_role_says_which_roles_it_has(hal, variants_root):
 
 def test_active_low_output_starts_off(hal, fake_machine):
     from firmware.hal import Output
-    out = Output(hal.pin_out(5, 1), active=0)
+    out = Output(halsetup.pin_out(hal, 5, 1), active=0)
     assert fake_machine.pin(5).value() == 1 and not out.is_on()
     out.on()
     assert fake_machine.pin(5).value() == 0
@@ -112,12 +113,12 @@ def test_active_low_output_starts_off(hal, fake_machine):
 
 def test_system_services_go_through_the_seam(hal, fake_machine, clock):
     assert hal.unique_id() == fake_machine.unique_id()
-    assert hal.reset_cause() == "power_on"
+    assert halsetup.reset_cause(hal) == "power_on"
     fake_machine.set_reset_cause(fake_machine.WDT_RESET)
-    assert hal.reset_cause() == "watchdog"
+    assert halsetup.reset_cause(hal) == "watchdog"
     fake_machine.set_reset_cause(99)
-    assert hal.reset_cause() == "unknown(99)"
-    w = hal.watchdog(8000)
+    assert halsetup.reset_cause(hal) == "unknown(99)"
+    w = halsetup.watchdog(hal, 8000)
     w.feed()
     assert fake_machine.wdt().timeout == 8000 and fake_machine.wdt().feeds == 1
     t0 = hal.ticks_ms()
@@ -126,7 +127,7 @@ def test_system_services_go_through_the_seam(hal, fake_machine, clock):
     with pytest.raises(fake_machine.DeepSleepReset):
         hal.deepsleep(60000)
     with pytest.raises(ValueError, match="pull"):
-        hal.pin_in(3, "sideways")
+        halsetup.pin_in(hal, 3, "sideways")
 
 
 def test_files_live_under_the_hal_root(hal, tmp_path):
@@ -178,15 +179,15 @@ def test_deep_sleep_wake_sources(fake_machine, clock):
             cls.calls.append((pin, level))
 
     h = Hal(machine=fake_machine, clock=clock, esp32=Esp32)
-    rain = h.pin_in(27, "up")
-    assert h.wake_on_pin(rain, 0) is True and Esp32.calls == [(rain, Esp32.WAKEUP_ALL_LOW)]
-    assert h.wake_reason() == "none"
+    rain = halsetup.pin_in(h, 27, "up")
+    assert halsetup.wake_on_pin(h, rain, 0) is True and Esp32.calls == [(rain, Esp32.WAKEUP_ALL_LOW)]
+    assert halsetup.wake_reason(h) == "none"
     fake_machine.set_wake_reason(fake_machine.TIMER_WAKE)
-    assert h.wake_reason() == "timer"
+    assert halsetup.wake_reason(h) == "timer"
 
     class Rp2:
         pass
-    assert Hal(machine=fake_machine, clock=clock, esp32=Rp2).wake_on_pin(rain) is False
+    assert halsetup.wake_on_pin(Hal(machine=fake_machine, clock=clock, esp32=Rp2), rain) is False
 
 
 DOC_ROWS = {  # pin-map row label in docs/firmware.md -> board file path

@@ -62,7 +62,7 @@ def test_master_on_micropython_reads_pymodbus_over_a_pty(micropython):
         server = RtuServer(os.ttyname(dev_s), HOLDING, INPUT)
         relay = Relay(dev_m, mcu_m)
         r = micropython(SCRIPT, heap="96K", args=[os.ttyname(mcu_s), os.ttyname(quiet_s)],
-                        extra_path=[FAKES], timeout=60)
+                        extra_path=[FAKES], timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
         res = json.loads(r.stdout.strip().splitlines()[-1])
         assert res["holding"] == [0, HOLDING[:10]]

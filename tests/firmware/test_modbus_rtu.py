@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from modbus_sim import RtuServer
 from pymodbus.framer import FramerRTU
 
-from firmware import faults
+from firmware import faults, halsetup
 from firmware.drivers.modbus_rtu import ModbusMaster, crc16
 from firmware.drivers.rs485_sensor import Rs485Sensor
 from firmware.hal import Hal, Output
@@ -34,8 +34,8 @@ def master_on_pty(fake_machine, host_hal, pty_pair):
     """(ModbusMaster on the pty master fd with a DE pin, slave path, DE fake pin)."""
     fd, slave = pty_pair
     fake_machine.attach(2, fd)
-    uart = host_hal.uart(2, 19200)
-    de = Output(host_hal.pin_out(4), active=1)
+    uart = halsetup.uart(host_hal, 2, 19200)
+    de = Output(halsetup.pin_out(host_hal, 4), active=1)
     # generous: a loaded CI box may be slow to schedule the device's thread; only the
     # silent-device test waits the timeout out, and it sets its own
     m = ModbusMaster(uart, host_hal, de=de, baudrate=19200, timeout_ms=1500, retries=1)
@@ -267,7 +267,7 @@ def test_sensor_config_errors_name_the_key(master_on_pty, cfg, key):
 def test_echoing_transceiver_is_skipped_when_configured(fake_machine, host_hal, pty_pair):
     fd, slave = pty_pair
     fake_machine.attach(5, fd)
-    m = ModbusMaster(host_hal.uart(5, 19200), host_hal, baudrate=19200, timeout_ms=1500,
+    m = ModbusMaster(halsetup.uart(host_hal, 5, 19200), host_hal, baudrate=19200, timeout_ms=1500,
                      retries=0, echo=True)
     # a transceiver whose receiver stays on hears our own request before the reply
     dev = RawDevice(slave, lambda q: q + frame(bytes([q[0], 4, 2, 0x00, 0x2A])))
@@ -281,7 +281,7 @@ def test_echoing_transceiver_is_skipped_when_configured(fake_machine, host_hal, 
 def test_de_is_held_until_the_last_stop_bit(fake_machine, clock, hal):
     """DE must not drop while the UART still shifts out the request's CRC."""
     char_us = 11 * 1000000 // 9600
-    uart = hal.uart(6, 9600)
+    uart = halsetup.uart(hal, 6, 9600)
     sent_at = {}
 
     def busy_until_sent():
@@ -315,7 +315,7 @@ def test_de_is_held_until_the_last_stop_bit(fake_machine, clock, hal):
 @pytest.mark.parametrize("idle_min", [1, 10, 17, 30])
 def test_no_long_wait_after_an_idle_bus(fake_machine, clock, hal, idle_min):
     """ticks_us wraps every ~18 min: the 3.5-character gap must not turn into minutes."""
-    uart = hal.uart(7, 9600)
+    uart = halsetup.uart(hal, 7, 9600)
     uart.on_write = lambda q: uart.feed(frame(bytes([q[0], 3, 2, 0, 1])))
     m = ModbusMaster(uart, hal, baudrate=9600, timeout_ms=100)
     out = [0]

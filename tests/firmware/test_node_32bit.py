@@ -94,7 +94,7 @@ def compiled(tmp_path_factory):
 @pytest.fixture(scope="module")
 def code32(compiled):
     """node_day --code on 32-bit: the heap the imported code takes."""
-    r = run_mp32(compiled, "node_day", ["--code"], timeout=60)
+    r = run_mp32(compiled, "node_day", ["--code"], timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     _, _, alloc, code = parse(r.stdout)
     return alloc["import"], code
@@ -102,7 +102,7 @@ def code32(compiled):
 
 @pytest.fixture(scope="module")
 def day32(compiled):
-    r = run_mp32(compiled, "node_day", ["--lib"], steps="day('/flash', %r)" % HOURS, timeout=120)
+    r = run_mp32(compiled, "node_day", ["--lib"], steps="day('/flash', %r)" % HOURS, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     lines, result, alloc, _ = parse(r.stdout)
     assert result is not None, r.stdout[-2000:]
@@ -115,12 +115,12 @@ def day64(compiled, tmp_path_factory):
     _, d = compiled
     launch = d / "launch.py"
     launch.write_text("import node_day\n")
-    r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=60)
+    r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=300)
     assert r.returncode == 0, r.stderr
     code = int(r.stdout.split("CODE_BYTES ")[1].split()[0])
     work = tmp_path_factory.mktemp("flash64")
     heap = "%dK" % ((code + UNIX_DATA_HEAP) // 1024 + 1)
-    r = run_micropython(launch, heap=heap, args=[str(work), str(HOURS)], extra_path=[d], timeout=120)
+    r = run_micropython(launch, heap=heap, args=[str(work), str(HOURS)], extra_path=[d], timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     lines, result, _, _ = parse(r.stdout)
     result["code_bytes"] = code

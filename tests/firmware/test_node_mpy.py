@@ -44,13 +44,13 @@ def day(tmp_path_factory):
     compile_node_day(d)
     launch = d / "launch.py"
     launch.write_text("import node_day\n")
-    r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=60)
+    r = run_micropython(launch, heap="512K", args=["--code"], extra_path=[d], timeout=300)
     assert r.returncode == 0, r.stderr
     code = int(r.stdout.split("CODE_BYTES ")[1].split()[0])
     work = d / "flash"
     work.mkdir()
     heap = "%dK" % ((code + DATA_HEAP) // 1024 + 1)
-    r = run_micropython(launch, heap=heap, args=[str(work), "21.5"], extra_path=[d], timeout=120)
+    r = run_micropython(launch, heap=heap, args=[str(work), "21.5"], extra_path=[d], timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     frames = []
     result = None
@@ -121,5 +121,5 @@ def test_node_modules_import_alone_at_64k(tmp_path, module):
     run_micropython = _root_conftest().run_micropython
     script = tmp_path / "imp.py"
     script.write_text("import gc\nimport %s\ngc.collect()\nprint('OK', gc.mem_alloc())\n" % module)
-    r = run_micropython(script, heap="64K", timeout=60)
+    r = run_micropython(script, heap="64K", timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr[-500:]

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import faults
+from firmware import faults, halsetup
 from firmware.drivers.adc_filter import AdcFilter, StuckCheck
 from firmware.drivers.drawwire import DrawWire
 from firmware.drivers.loop420 import Loop420
@@ -17,7 +17,7 @@ ESP32_ADC = {"atten": "11db", "floor_mv": 150, "ceiling_mv": 2450}
 
 def esp32_adc(hal, fake_machine, pin, samples=8):
     spec = dict(ESP32_ADC, pin=pin)
-    filt = AdcFilter(hal.adc("esp32", spec), hal, samples=samples)
+    filt = AdcFilter(halsetup.adc(hal, "esp32", spec), hal, samples=samples)
     return filt, fake_machine.adc(pin)
 
 
@@ -44,7 +44,7 @@ def test_filter_flags_the_esp32_dead_zone_and_the_top(hal, fake_machine):
 
 def test_rp2040_dnl_spike_codes_do_not_move_the_result(hal, fake_machine):
     # one conversion in four lands on a wide DNL code 8 LSB off (RP2040-E11)
-    ch = hal.adc("rp2040", {"pin": 26, "floor_mv": 30, "ceiling_mv": 3270})
+    ch = halsetup.adc(hal, "rp2040", {"pin": 26, "floor_mv": 30, "ceiling_mv": 3270})
     filt = AdcFilter(ch, hal, samples=16)
     lsb = 3300000 / 4095
     good = int(2560 * lsb)
@@ -97,7 +97,7 @@ def test_drawwire_is_ratiometric_to_its_excitation(hal, fake_machine):
 
 
 def test_drawwire_without_excitation_input_uses_nominal_rail(hal, fake_machine):
-    ch = hal.adc("rp2040", {"pin": 26, "floor_mv": 30, "ceiling_mv": 3270})
+    ch = halsetup.adc(hal, "rp2040", {"pin": 26, "floor_mv": 30, "ceiling_mv": 3270})
     dw = DrawWire(AdcFilter(ch, hal), CAL, excitation=None, excitation_mv=3300)
     fake_machine.adc(26).set_uv(1650000)
     value, fault = dw.read()
@@ -194,7 +194,7 @@ def test_battery_through_divider_and_its_faults(hal, fake_machine):
 
 
 def test_board_temperature_sources(hal, fake_machine):
-    ch = hal.adc("rp2040", {"channel": 4})
+    ch = halsetup.adc(hal, "rp2040", {"channel": 4})
     t = BoardTemperature("rp2040_adc4", filt=AdcFilter(ch, hal))
     fake_machine.adc(4).set_uv(706000)
     value, fault = t.read()
@@ -215,7 +215,7 @@ def test_board_temperature_sources(hal, fake_machine):
 # --- rain ---------------------------------------------------------------------------
 
 def gauge(hal, fake_machine, **kw):
-    pin = hal.pin_in(27, "up")
+    pin = halsetup.pin_in(hal, 27, "up")
     return RainGauge(pin, hal, **kw), fake_machine.pin(27)
 
 
@@ -270,7 +270,7 @@ def test_rain_counts_every_tip_in_a_storm(intervals):
     fm = load_fake_machine()
     clock = fm.FakeClock(start_ms=(1 << 30) - 3000)  # run across the ticks wrap too
     hal = Hal(machine=fm, clock=clock)
-    g = RainGauge(hal.pin_in(27, "up"), hal, mm_per_tip=0.2)
+    g = RainGauge(halsetup.pin_in(hal, 27, "up"), hal, mm_per_tip=0.2)
     pin = fm.pin(27)
     for gap in intervals:
         tip(pin, clock, bounces=(2, 5), closed_ms=100)

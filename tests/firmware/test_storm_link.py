@@ -3,6 +3,7 @@ carrier sense, alarms ahead of routine frames, and the gateway's F_CONGESTED hin
 lengthening intensified reports."""
 from test_app import DISP, AirRadio, Gateway, config, make_node, run
 
+from firmware.logscan import open_log
 from firmware.sampler import Sampler
 from protocol.nodelink import NodeLink
 
@@ -32,6 +33,7 @@ def test_node_holds_its_frames_while_the_channel_is_busy(tmp_path):
     radio = BusyRadio(busy_until=30.0)
     node.radio = radio                                  # a radio whose driver senses the channel
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     t = 0.0
     sent_busy = 0
@@ -61,6 +63,7 @@ def test_congested_ack_lengthens_intensified_reports():
 def test_node_follows_the_gateways_hint(tmp_path):
     node, sim, radio, _, _, _ = make_node(tmp_path, config())
     gw = Gateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, 300)
     assert node.sampler.congested is False

@@ -5,6 +5,7 @@ import struct
 
 from test_app import KEY, NODE, Gateway, config, make_node, run
 
+from firmware.logscan import open_log
 from protocol import frame as fr
 from protocol import framing
 from protocol.mic import Hmac
@@ -41,6 +42,7 @@ def flags_of(radio_log):
 def test_zone_sounds_the_siren_then_clears(tmp_path):
     node, sim, radio, siren, strobe, _ = make_node(tmp_path, config())
     gw = ZoneGateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     run(node, sim, radio, gw, 700)
     assert node.alarm.level == 0 and not siren.is_on()
@@ -59,6 +61,7 @@ def test_zone_sounds_the_siren_then_clears(tmp_path):
 def test_replayed_zone_frame_is_ignored(tmp_path):
     node, sim, radio, siren, _, _ = make_node(tmp_path, config())
     gw = ZoneGateway()
+    open_log(node.log, node.clock)
     node.start(0.0)
     gw.zone = (4, 1)
     run(node, sim, radio, gw, 700)

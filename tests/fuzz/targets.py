@@ -11,7 +11,7 @@ decoded item re-encodes, ...), so a wrong answer is a finding as well as a crash
                for half the inputs so the header parser is reached
     payloads   readings.decode, messages.decode_ack/decode_config, VarintError, PayloadError
                gwmessages.decode_map/decode_alarms
-    cbor       protocol.cbor.loads                                CborError
+    cbor       protocol.cbordecode.loads                          CborError
     rules      CBOR bytes -> ruleparse.from_wire / from_dict      ValueError (their contract)
     commands   gateway.downlink.decode_payload + parse_command    CommandError
 
@@ -19,7 +19,7 @@ The seeds (tests/fuzz/seeds.py) come from protocol/vectors."""
 import json
 
 from gateway import downlink as dl
-from protocol import cbor, framing, gwmessages, messages, readings, ruleparse
+from protocol import cbor, cbordecode, framing, gwmessages, messages, readings, ruleparse
 from protocol import frame as fr
 from protocol.mic import Hmac
 from protocol.varint import VarintError
@@ -98,14 +98,14 @@ def t_payloads(data):
 
 def t_cbor(data):
     try:
-        v = cbor.loads(data)
+        v = cbordecode.loads(data)
     except cbor.CborError:
         return
     # what the decoder accepted must encode again to something that decodes equal
     # (floats excepted: NaN != NaN, and half floats widen)
     if not _has_float(v):
         try:
-            again = cbor.loads(cbor.dumps(v))
+            again = cbordecode.loads(cbor.dumps(v))
         except cbor.CborError as e:
             raise Finding("decoded %r does not re-encode: %s" % (v, e)) from None
         if again != v:
@@ -124,7 +124,7 @@ def _has_float(v):
 
 def t_rules(data):
     try:
-        v = cbor.loads(data)
+        v = cbordecode.loads(data)
     except cbor.CborError:
         return
     items = v if isinstance(v, list) and v and isinstance(v[0], (list, dict)) else [v]

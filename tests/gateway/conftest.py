@@ -48,7 +48,7 @@ class Subscriber:
             self.msgs.append((msg.topic, msg.payload, time.time() * 1000.0, ct))
             self._cond.notify_all()
 
-    def wait_for(self, pred, timeout=10.0):
+    def wait_for(self, pred, timeout=60.0):
         deadline = time.monotonic() + timeout
         with self._cond:
             while not pred(self):

@@ -3,6 +3,7 @@ conversation, which alarms go and in what order, and the whole path through a re
 to the simulated terminal (hil/bdterminal.py) on a stepped clock."""
 import os
 import secrets
+import time
 
 import pytest
 import serial
@@ -134,6 +135,15 @@ def test_red_goes_through_the_simulated_terminal_within_interval_plus_60s(pty_pa
     up = [False]                                         # the uplink is down
     # a routine yellow first, then the red 10 s later: the red leads its message
     store.pending = [(1, _alarm(101, 50, 2, T0 + 5))]
+    # Simulated time moves on only once each side's bytes have crossed the pty (counted,
+    # not a 2 ms select: a loaded kernel can take longer, and the clock would run ahead)
+    sent = [0, 0]                                        # bytes the service wrote, read
+    real_write = ser.write
+
+    def counted_write(b):
+        sent[0] += len(b)
+        return real_write(b)
+    ser.write = counted_write
     svc = bd.BeidouService(settings(), ser, store, lambda: up[0], lambda: clock[0], key=KEY)
     svc._write(svc.terminal.start(clock[0]))
     red_at = T0 + 15
@@ -141,9 +151,17 @@ def test_red_goes_through_the_simulated_terminal_within_interval_plus_60s(pty_pa
         if clock[0] >= red_at and len(store.pending) == 1:
             store.pending.append((2, _alarm(102, 60, 4, red_at)))
         svc.step()
-        if _readable(master):
-            term.handle(os.read(master, 65536))
+        deadline = time.monotonic() + 60
+        while sent[1] < sent[0] and time.monotonic() < deadline:
+            if _readable(master):
+                data = os.read(master, 65536)
+                sent[1] += len(data)
+                term.handle(data)
+        due = sum(len(a[0]) for t, kind, a in term.timers if kind == "write" and t <= clock[0])
+        waiting = ser.in_waiting
         term.tick()
+        while ser.in_waiting < waiting + due and time.monotonic() < deadline:
+            time.sleep(0.0005)
         clock[0] += 0.5
     reds = [(t, m) for t, m in got if any(a.level == 4 for a in m["alarms"])]
     assert reds, term.log

@@ -86,13 +86,13 @@ class Client:
         c.connect("127.0.0.1", port, keepalive=10)
         c.loop_start()
         self.c = c
-        assert done.wait(10), "no CONNACK/SUBACK"
+        assert done.wait(60), "no CONNACK/SUBACK"
 
     def publish(self, topic, payload):
         info = self.c.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
+        info.wait_for_publish(60)
 
-    def wait_for(self, payload, timeout=10):
+    def wait_for(self, payload, timeout=60):
         deadline = time.monotonic() + timeout
         with self.cond:
             while not any(p == payload for _t, p in self.msgs):

@@ -533,3 +533,15 @@ def test_modbus_polls_are_whole_seconds(site):
         assert why in msg, msg
     cfg = load(site, BASE.replace("device_id = 1", "device_id = 1\npoll_s = 1"))
     assert cfg.modbus.devices[0].poll_s == 1
+
+
+def test_batch_schema_defaults_to_2_and_1_is_the_only_other(site):
+    """[batch] schema (SPEC §9.2, §10): 2 unless a site's consumers still need 1."""
+    from gateway.uplink import UplinkSettings
+    cfg = load(site, BASE)
+    assert cfg.batch.schema == 2
+    assert UplinkSettings.from_config(cfg).batch_schema == 2
+    cfg = load(site, BASE + "\n[batch]\nschema = 1\n")
+    assert UplinkSettings.from_config(cfg).batch_schema == 1
+    msg = one(site, BASE + "\n[batch]\nschema = 3\n", "batch.schema")
+    assert "3" in msg and "1, 2" in msg

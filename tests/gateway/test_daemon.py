@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -110,7 +111,7 @@ def test_status_command_shows_nodes_lanes_broker_and_counters(tmp_path, broker):
         # frames count at receipt, gaps once the commit is done: wait for the snapshot to
         # hold both (a snapshot between the two showed gaps 0 on a loaded CI run)
         assert wait_until(lambda: (snap().get("nodes", {}).get("101", {}).get("frames"),
-                                   snap().get("nodes", {}).get("101", {}).get("seq_gaps")) == (2, 3), 10)
+                                   snap().get("nodes", {}).get("101", {}).get("seq_gaps")) == (2, 3), 60)
         out = subprocess.run([sys.executable, "-m", "gateway.cli", "status", "-c", cfg], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
@@ -237,16 +238,26 @@ min_level = "orange"
     try:
         k = Hmac(keys[101])
         coil = lambda: relay.get(1, 0)[0]     # noqa: E731
-        time.sleep(0.5)
+
+        def coil_writes():
+            return re.findall(r"event=siren_coil .*\bon=(\w+)", gw.text())
+        # events, not sleeps: the bridge's first write (off, once the gauge was polled),
+        # then every write it makes is in its log, so "yellow did not sound the siren"
+        # is read from the sequence of writes, however slow the machine
+        assert wait_until(lambda: coil_writes() == ["false"], 60), gw.text()[-2000:]
         assert not coil()
         os.write(air.master, alarm_frame(k, 1, 1, 2, 0))        # yellow: below min_level
         assert len(read_downlink(air.master, 1)) == 1
-        time.sleep(0.5)
-        assert not coil()
         os.write(air.master, alarm_frame(k, 2, 2, 3, 2))        # orange: siren on
         assert wait_until(coil, 60), gw.text()[-2000:]
         os.write(air.master, alarm_frame(k, 3, 3, 0, 3))        # clear: siren off
         assert wait_until(lambda: not coil(), 60)
+        assert wait_until(lambda: len(coil_writes()) == 3, 60), coil_writes()
+        assert coil_writes() == ["false", "true", "false"]
+        # and the siren went on for the orange frame, not the yellow one before it
+        text = gw.text()
+        on_at = [m.start() for m in re.finditer(r"event=siren_coil .*\bon=true", text)][0]
+        assert text.index("event=radio_alarm node=101 seq=2 ") < on_at
         assert "event=radio_alarm node=101" in gw.text()
         assert gw.term() == 0
     finally:

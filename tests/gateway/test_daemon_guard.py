@@ -59,18 +59,26 @@ def publisher(port, client_id):
 
 
 def downlink(fd, keys, want, timeout, settle=0.3):
-    """Downlink frames from the gateway (decoded), until `want` ACKs (and `settle` s more
-    for the CONFIGs that follow an ACK) or the timeout."""
+    """Downlink frames from the gateway (decoded), until `want` ACKs and whatever they
+    announce (an ACK or CONFIG with F_PENDING says more follows: waited for as an
+    event, not a time), then `settle` s more in which nothing else may come; or the
+    timeout, a hang guard."""
     out = b""
     frames = []
     deadline = time.monotonic() + timeout
+    done = False
     while time.monotonic() < deadline:
         r, _, _ = select.select([fd], [], [], 0.05)
         if r:
             out += os.read(fd, 65536)
             frames = [fr.decode(x, lambda n: Hmac(keys[n]), fr.DOWNLINK_TYPES)
                       for x in Deframer().feed(out) if isinstance(x, bytes)]
-            if sum(1 for f in frames if f.mtype == fr.ACK) >= want:
+            last = {}
+            for f in frames:
+                last[f.node] = f
+            if not done and sum(1 for f in frames if f.mtype == fr.ACK) >= want and \
+                    not any(f.flags & fr.F_PENDING for f in last.values()):
+                done = True
                 deadline = min(deadline, time.monotonic() + settle)
     return frames
 
@@ -86,7 +94,7 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
     res = subscriber(topic=BASE + "/cmd-result", client_id="res")
     gw.start()
     assert wait_until(lambda: "subscribed" in gw.text() or status(cfg).get("broker", {})
-                      .get("connected"), 20)
+                      .get("connected"), 60)
     pub = publisher(broker.port, "anonymous")
     try:
         attack = [("set-rules", {"node": "all", "rules": []}),
@@ -100,7 +108,7 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
         # a replayed genuine command: accepted once, refused ever after
         genuine = signed(os.path.dirname(cfg), "request-status", {"node": 101, "id": "g1"})
         for _ in range(60):
-            pub.publish(BASE + "/cmd/request-status", genuine, qos=1).wait_for_publish(5)
+            pub.publish(BASE + "/cmd/request-status", genuine, qos=1).wait_for_publish(60)
         sent += 59
         assert wait_until(lambda: sum(status(cfg).get("commands", {}).get("refused", {})
                                       .values()) >= sent, 30), status(cfg).get("commands")
@@ -115,10 +123,10 @@ def test_unsigned_commands_are_refused_counted_and_never_reach_a_node(gwsite, br
         assert [r[4] for r in rs if r[5] == "queued"] == ["g1"]
         # the node's next frame: its ACK carries only the status request, no other CONFIG
         os.write(air.master, readings(keys, 102, 1))
-        frames = downlink(air.master, keys, 1, 10)
+        frames = downlink(air.master, keys, 1, 60)
         assert [f.mtype for f in frames] == [fr.ACK]         # nothing for node 102
         os.write(air.master, readings(keys, 101, 1))
-        frames = downlink(air.master, keys, 1, 10)
+        frames = downlink(air.master, keys, 1, 60)
         cfgs = [msg.decode_config(f.payload)[1] for f in frames if f.mtype == fr.CONFIG]
         assert len(cfgs) == 1 and set(cfgs[0]) == {msg.C_VERSION, msg.C_STATUS_NOW}
         log = gw.text()
@@ -133,7 +141,7 @@ def test_dangerous_command_needs_the_flag_and_is_logged(gwsite, broker, subscrib
     keys, air, cfg, gw = gwsite
     res = subscriber(topic=BASE + "/cmd-result", client_id="res2")
     gw.start()
-    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
+    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 60)
     d = os.path.dirname(cfg)
     pub = publisher(broker.port, "op")
     try:
@@ -144,7 +152,7 @@ def test_dangerous_command_needs_the_flag_and_is_logged(gwsite, broker, subscrib
 
         def results():
             return [(r[4], r[5]) for r in (cbor2.loads(p) for _t, p, _m, _c in res.snapshot())]
-        assert wait_until(lambda: ("strip2", "queued") in results(), 20), results()
+        assert wait_until(lambda: ("strip2", "queued") in results(), 60), results()
         assert ("strip", "refused") in results() and ("strip", "queued") not in results()
         assert "event=command_dangerous operator=duty verb=set-rules id=strip2" in gw.text()
     finally:
@@ -161,7 +169,7 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
     keys, air, cfg, gw = gwsite
     alarms = subscriber(topic=BASE + "/alarm", client_id="alarms")
     gw.start()
-    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
+    assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 60)
     d = os.path.dirname(cfg)
     envs = [signed(d, "set-intervals", {"node": 101 + i % 2, "sample_s": 30 + i % 100})
             for i in range(1500)]
@@ -194,7 +202,7 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
             else:
                 os.write(air.master, readings(keys, node, seq))
             # the node waits for its ACK (a 10 s guard against a hang, not a speed test)
-            for f in downlink(air.master, keys, 1, 10, settle=0):
+            for f in downlink(air.master, keys, 1, 60, settle=0):
                 if f.mtype == fr.ACK:
                     acked.add((f.node, msg.decode_ack(f.payload)[0]))
             if seq > 400:
@@ -203,7 +211,7 @@ def test_command_flood_leaves_radio_acks_and_alarms_alone(gwsite, broker, subscr
         assert alarm_sent and stop.is_set()
         assert all(((101 + s % 2), s) in acked for s in range(1, seq + 1)), \
             sorted({(101 + s % 2, s) for s in range(1, seq + 1)} - acked)[:5]
-        assert alarms.wait_for(lambda s: len(s.alarms()) == 1, 20)
+        assert alarms.wait_for(lambda s: len(s.alarms()) == 1, 60)
         def handled(c):
             return c.get("accepted", 0) + sum(c.get("refused", {}).values()) + \
                 c.get("dropped_overload", 0)
@@ -232,7 +240,7 @@ def test_second_daemon_on_the_same_config_refuses_naming_the_first(gwsite):
     assert "pid %d" % gw.proc.pid in second.stderr and "systemctl stop" in second.stderr
     # the first one is untouched: it still acks
     os.write(air.master, readings(keys, 101, 1))
-    assert [f.mtype for f in downlink(air.master, keys, 1, 10)] == [fr.ACK]
+    assert [f.mtype for f in downlink(air.master, keys, 1, 60)] == [fr.ACK]
     gw.kill9()                                   # the kernel drops the lock with the process
     gw.start()
     assert gw.term() == 0
@@ -263,16 +271,16 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
     d = os.path.dirname(cfg)
     pub = publisher(broker.port, "op3")
     try:
-        assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 20)
+        assert wait_until(lambda: status(cfg).get("broker", {}).get("connected"), 60)
         pub.publish(BASE + "/cmd/request-status", signed(d, "request-status", {"node": 101}),
-                    qos=1).wait_for_publish(5)
-        assert wait_until(lambda: status(cfg).get("commands", {}).get("queue_depth") == 1, 20)
+                    qos=1).wait_for_publish(60)
+        assert wait_until(lambda: status(cfg).get("commands", {}).get("queue_depth") == 1, 60)
     finally:
         pub.disconnect()
         pub.loop_stop()
     k = Hmac(keys[101])
     os.write(air.master, readings(keys, 101, 1))
-    assert fr.CONFIG in [f.mtype for f in downlink(air.master, keys, 1, 10)]
+    assert fr.CONFIG in [f.mtype for f in downlink(air.master, keys, 1, 60)]
     big = (1 << 64) - 1
     poison = [(fr.CONFIG_ACK, cbor2.dumps({1: big, 2: 2})),
               (fr.ALARM, cbor2.dumps([{1: 1, 2: 3, 4: LEVEL, 5: 1, 7: big}])),
@@ -281,7 +289,7 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
         os.write(air.master, wrap(fr.encode(k, mtype, 101, 2 + i, 0, payload, 0, 0)))
         os.write(air.master, readings(keys, 102, 1 + i))
         acks = {(f.node, msg.decode_ack(f.payload)[0])
-                for f in downlink(air.master, keys, 2, 10) if f.mtype == fr.ACK}
+                for f in downlink(air.master, keys, 2, 60) if f.mtype == fr.ACK}
         assert acks == {(101, 2 + i), (102, 1 + i)}, (i, acks)
     # and any other single frame: random payloads of every uplink type, each followed
     # by a genuine frame of the other node; all acked, the daemon stays up
@@ -292,13 +300,13 @@ def test_daemon_survives_poisoned_frames_and_restarts_clean(gwsite, broker):
         os.write(air.master, wrap(fr.encode(k, mtype, 101, 10 + i, 0, payload, 0, 0))
                  + readings(keys, 102, 10 + i))
         acks = {(f.node, msg.decode_ack(f.payload)[0])
-                for f in downlink(air.master, keys, 2, 10, settle=0.05) if f.mtype == fr.ACK}
+                for f in downlink(air.master, keys, 2, 60, settle=0.05) if f.mtype == fr.ACK}
         assert acks == {(101, 10 + i), (102, 10 + i)}, (i, mtype, payload.hex(), acks)
     assert gw.proc.poll() is None
     assert gw.term() == 0
     gw.start()
     os.write(air.master, readings(keys, 101, 90))
-    assert fr.ACK in [f.mtype for f in downlink(air.master, keys, 1, 10)]
+    assert fr.ACK in [f.mtype for f in downlink(air.master, keys, 1, 60)]
     assert gw.term() == 0
     assert "Traceback" not in gw.text()
 

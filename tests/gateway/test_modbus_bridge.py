@@ -728,7 +728,10 @@ type = "u16"
         try:
             assert await wait_until(lambda: all(s["online"] is False
                                                 for s in bridge.stats().values()), WAIT_S)
-            await asyncio.sleep(0.3)
+            # and it goes on trying (two more failed connects each), not a 0.3 s sleep
+            n = {k: s["connect_failures"] for k, s in bridge.stats().items()}
+            assert await wait_until(lambda: all(s["connect_failures"] >= n[k] + 2
+                                                for k, s in bridge.stats().items()), WAIT_S)
             assert not task.done(), "the bridge stopped"
         finally:
             task.cancel()

@@ -397,14 +397,20 @@ def test_port_acks_only_after_commit_and_groups_frames(store):
         task = asyncio.create_task(port.run())
         os.write(m, wrap(readings_frame(101, 1, [rd.Block(LEVEL, 1, 0, [1])])))
         loop = asyncio.get_running_loop()
-        assert await loop.run_in_executor(None, gated.entered.wait, 5)
-        # commit in flight: five more frames arrive, and nothing is acked yet
+        assert await loop.run_in_executor(None, gated.entered.wait, 60)
+        # commit in flight: five more frames arrive, and nothing is acked yet. Waited
+        # for until the port has read all five into its next group (not for a time: a
+        # slow port would split them over two more commits)
         for seq in range(2, 7):
             os.write(m, wrap(readings_frame(101, seq, [rd.Block(LEVEL, 1, 0, [seq])])))
-        await asyncio.sleep(0.3)
+        for _ in range(60 * 100):
+            if len(ing.group.frames) == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert len(ing.group.frames) == 5, "the port did not read the five frames"
         assert read_all(m, 0.2) == b""
         gated.go.set()
-        data = await loop.run_in_executor(None, read_all, m, 5.0, 6)
+        data = await loop.run_in_executor(None, read_all, m, 60.0, 6)
         acks = decode_downlink(data)
         assert sorted(msg.decode_ack(a.payload)[0] for a in acks) == [1, 2, 3, 4, 5, 6]
         port.stop()
@@ -429,7 +435,9 @@ def test_port_stops_with_a_reason_when_the_line_dies(store):
     async def main():
         task = asyncio.create_task(port.run())
         os.write(m, wrap(readings_frame(101, 1, [rd.Block(LEVEL, 1, 0, [1])])))
-        await asyncio.sleep(0.2)
+        # its ACK (written after the commit), not a sleep: then the frame is stored
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, read_all, m, 60.0, 1)
         os.close(m)                      # the adapter is gone: reads fail with EIO
         await asyncio.wait_for(task, 60)
 

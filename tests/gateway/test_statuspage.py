@@ -152,9 +152,9 @@ def test_metrics_parse_with_prometheus_client(site):
         return {f.name: f for f in text_string_to_metric_families(body.decode())}
 
     assert wait_until(lambda: any(s.labels["node"] == "101" and s.value == 3 for s in
-                                  families()["stationgw_node_warning_level"].samples), 20, 0.3)
+                                  families()["stationgw_node_warning_level"].samples), 60, 0.3)
     # the daemon's snapshot (every 2 s) catches up with the alarm's PUBACK
-    assert wait_until(lambda: families()["stationgw_alarms_acked"].samples[0].value >= 1, 20, 0.3)
+    assert wait_until(lambda: families()["stationgw_alarms_acked"].samples[0].value >= 1, 60, 0.3)
     fams = families()
     assert fams["stationgw_uplink_connected"].samples[0].value == 1
     assert {s.labels["lane"] for s in fams["stationgw_lane_depth"].samples} >= {

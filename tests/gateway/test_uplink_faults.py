@@ -2,6 +2,7 @@
 the gateway process kill -9'd mid-flow (repeatedly), an alarm during a big backlog."""
 import os
 import random
+import signal
 import subprocess
 import sys
 import textwrap
@@ -130,7 +131,7 @@ def test_gateway_kill_9_repeatedly_loses_nothing(broker, subscriber, tmp_path):
     for _ in range(5):
         p = subprocess.Popen([sys.executable, "-c", CHILD, path, str(broker.port), "21", str(seq)],
                              stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60     # a hang guard: it stops at `want` lines
         acked = []
         want = rnd.randint(20, 120)
         while len(acked) < want and time.monotonic() < deadline:
@@ -164,6 +165,11 @@ def test_gateway_kill_9_repeatedly_loses_nothing(broker, subscriber, tmp_path):
 
 
 def test_alarm_overtakes_a_draining_backlog(broker, make_store, make_uplink, subscriber, mk):
+    """The alarm waits behind at most the batches already in flight. Staged with the
+    broker frozen (SIGSTOP) mid-drain: no PUBACK comes back, so the batches handed to
+    paho before the alarm's commit are exactly those in the store's unacked table, and
+    every later batch must arrive after the alarm. Positions in the subscriber's stream
+    would depend on how fast each side ran; batch seqs do not."""
     sub = subscriber()
     store = make_store()
     now = int(time.time())
@@ -171,18 +177,29 @@ def test_alarm_overtakes_a_draining_backlog(broker, make_store, make_uplink, sub
     for f in range(400):                                # 200,000 old readings
         store.commit([Reading(1 + f % 50, 1 + f // 50, k, mk.LEVEL, t0 + f * 600 + k * 60,
                               1000 + k) for k in range(500)])
+    n_batches = 200_000 // 2000
     up = make_uplink(store, max_readings=2000, inflight=8)
-    assert sub.wait_for(lambda s: len(s.batches()) >= 10, 60), "drain did not start"
-    before = len(sub.snapshot())
-    store.commit([mk.alarm(7, 99_999, now)])
+    assert sub.wait_for(lambda s: len(s.batches()) >= 1, 60), "drain did not start"
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        # frozen: the window fills and stays full (8 in flight, nothing acked)
+        assert wait(lambda: up.stats()["inflight_batches"] == 8, 60), up.stats()
+        store.commit([mk.alarm(7, 99_999, now)])
+        taken = [b.seq for b in store.unacked_batches()]
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    last_before = max(taken)
+    assert len(taken) <= 8, taken            # the window: all the alarm may wait behind
+    assert last_before < n_batches, "the backlog drained before the freeze: nothing to overtake"
     assert sub.wait_for(lambda s: len(s.alarms()) == 1, 60)
+    assert sub.wait_for(lambda s: len({b[3] for b in s.batches()}) >= n_batches, 120)
     msgs = sub.snapshot()
     pos = next(i for i, m in enumerate(msgs) if m[0].endswith("/alarm"))
-    n_batches = 200_000 // 2000
-    assert pos - before <= 8 + 1, "alarm waited behind %d batches" % (pos - before)
-    assert sub.wait_for(lambda s: len(s.batches()) >= n_batches, 120)
-    data_after = sum(1 for m in sub.snapshot()[pos:] if m[0].endswith("/data"))
-    assert data_after > 0, "the alarm did not overtake the backlog"
+    ahead = {cbor2.loads(m[1])[3] for m in msgs[:pos] if m[0].endswith("/data")}
+    assert max(ahead) <= last_before, \
+        "batches %s, taken after the alarm, went out before it" % sorted(
+            q for q in ahead if q > last_before)
+    assert any(cbor2.loads(m[1])[3] > last_before for m in msgs[pos:] if m[0].endswith("/data"))
     assert up.alarms.stats()["acked"] == 1
 
 

@@ -37,8 +37,13 @@ def test_spec_shows_uplink_cddl_verbatim():
 
 
 def batch(rows, **kw):
-    return batcher.encode_batch("site", "gw1", kw.pop("seq", 1), T, rows,
+    return batcher.encode_batch(kw.pop("seq", 1), T, rows,
                                 counters=kw.pop("counters", COUNTERS), **kw)
+
+
+def batch_v1(rows, **kw):
+    return batcher.encode_batch_v1("site", "gw1", kw.pop("seq", 1), T, rows,
+                                   counters=kw.pop("counters", COUNTERS), **kw)
 
 
 ROWS = [(1, 101, 5, 0, 16, T - 60, 10, None, 0), (2, 101, 5, 1, 16, T, 11, None, 0),
@@ -48,6 +53,9 @@ ROWS = [(1, 101, 5, 0, 16, T - 60, 10, None, 0), (2, 101, 5, 1, 16, T, 11, None,
 def test_what_the_gateway_publishes_passes():
     uplink_schema.check("batch", batch(ROWS, statuses=[NodeStatus(101, T, 3300, None, -35, 4000)]))
     uplink_schema.check("batch", batch([]))
+    uplink_schema.check("batch", batch(ROWS, counters=None))
+    uplink_schema.check("batch", batch_v1(ROWS))
+    uplink_schema.check(None, batch(ROWS))
     uplink_schema.check("alarm", batcher.encode_alarm("s", "g", Alarm(
         101, 5, 0, 1, 3, 0, 16, 2, 5, -500, 400, T, T * 1000 + 5)))
     uplink_schema.check("status", batcher.encode_status("s", "g", 1, T, "1.0", {101: T}))
@@ -60,25 +68,51 @@ def _edit(payload, fn):
     return cbor2.dumps(m)
 
 
+def _g(m, j=0):
+    return m[5][0][1][j]
+
+
+# schema 2: ROWS are the groups [5, 0, -60, 60, 0, 0, [16, 10, 1]] and [5, 2, 0, 0, 1, 0, [24, [0x207]]]
 @pytest.mark.parametrize("edit, path", [
     (lambda m: m[7].pop(3), "/7"),                                  # a counter missing
     (lambda m: m[5][0].__setitem__(0, 0), "/5/0"),                  # node 0
-    (lambda m: m[5][0][1][0].__setitem__(0, 256), "/5/0/1/0"),      # chan 256
-    (lambda m: m[5][0][1][0][1][0][4].__setitem__(0, 2**31), "/5/0/1/0/1/0/4/0"),
-    (lambda m: m[5][0][1][1][1][0][4].__setitem__(0, [-1]), "/5/0/1/1/1/0/4/0"),
-    (lambda m: m[5][0][1][0][1][0].__setitem__(3, 0), "/5/0/1/0/1/0"),   # 2 values, step 0
-    (lambda m: m[5][0][1][0][1][0].append(4), "/5/0/1/0/1/0"),           # flags 4
-    (lambda m: m[5][0][1][0][1][0][4].__setitem__(0, 1.5), "/5/0/1/0/1/0/4/0"),
+    (lambda m: _g(m)[6].__setitem__(0, 256), "/5/0/1/0/6"),         # chan 256
+    (lambda m: _g(m)[6].__setitem__(1, 2**31), "/5/0/1/0/6/1"),     # first sample > int32
+    (lambda m: _g(m)[6].__setitem__(2, 2**31), "/5/0/1/0/6/2"),     # a delta leaving int32
+    (lambda m: _g(m)[6].__setitem__(2, 2**32), "/5/0/1/0/6/2"),     # a delta beyond its range
+    (lambda m: _g(m, 1)[6].__setitem__(1, [-1]), "/5/0/1/1/6/1"),   # fault -1
+    (lambda m: _g(m).__setitem__(3, 0), "/5/0/1/0"),                # 2 values, step 0
+    (lambda m: _g(m, 1).__setitem__(3, 5), "/5/0/1/1"),             # 1 value, step 5
+    (lambda m: _g(m).__setitem__(4, 4), "/5/0/1/0"),                # flags 4
+    (lambda m: _g(m).append([17, 1, 2]), "/5/0/1/0"),               # 2 chan_runs, stride 0
+    (lambda m: (_g(m).append([17, 1]), _g(m).__setitem__(5, 2)), "/5/0/1/0"),  # counts differ
+    (lambda m: (_g(m).append([17, 1, 2]), _g(m).__setitem__(5, 1)), "/5/0/1/0"),  # keys overlap
+    (lambda m: _g(m).__setitem__(2, -T - 1), "/5/0/1/0"),           # time before 1970
+    (lambda m: _g(m)[6].__setitem__(1, 1.5), "/5/0/1/0/6/1"),       # a float
+    (lambda m: _g(m).__setitem__(6, [16]), "/5/0/1/0/6"),           # a chan_run without values
     (lambda m: m[7].__setitem__("x", 1), "/7"),                     # a text key
     (lambda m: m[7].__setitem__(20, -1), "/7"),
     (lambda m: m.__setitem__(6, [{1: 101, 2: T, 3: -1}]), "/6/0"),  # battery -1
     (lambda m: m[5].append(m[5][0]), "/5/1/0"),                     # node twice
-    (lambda m: m[5][0][1].append(m[5][0][1][0]), "/5/0/1/2/0"),     # channel twice
-    (lambda m: m.__setitem__(0, 2), "/"),
+    (lambda m: m[5][0][1].append(_g(m)), "/5/0/1/2"),               # groups out of order
+    (lambda m: m.__setitem__(1, "site"), "/"),                      # schema 2 has no key 1
+    (lambda m: m.__setitem__(0, 3), "/"),
 ])
 def test_what_the_cddl_excludes_fails_with_its_path(edit, path):
     with pytest.raises(uplink_schema.SchemaError) as e:
         uplink_schema.check("batch", _edit(batch(ROWS), edit))
+    assert e.value.path == path, str(e.value)
+
+
+@pytest.mark.parametrize("edit, path", [
+    (lambda m: m.pop(7), "/"),                                      # schema 1 needs counters
+    (lambda m: m[5][0].__setitem__(0, 0), "/5/0"),
+    (lambda m: m[5][0][1][0][1][0][4].__setitem__(0, 2**31), "/5/0/1/0/1/0/4/0"),
+    (lambda m: m[5][0][1].append(m[5][0][1][0]), "/5/0/1/2/0"),     # channel twice
+])
+def test_schema_1_batches_are_still_checked(edit, path):
+    with pytest.raises(uplink_schema.SchemaError) as e:
+        uplink_schema.check("batch", _edit(batch_v1(ROWS), edit))
     assert e.value.path == path, str(e.value)
 
 
@@ -146,15 +180,44 @@ def test_node_frames_decode_to_the_same_readings_and_publish_valid_batches(block
                           st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
                           st.one_of(s32.map(lambda v: (v, None)),
                                     st.integers(0, 0xFFFF).map(lambda f: (None, f))),
-                          st.integers(0, 3)), max_size=60),
+                          st.integers(0, 3)), max_size=60,
+                unique_by=lambda r: (r[0], r[2], r[3])),      # the store's UNIQUE key
        st.lists(st.builds(NodeStatus, st.integers(1, 65534), st.integers(0, 2**32 - 1),
                           st.integers(0, 65535), st.integers(0, 65535),
                           st.integers(-32768, 32767), st.integers(0, 2**32 - 1)), max_size=3),
-       st.dictionaries(st.integers(1, 5), st.integers(0, 2**32 - 1), min_size=5))
+       st.one_of(st.none(), st.dictionaries(st.integers(1, 5), st.integers(0, 2**32 - 1),
+                                            min_size=5)))
 def test_any_batch_the_gateway_builds_passes(readings, statuses, counters):
     rows = [(i, node, seq, idx, chan, t, v, f, flags)
             for i, (node, chan, seq, idx, t, (v, f), flags) in enumerate(readings)]
-    uplink_schema.check("batch", batch(rows, statuses=statuses, counters=counters))
+    payload = batch(rows, statuses=statuses, counters=counters)
+    uplink_schema.check("batch", payload)
+    _m, back = batcher.decode_batch_readings(payload)
+    assert sorted(back) == sorted((node, seq, idx, chan, t, [f] if v is None else v, flags)
+                                  for node, chan, seq, idx, t, (v, f), flags in readings)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 12), st.integers(1, 60), st.integers(1, 2**32 - 1),
+       st.integers(0, 1023), st.data())
+def test_modbus_poll_windows_share_group_headers_and_pass(points, polls, step, seq, k0, data):
+    """Polls of a device as gateway/modbus.py keys them (idx = point * WINDOW + poll):
+    one group per batch when nothing breaks the runs, every reading back exactly."""
+    from gateway.modbus import WINDOW
+    polls = min(polls, WINDOW - k0)
+    chans = data.draw(st.lists(st.integers(0, 255), min_size=points, max_size=points))
+    rows = []
+    for k in range(polls):
+        for i, chan in enumerate(chans):
+            v = data.draw(st.one_of(s32, st.none()))
+            rows.append((len(rows), 9001, seq, i * WINDOW + k0 + k, chan, T - 3600 + k * step,
+                         v, 0x0101 if v is None else None, 0))
+    payload = batch(rows)
+    uplink_schema.check("batch", payload)
+    m, back = batcher.decode_batch_readings(payload)
+    assert len(m[5][0][1]) == 1
+    assert sorted(back) == sorted((r[1], r[2], r[3], r[4], r[5], [r[7]] if r[6] is None else r[6], 0)
+                                  for r in rows)
 
 
 EVENT_LEVELS = ([(1, 0, lv) for lv in range(1, 5)] + [(3, p, 0) for p in range(1, 5)]

@@ -9,7 +9,7 @@ from hil.procs import ModbusGauge
 
 
 def read(port):
-    c = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+    c = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=0)
     try:
         if not c.connect():
             return None
@@ -18,7 +18,7 @@ def read(port):
         c.close()
 
 
-def eventually(fn, want, timeout=3.0):
+def eventually(fn, want, timeout=60.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         got = fn()

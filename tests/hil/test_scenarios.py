@@ -18,7 +18,7 @@ import pytest
 from hil import scenario as scen
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 180
+TIMEOUT_S = 600          # a hang guard: gateway-crash-loop restarts the daemon 50 times, 3-5x slower under load
 
 
 def run_hil(*args, timeout=TIMEOUT_S, env=None):

@@ -40,6 +40,21 @@ def test_runs_expand_to_readings_under_their_dedup_keys(sub):
     assert sub.batches == {1: 1} and not sub.errors
 
 
+def test_schema_2_groups_expand_to_the_same_readings(sub):
+    # two points of a Modbus device in one group (stride 1024), deltas, a fault
+    b = {0: 2, 3: 1, 4: 1_780_000_010, 5: [[9001, [[4, 7, -10, 1, 0, 1024,
+                                                     [0x18, 1500, 1, [3], -2], [0x38, 215, 0, 0, 0]]]]]}
+    feed(sub, "data", b)
+    r = sub.readings
+    assert sorted(r) == [(9001, 4, k) for k in (7, 8, 9, 10)] + \
+        [(9001, 4, 1024 + k) for k in (7, 8, 9, 10)]
+    assert [(r[(9001, 4, 7 + k)].t, r[(9001, 4, 7 + k)].value, r[(9001, 4, 7 + k)].fault)
+            for k in range(4)] == [(1_780_000_000, 1500, None), (1_780_000_001, 1501, None),
+                                   (1_780_000_002, None, 3), (1_780_000_003, 1499, None)]
+    assert [r[(9001, 4, 1031 + k)].value for k in range(4)] == [215] * 4
+    assert sub.batches == {1: 1} and not sub.errors
+
+
 def test_a_copy_is_a_duplicate_and_other_content_is_a_conflict(sub):
     run = [[101, [[0x10, [[7, 0, 1000, 60, [5]]]]]]]
     feed(sub, "data", batch(1, run))
@@ -51,7 +66,10 @@ def test_a_copy_is_a_duplicate_and_other_content_is_a_conflict(sub):
 
 @pytest.mark.parametrize("bad, why", [
     (batch(0, []), "seq"),
-    ({0: 2, 1: "hil", 2: "gw1", 3: 1, 4: 1, 5: [], 7: {}}, "schema"),
+    ({0: 3, 1: "hil", 2: "gw1", 3: 1, 4: 1, 5: [], 7: {}}, "schema"),
+    ({0: 2, 1: "hil", 2: "gw1", 3: 1, 4: 1, 5: []}, "schema 2 with key 1"),
+    ({0: 2, 3: 1, 4: 1, 5: [[101, [[1, 0, 0, 0, 0, 0]]]]}, "group"),
+    ({0: 2, 3: 1, 4: 9, 5: [[101, [[1, 0, 0, 0, 0, 0, [16, 1.5]]]]]}, "value"),
     (batch(1, [[101, [[0x10, [[7, 0, 1000, 60, [1.5]]]]]]]), "value"),
     (batch(1, [[101, [[0x10, [[7, 0, 1000, 60, []]]]]]]), "run"),
     (batch(1, [[101, [[0x10, [[7, 0, 1000, 60, [[1, 2]]]]]]]]), "fault"),

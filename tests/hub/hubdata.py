@@ -1,14 +1,18 @@
 """Uplink messages for the hub's tests, encoded with the gateway's own encoders."""
 import cbor2
 
-from gateway.batcher import encode_batch
+from gateway.batcher import encode_batch, encode_batch_v1
 
 
 def batch(seq, node_rows, site="demo", gw="gw1", created=1_780_000_000, counters=None,
-          statuses=()):
-    """node_rows: [(node, nseq, idx, chan, t, value)] -> CBOR batch."""
+          statuses=(), schema=2):
+    """node_rows: [(node, nseq, idx, chan, t, value)] -> CBOR batch (schema 2, or 1 as
+    gateways upgraded from it still re-send)."""
     rows = [(i, n, s, x, c, t, v, None, 0) for i, (n, s, x, c, t, v) in enumerate(node_rows)]
-    return encode_batch(site, gw, seq, created, rows, statuses, counters or {1: 0, 2: 0, 3: 0, 4: 0, 5: 0})
+    counters = counters or {1: 0, 2: 0, 3: 0, 4: 0, 5: 0}
+    if schema == 1:
+        return encode_batch_v1(site, gw, seq, created, rows, statuses, counters)
+    return encode_batch(seq, created, rows, statuses, counters)
 
 
 def alarm(node, seq, level, prev, chan=0x10, t=1_780_000_000, aidx=0, event=2, site="demo",

@@ -32,7 +32,7 @@ class HubProcess:
         self.proc = None
         self.runs = 0
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
         self.runs += 1
         self.log = self.cfg.parent / ("hub-%d.log" % self.runs)
         with open(self.log, "wb") as out:
@@ -78,7 +78,7 @@ class Publisher:
 
     def send(self, topic, payload):
         info = self.c.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
+        info.wait_for_publish(60)
         assert info.is_published()
 
     def close(self):

@@ -31,7 +31,7 @@ def test_map_page(broker, tmp_path):
         pub.send(TOPIC + "alarm", alarm(101, 41, 4, 3))
         pub.send(TOPIC + "alarm", alarm(103, 42, 2, 0, chan=0x18))
         s = open_store(url)
-        assert wait_until(lambda: s.count("alarms") == 3 and s.count("readings") == 58, 20)
+        assert wait_until(lambda: s.count("alarms") == 3 and s.count("readings") == 58, 60)
         base = "http://127.0.0.1:%d/" % hub.web_port()
         with browser.session(tmp_path) as drv:
             drv.get(base)               # no token: the page says so, shows no station

@@ -123,7 +123,7 @@ def test_mqtt_sink_and_broadcast_coil(broker, tmp_path):
         while d.run_once():
             pass
         assert relay.get(1, 5)[0] == 1 and relay.get(1, 6)[0] == 0   # red, zone liujiapo only
-        assert wait_until(lambda: len(got) == 2, 10)
+        assert wait_until(lambda: len(got) == 2, 60)
         assert sorted(t for t, _, _ in got) == ["warnings/cap/county.demo.101.50.0",
                                                 "warnings/cap/county.demo.101.51.0"]
         assert {ct for _, _, ct in got} == {"application/cap+xml"}
@@ -153,3 +153,16 @@ def test_broadcast_over_http_on_red_only(tmp_path):
             "county.demo.101.50.0.xml", "county.demo.101.51.0.xml", "county.demo.101.52.0.xml"]
     finally:
         ep.close()
+
+
+def test_unsent_rows_of_one_millisecond_leave_in_the_station_order(db_url):
+    """Text order would send seq 10 before seq 9; the outbox must not."""
+    s = open_store(db_url)
+    s.init_schema()
+    rows = [("county.demo.101.%d.0" % seq, "spool", "Alert", 3, "<alert/>", "demo", 101,
+             1000, 5, 7) for seq in (10, 9, 100, 11)]
+    with s.tx():
+        s.add_outbox(rows)
+    order = [r[0] for r in s.unsent_outbox()]
+    s.close()
+    assert order == ["county.demo.101.%d.0" % seq for seq in (9, 10, 11, 100)]

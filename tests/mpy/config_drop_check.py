@@ -9,9 +9,9 @@ import sys
 
 from firmware.app import Node
 from firmware.hal import Hal
-from firmware.nodeconfig import save_running
-from firmware.runconfig import NodeConfig
-from firmware.unload import CONFIG_MODULES, unload_config
+from firmware.main import downlink
+from firmware.nodeconfig import checked, save_running
+from firmware.unload import CONFIG_MODULES, unload, unload_config
 from protocol import gwmessages
 from protocol import messages as M
 
@@ -38,8 +38,13 @@ raw = {"version": 1, "node": 7, "key": "11" * 32, "board": "esp32_devkitc",
        "rules": [[1, 0x10, 1, 2, 1, 3000, 100, 2, 600]], "log_kb": 16}
 hal = Hal(machine=NoMachine(), root=sys.argv[-1])
 save_running(hal, raw)          # on flash as a board has it: a CONFIG builds on config.good.json
-node = Node(hal, NodeConfig(raw), {0x10: Still()}, None, console=lambda s: None)
-del raw, save_running
+node = Node(hal, checked(raw), {0x10: Still()}, None, console=lambda s: None, downlink=downlink)
+del raw, save_running, checked
+from firmware.logscan import open_log  # noqa: E402  (boot code: main.py opens the log, then drops it)
+
+open_log(node.log, node.clock)
+del open_log
+unload("firmware.logscan")
 node.start(0)
 
 

@@ -1,7 +1,7 @@
 # Frame-log heap checks on the MicroPython unix port, loaded as .mpy as on a board
 # (tests/firmware/test_framelog_mpy.py runs it). argv[-1] is an empty work directory.
 #
-#  * the boot-only scan (firmware/logscan.py) is dropped after FrameLog.open(): a second
+#  * the boot-only scan (firmware/logscan.py), dropped after open_log() as boot code does: a second
 #    open leaves the heap where the first left it, and the module's heap comes back
 #  * thinning (which a full log does on the alarm path) loads no module: the channel
 #    kinds it sums are taken when the log is built, and protocol.channels may be gone
@@ -77,13 +77,23 @@ check("channels not loaded at import", "protocol.channels" not in sys.modules)
 hal = Hal(machine=NoMachine(), clock=StillClock(), root="")   # as on a board: no path prefix
 
 
+def open_log(log, clock):
+    """As boot code opens the log (firmware/main.py): the scan loaded for the call and
+    dropped again."""
+    from firmware.logscan import open_log as scan
+    boot = scan(log, clock)
+    scan = None
+    unload("firmware.logscan")
+    return boot
+
+
 def new_log():
     return FrameLog(hal, ROOT + "/log", capacity=16384, segment_bytes=4096, seq_block=32)
 
 
 PAY = payload()
 log = new_log()
-log.open(NodeClock(0))
+open_log(log, NodeClock(0))
 for k in range(150):
     s = log.take_seq()
     log.append(s, ALARM if k == 120 else READINGS, PAY, True, log.boot, 1000 + s)
@@ -92,12 +102,12 @@ log = None
 # --- open: the scan module is loaded for the call and dropped ------------------------
 log = new_log()
 m_before = mem()
-boot = log.open(NodeClock(0))
+boot = open_log(log, NodeClock(0))
 m_open1 = mem()
 check("open scans the records", log.depth() == 150 and len(log.alarms) == 1, repr(log.depth()))
 check("logscan unloaded after open", "firmware.logscan" not in sys.modules)
 check("logscan not left on the package", "logscan" not in sys.modules["firmware"].__dict__)
-log.open(NodeClock(0))
+open_log(log, NodeClock(0))
 m_open2 = mem()
 figures["open_retained"] = m_open1 - m_before
 figures["reopen_growth"] = m_open2 - m_open1

@@ -11,7 +11,7 @@ import sys
 import machine
 import micropython
 
-from firmware import faults
+from firmware import faults, halsetup
 from firmware.hal import Hal, Output
 
 assert machine.__file__.endswith("machine.py"), "the fake machine is not first on the path"
@@ -148,7 +148,7 @@ def device(req):
 
 
 rs485.on_write = device
-de = Output(hal.pin_out(4))
+de = Output(halsetup.pin_out(hal, 4))
 mb = ModbusMaster(rs485, hal, de=de, timeout_ms=100)
 out = [0] * 8
 check("modbus holding", (mb.read_holding(1, 0, 5, out), out[:5]), (faults.OK, [1, 3, 0, 2, 1502]))
@@ -168,12 +168,13 @@ for _name in ("modbus_rtu", "rs485_sensor"):
 gc.collect()
 
 # --- Ebyte: config over UART at 9600, sub-packet refusal, fixed prefix ---------------------
+from firmware.radio import ebyte_config  # noqa: E402
 from firmware.radio.ebyte import EbyteRadio  # noqa: E402
 from firmware.radio.loopback import LoopbackRadio  # noqa: E402,F401  (must load on a device)
 
-m0 = hal.pin_out(21)
-m1 = hal.pin_out(22)
-aux = hal.pin_in(23)
+m0 = halsetup.pin_out(hal, 21)
+m1 = halsetup.pin_out(hal, 22)
+aux = halsetup.pin_in(hal, 23)
 aux.source = lambda: 1
 regs = bytearray(b"\x00\x00\x00\x62\x00\x17\x03")
 
@@ -191,9 +192,9 @@ def module(cmd):
 lora_uart.on_write = module
 radio = EbyteRadio(lora_uart, m0, m1, aux, hal, model="e22", baudrate=19200, sub_packet=64,
                    fixed=True, dest=(2, 0x17))
-check("e22 apply", radio.apply(), True)
+check("e22 apply", ebyte_config.apply(radio), True)
 check("e22 regs", bytes(regs), b"\x00\x00\x00\x82\x80\x17\x43")
-check("e22 read", radio.read_config()["sub_packet"], 64)
+check("e22 read", ebyte_config.read_config(radio)["sub_packet"], 64)
 check("uart back to data baud", lora_uart.baudrate, 19200)
 lora_uart.on_write = None
 lora_uart.take_tx()

@@ -6,16 +6,16 @@ import sys
 
 import machine
 
-from firmware import faults
+from firmware import faults, halsetup
 from firmware.drivers.modbus_rtu import ModbusMaster
 from firmware.hal import Hal, Output
 
 machine.attach(2, sys.argv[-2])
 machine.attach(3, sys.argv[-1])
 hal = Hal()  # the fake machine from tests/mpy_fakes, real time from the port's time module
-bus = ModbusMaster(hal.uart(2, 19200), hal, de=Output(hal.pin_out(4)), baudrate=19200,
+bus = ModbusMaster(halsetup.uart(hal, 2, 19200), hal, de=Output(halsetup.pin_out(hal, 4)), baudrate=19200,
                    timeout_ms=2000, retries=1)
-silent = ModbusMaster(hal.uart(3, 19200), hal, baudrate=19200, timeout_ms=100, retries=0)
+silent = ModbusMaster(halsetup.uart(hal, 3, 19200), hal, baudrate=19200, timeout_ms=100, retries=0)
 out = [0] * 10
 res = {}
 res["holding"] = [bus.read_holding(1, 0, 10, out), list(out)]

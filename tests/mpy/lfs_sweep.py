@@ -26,6 +26,7 @@ import vfs
 
 from firmware.framelog import FrameLog
 from firmware.hal import Hal
+from firmware.logscan import open_log
 from protocol import readings
 from protocol.frame import READINGS
 
@@ -166,7 +167,7 @@ def sequence(st):
     """The node's steps; `st` records what the node was told (seqs taken, records
     logged, records the gateway acked) as each call returns."""
     log = new_log()
-    log.open()
+    open_log(log)
     x = 12345
     for i in range(STEPS):
         x = (1103515245 * x + 12345) & 0x7FFFFFFF
@@ -183,7 +184,7 @@ def sequence(st):
                 log.ack([(r.seq, r.seq)])
         if i == STEPS // 2:                   # a reboot: the scan and its meta rewrite
             log = new_log()
-            log.open()
+            open_log(log)
     return log
 
 
@@ -194,7 +195,7 @@ def recover_and_check(data, st, point):
     try:
         log = new_log()
         try:
-            log.open()
+            open_log(log)
         except Exception as e:
             return ["the log does not open: %r" % (e,)]
         recs = []

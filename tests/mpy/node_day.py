@@ -214,9 +214,11 @@ def day(root, h=21.5):
             r[o.key if r is registries[1] else o.id] = o
     twins = saved = registries = None
     node = Node(hal, cfg, sources, radio, siren, strobe, rand=lambda: 0.5, console=lambda s: None,
-                mem_free=gc.mem_free)
+                mem_free=gc.mem_free, downlink=firmware.main.downlink)
+    from firmware.logscan import open_log
+    open_log(node.log, node.clock)      # as firmware/main.py: the log opened, then boot code dropped
     wiring.drop_boot_modules()
-    del wiring
+    del wiring, open_log
     yield
     gc.collect()
     gw = gc.mem_alloc()

@@ -8,7 +8,7 @@ import random
 import sys
 
 import firmware.boot  # noqa: F401  (see above)
-from protocol import cbor, framing, gwmessages, messages, readings
+from protocol import cbor, cbordecode, framing, gwmessages, messages, readings
 from protocol import frame as fr
 from protocol.gwlink import DUPLICATE, NEW, GatewayLink
 from protocol.mic import Hmac
@@ -88,7 +88,7 @@ for i in range(N):
     except fr.FrameError:
         pass
     for fn, more in ((readings.decode, ()), (messages.decode_ack, ()), (gwmessages.decode_map, ()),
-                     (cbor.loads, ()), (readings.restamp, (5,)), (messages.restamp_alarms, (5,))):
+                     (cbordecode.loads, ()), (readings.restamp, (5,)), (messages.restamp_alarms, (5,))):
         try:
             fn(rnd, *more)
         except ValueError:
@@ -108,7 +108,7 @@ for i in range(N):
         fails += 1
         print("FAIL ack", i)
     m = {1: random.getrandbits(30) * 1024 - 2 ** 39, 2: "x" * random.randint(0, 30), 3: [1, None, True, b"\x00"]}
-    if cbor.loads(cbor.dumps(m)) != m:
+    if cbordecode.loads(cbor.dumps(m)) != m:
         fails += 1
     a = gc.mem_alloc() - base
     if a > peak:

@@ -40,7 +40,7 @@ def _run(run_micropython, d):
                    check=True, capture_output=True)
     launcher = d / "launch.py"
     launcher.write_text("import trip_check\n")
-    r = run_micropython(launcher, heap="80K", extra_path=(d,), timeout=120)
+    r = run_micropython(launcher, heap="80K", extra_path=(d,), timeout=600)
     res = _result(r.stdout)
     assert res is not None, "trip_check printed no result (rc=%d):\n%s\n%s" % (
         r.returncode, r.stdout, r.stderr)

@@ -11,7 +11,7 @@ def pico(tmp_path):
         pytest.skip("emulated Pico tier NOT RUN: " + why)
     p = EmulatedPico().start()
     try:
-        p.wait_event(lambda e: e.get("ev") == "usb", 30)
+        p.wait_event(lambda e: e.get("ev") == "usb", 120)
         yield p
     finally:
         p.close()

@@ -132,23 +132,25 @@ def _rows():
             (3, 17, 42, 3, RAIN, 1767225000, None, 1, 1)]
 
 
-def test_batch_from_gateway_batcher(tmp_path, capsys):
-    payload = batcher.encode_batch("lushi", "gw1", 7, 1767225700, _rows(),
-                                   statuses=[NodeStatus(17, 1767225650, 3710)],
-                                   counters={1: 0, 2: 0, 3: 2, 4: 1, 5: 0})
+@pytest.mark.parametrize("schema", [2, 1])
+def test_batch_from_gateway_batcher(tmp_path, capsys, schema):
+    kw = dict(statuses=[NodeStatus(17, 1767225650, 3710)], counters={1: 0, 2: 0, 3: 2, 4: 1, 5: 0})
+    payload = (batcher.encode_batch(7, 1767225700, _rows(), **kw) if schema == 2 else
+               batcher.encode_batch_v1("lushi", "gw1", 7, 1767225700, _rows(), **kw))
     f = tmp_path / "b.cbor"
     f.write_bytes(payload)
-    assert cli.main(["decode", "--batch", str(f)]) == 0
+    topic = ["--topic", "stations/lushi/gw1/data"] if schema == 2 else []
+    assert cli.main(["decode", "--batch", str(f)] + topic) == 0
     out = capsys.readouterr().out
     assert "BATCH lushi/gw1 seq 7" in out and "3 readings" in out
     assert "2.950 m, 3.010 m" in out and "fault open_circuit" in out and "(approx times)" in out
     assert "frames_rejected=2" in out and "battery_mv=3710" in out
     d = decode.describe_uplink(payload)
-    flat = [(n["node"], r["seq"], r["idx"] + k, c["chan"], r["t0"] + k * r["step"], v)
-            for n in d["nodes"] for c in n["channels"] for r in c["runs"]
-            for k, v in enumerate(r["values"])]
+    flat = sorted((n["node"], r["seq"], r["idx"] + k, c["chan"], r["t0"] + k * r["step"], v)
+                  for n in d["nodes"] for c in n["channels"] for r in c["runs"]
+                  for k, v in enumerate(r["values"]))
     _, ref = batcher.decode_batch_readings(payload)
-    assert flat == [x[:6] for x in ref]
+    assert flat == sorted(x[:6] for x in ref)
 
 
 def test_alarm_and_status_messages_from_stdin(monkeypatch, capsys):
@@ -172,12 +174,12 @@ def test_batch_not_cbor(tmp_path, capsys):
 
 
 def test_batch_that_breaks_the_cddl_names_the_path(tmp_path, capsys):
-    m = cbor2.loads(batcher.encode_batch("lushi", "gw1", 7, 1767225700, _rows(),
+    m = cbor2.loads(batcher.encode_batch(7, 1767225700, _rows(),
                                          counters={1: 0, 2: 0, 3: 2, 4: 1, 5: 0}))
-    m[5][0][1][0][0] = 256          # channel 256
+    m[5][0][1][0][6][0] = 256       # channel 256
     del m[7][4]                     # and a counter missing: the first failure is reported
     f = tmp_path / "b.cbor"
     f.write_bytes(cbor2.dumps(m))
     assert cli.main(["decode", "--batch", str(f)]) == errors.BAD_INPUT
     err = capsys.readouterr().err
-    assert "breaks the uplink schema" in err and "/5/0/1/0" in err
+    assert "breaks the uplink schema" in err and "/5/0/1/0/6" in err

@@ -33,7 +33,7 @@ def publisher(port):
 def publish(c, topic, payload, retain=False):
     p = Properties(PacketTypes.PUBLISH)
     p.ContentType = "application/cbor"
-    c.publish(topic, payload, qos=1, retain=retain, properties=p).wait_for_publish(5)
+    c.publish(topic, payload, qos=1, retain=retain, properties=p).wait_for_publish(60)
 
 
 def start_monitor(port, *extra):
@@ -60,7 +60,7 @@ def test_status_batch_and_alarms_one_line_each(broker):
         rows = [(1, 17, 42, 0, WATER, 1767225000, 2950, None, 0),
                 (2, 17, 42, 1, WATER, 1767225300, 3050, None, 0)]
         publish(pub, "stations/lushi/gw1/data",
-                batcher.encode_batch("lushi", "gw1", 7, 1767225700, rows, counters={2: 0}))
+                batcher.encode_batch(7, 1767225700, rows, counters={2: 0}))
         publish(pub, "stations/lushi/gw1/alarm", batcher.encode_alarm("lushi", "gw1", Alarm(
             17, 43, 0, 1, 4, 0, DISP, 5, 4, 1800, 3600, 1767225600, 1767225601000)))
         publish(pub, "stations/other/gw1/alarm", b"not for this site")

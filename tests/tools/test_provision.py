@@ -15,7 +15,7 @@ def test_provision_landslide_then_river_bumps_the_version(flashed, registry, cap
     out = capsys.readouterr().out
     assert "node 17 is up: node 17 boot" in out and "NodeConfig(v1 node 17" in out
     raw = json.loads((flashed.fs / "config.json").read_text())
-    cfg = nodeconfig.NodeConfig(raw)
+    cfg = nodeconfig.checked(raw)
     assert cfg.key == gconfig.load_keys(registry).get(17)
     assert [c[1] for c in cfg.channels] == ["drawwire", "rain", "battery"]
     assert cfg.key.hex() not in out
@@ -61,7 +61,7 @@ def test_builtin_profiles_pass_the_node_validators_on_every_board(name, registry
     for variant in ("esp32_devkitc", "esp32s3_devkitc", "rp2040_pico"):
         prof, label = provision.load_profile(name)
         raw = provision.build_config(17, key, prof, label, provision.load_variant(variant), 1)
-        assert nodeconfig.NodeConfig(raw).node == 17
+        assert nodeconfig.checked(raw).node == 17
 
 
 def test_a_keys_file_the_gateway_would_refuse_is_refused_first(registry, capsys):

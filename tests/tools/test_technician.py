@@ -18,7 +18,7 @@ def read_register(port, address):
     from pymodbus.client import AsyncModbusTcpClient
 
     async def go():
-        c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2)
+        c = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=10)
         await c.connect()
         try:
             r = await c.read_holding_registers(address, count=1, device_id=1)
