@@ -299,9 +299,9 @@ def old_fit(state, b):
     if slope >= 0.0 or 2 * r2 < state.rule.min_r2:
         return 1, None, r2
     ahead = xbar - ybar / slope - mid
-    onset = r2 < state.rule.min_r2 or sh < 2 * m    # intensify only (TRIP.md 4.4)
-    if ahead > 1e7 or (onset and ahead > 4 * state.rule.lead_s):
+    if ahead > 1e7 or (r2 < state.rule.min_r2 and ahead > 4 * state.rule.lead_s):
         return 1, None, r2
+    onset = r2 < state.rule.min_r2 or sh < 2 * m    # intensify only (TRIP.md 4.4)
     return 3 if onset else 2, b * bs + int(max(ahead, -1e7)), r2
 
 
