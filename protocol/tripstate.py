@@ -522,6 +522,7 @@ class InvVelState(State):
         sxy = zero   # sum h u x
         sh = 0       # sum h = sum w y^2
         m = 0        # points kept
+        md = 0       # of them, points from 2 or more samples in each sub-window
         pairs = 0
         tp = 0       # the previous centroid (time, value sum, count)
         vp = 0
@@ -563,6 +564,8 @@ class InvVelState(State):
                     sh += h
                     m += 1
                     ul = u
+                    if h > 1:
+                        md += 1
             tq = tp
             vq = vp
             cq = cp
@@ -610,11 +613,13 @@ class InvVelState(State):
         # A forecast is believed only while the slope moves at v_min or more (the newest
         # velocity point): smooth acceleration at a fraction of a mm/h (a wire breathing
         # with the day, the start of a rain step) also has a 1/v line falling to zero.
-        # Nor from sub-windows of one sample each (h 1: at 600 s sampling a 2-h window's
-        # twelve noisy readings line up by chance now and then). Below v_min, on single
-        # samples or with R^2 of at least half min_r2, the trend only intensifies
-        # sampling (near), and the intensified samples decide.
-        weak = r2 < self.rule.min_r2 or ul * 3600 < self.rule.v_min or sh < 2 * m
+        # Nor while half the points or more come from sub-windows of one sample (h 1: at
+        # 600 s sampling a 2-h window's twelve noisy readings line up by chance now and
+        # then, and right after sampling intensifies a point or two of heavy weight
+        # would make any line fit). Below v_min, on single samples or with R^2 of at
+        # least half min_r2, the trend only intensifies sampling (near), and the
+        # intensified samples decide.
+        weak = r2 < self.rule.min_r2 or ul * 3600 < self.rule.v_min or 2 * md <= m
         self.mode = _ONSET if weak else FORECAST
 
     def trips(self):

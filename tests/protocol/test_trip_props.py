@@ -267,13 +267,14 @@ def old_fit(state, b):
     pts = [((k - b) * bs + (2 * ring.sdt[k % size] + n[k % size]) // (2 * n[k % size]),
             ring.sv[k % size], n[k % size]) for k in ks]
     sw = sx = sy = sxx = sxy = syy = 0.0
-    m = sh = 0
+    m = sh = md = 0
     for (tp, vp, cp), (tc, vc, c) in zip(pts, pts[2:]):    # a velocity spans 2 sub-windows
         num = (vc * cp - vp * c) * d
         if num > 0 and tc != tp:
             y = ((tc - tp) * c * cp) / num
             h = 2 * c * cp // (c + cp)     # the count weight of the point's samples
             sh += h
+            md += h > 1
             w = h / (y * y)
             x = ((tc + tp) >> 1) + mid
             wx, wy = w * x, w * y
@@ -301,7 +302,7 @@ def old_fit(state, b):
     ahead = xbar - ybar / slope - mid
     if ahead > 1e7 or (r2 < state.rule.min_r2 and ahead > 4 * state.rule.lead_s):
         return 1, None, r2
-    onset = r2 < state.rule.min_r2 or sh < 2 * m    # intensify only (TRIP.md 4.4)
+    onset = r2 < state.rule.min_r2 or 2 * md <= m    # intensify only (TRIP.md 4.4)
     return 3 if onset else 2, b * bs + int(max(ahead, -1e7)), r2
 
 
