@@ -1,6 +1,7 @@
-"""`python -m bench warnings [--quick] [--seed N] [--cases N]`: how the shipped profiles'
-warnings behave on displacement traces from published slope models with realistic
-sensor behaviour, run through the trip engine exactly as a node runs them.
+"""`python -m bench warnings [--quick] [--seed N] [--cases N] [--intervals 10,60,600]`:
+how the shipped profiles' warnings behave on displacement traces from published slope
+models with realistic sensor behaviour, run through the trip engine exactly as a node
+runs them.
 
 Families (displacement in mm; t in s):
   creep      accelerating creep to failure, Voight's law dv/dt = A v^a (a 1.8..2.2; a = 2
@@ -172,6 +173,7 @@ def run_case(cfg, sensor, duration, t0=0):
     events = []
     now = t0
     end = t0 + duration
+    busy = 0.0      # seconds spent at the intensified interval
     while now < end:
         for ev in eng.tick(now):
             events.append(ev)
@@ -189,8 +191,11 @@ def run_case(cfg, sensor, duration, t0=0):
         d = eng.next_due()
         if d is not None and d < nxt:
             nxt = d
-        now = max(now + 1, nxt)
-    return events
+        step = max(now + 1, nxt)
+        if smp.intensified:
+            busy += min(step, end) - now
+        now = step
+    return events, busy
 
 
 # -- families -------------------------------------------------------------------------------
@@ -240,11 +245,13 @@ def evaluate(rules, families, intervals, cases, seed):
             rnd = random.Random("%s/%s/%d" % (fam, base, seed))
             cfg = profile_config(rules, base, min(10, base))
             leads, reds, oranges, yellows, changes, days, blue_end = [], 0, 0, 0, 0, 0.0, 0
+            busy = 0.0
             for model, noise, dur, t_f, faulty in family_cases(fam, rnd, cases):
                 # the sensor was installed a while ago: its reading starts mid-span
                 sensor = Sensor(model, rnd, noise, rnd.uniform(50.0, 200.0), faulty, t_f)
-                evs = run_case(cfg, sensor, dur + (3600 if t_f else 0))
+                evs, b = run_case(cfg, sensor, dur + (3600 if t_f else 0))
                 days += dur / DAY
+                busy += b
                 first_red = None
                 lvl = 0
                 for e in evs:
@@ -267,7 +274,8 @@ def evaluate(rules, families, intervals, cases, seed):
                     blue_end += 1       # still above normal at the end of the trace
             got = sorted(x for x in leads if x is not None)
             r = {"cases": cases, "station_days": round(days, 1),
-                 "changes_per_day": round(changes / days, 3) if days else None}
+                 "changes_per_day": round(changes / days, 3) if days else None,
+                 "intensified_pct": round(100 * busy / (days * DAY), 1) if days else None}
             if fam == "creep":
                 r["red_lead_min"] = round(got[0], 1) if len(got) == len(leads) and got else None
                 r["red_lead_median"] = round(got[len(got) // 2], 1) if got else None
@@ -287,15 +295,15 @@ def shipped_disp_rules():
 
 def table(res, label):
     lines = ["%s" % label,
-             "%-9s %5s %6s %9s %9s %6s %9s %9s %9s %8s" % (
+             "%-9s %5s %6s %9s %9s %6s %9s %9s %9s %8s %6s" % (
                  "family", "base", "cases", "lead_min", "lead_med", "no_red", "red/yr",
-                 "orange/yr", "yellow/mo", "chg/day")]
+                 "orange/yr", "yellow/mo", "chg/day", "busy%")]
     for (fam, base), r in res.items():
-        lines.append("%-9s %4ds %6d %9s %9s %6s %9s %9s %9s %8s" % (
+        lines.append("%-9s %4ds %6d %9s %9s %6s %9s %9s %9s %8s %6s" % (
             fam, base, r["cases"], r.get("red_lead_min", "-"), r.get("red_lead_median", "-"),
             r.get("no_red", "-"), r.get("false_red_per_year", "-"),
             r.get("false_orange_per_year", "-"), r.get("yellow_per_month", "-"),
-            r["changes_per_day"]))
+            r["changes_per_day"], r["intensified_pct"]))
     return "\n".join(lines)
 
 
@@ -305,6 +313,8 @@ def main(argv=()):
     seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 1
     cases = int(argv[argv.index("--cases") + 1]) if "--cases" in argv else (4 if quick else 20)
     intervals = (60, 600) if quick else (10, 60, 600)
+    if "--intervals" in argv:       # e.g. --intervals 10 (a 10-s row costs 6x a 60-s one)
+        intervals = tuple(int(x) for x in argv[argv.index("--intervals") + 1].split(","))
     t0 = time.time()
     new = evaluate(shipped_disp_rules(), FAMILIES, intervals, cases, seed)
     t1 = time.time()

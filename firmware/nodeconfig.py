@@ -85,7 +85,7 @@ def check_into(cfg, raw, source=CONFIG_FILE):
     cfg.intervals = _intervals(source, raw.get("intervals", DEFAULT_INTERVALS))
     cfg.rules = _rules(source, raw.get("rules", []), cfg.channels)
     from protocol.ruleparse import check_timing
-    bad = check_timing(cfg.rules, cfg.intervals["sample_s"])
+    bad = check_timing(cfg.rules, cfg.intervals["sample_s"], cfg.intervals["intensified_s"])
     if bad:
         _fail(source, "rules[%d]" % bad[0], bad[1])
     s = raw.get("sleep", "light")

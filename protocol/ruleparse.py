@@ -44,9 +44,11 @@ PARAMS = {
     TANGENT: (("window_s", 600, 86400), ("v0", -VMAX, VMAX), ("alpha", 450, 899),
               ("hold_s", 0, MAX_HOLD_S)),
 }
-# Optional trailing parameters: THRESHOLD may carry an explicit near band, TANGENT a
-# quiet period in which v0 is learnt.
-OPTIONAL = {THRESHOLD: (("near", 0, VMAX),), TANGENT: (("quiet_s", 0, MAX_HOLD_S),)}
+# Optional trailing parameters: THRESHOLD may carry an explicit near band, INVVEL the
+# velocity (units per hour) below which a forecast is not believed, TANGENT a quiet
+# period in which v0 is learnt.
+OPTIONAL = {THRESHOLD: (("near", 0, VMAX),), INVVEL: (("v_min", 0, VMAX),),
+            TANGENT: (("quiet_s", 0, MAX_HOLD_S),)}
 
 
 _HEAD = ("rule_id", "chan", "kind", "level")
@@ -97,6 +99,8 @@ def init_rule(self, rule_id, chan, kind, level, params):
     if kind == RATE and self.threshold == 0:
         raise ValueError("rule %d: threshold 0 is not allowed for a rate rule: use a positive "
                          "rate for rising, a negative one for falling" % rule_id)
+    if kind == INVVEL and len(params) < 5:
+        self.v_min = 0
     if kind == TANGENT:
         if self.v0 == 0:
             raise ValueError("rule %d: v0 0: allowed a rate per hour, not 0" % rule_id)
@@ -199,18 +203,24 @@ def check_rules(rules):
         seen.append(r.rule_id)
 
 
-def check_timing(rules, sample_s):
-    """The first rule that could never fire on a channel sampled every sample_s seconds
-    (TRIP.md 2.1) as (index in rules, message), or None. A rate needs 3 samples in each
-    half of its window, a forecast one in each of its 12 sub-windows; until a metric is
-    known it is never near, so the intensified interval never comes to its help."""
+def check_timing(rules, sample_s, intensified_s=0):
+    """The first rule that could never fire on a channel sampled every sample_s seconds,
+    intensified_s while a rule is near (0: never intensified) (TRIP.md 2.1), as (index in
+    rules, message), or None. A rate needs 3 samples in each half of its window, a
+    forecast one in each of its 12 sub-windows to see a trend and two in each, at the
+    intensified interval, to believe one (TRIP.md 4.4); until a metric is known it is
+    never near, so the intensified interval never comes to its help."""
+    fast = intensified_s or sample_s
     for i in range(len(rules)):
         r = rules[i]
         k = r.kind
-        need = 12 * sample_s if k == INVVEL else (6 * sample_s if k == RATE or k == TANGENT else 0)
+        need = 6 * sample_s if k == RATE or k == TANGENT else 0
+        if k == INVVEL:
+            need = max(12 * sample_s, 24 * fast)
         if need and r.window_s < need:
-            return i, ("rule %d: window_s %d cannot fire at sample_s %d: allowed >= %d"
-                       % (r.rule_id, r.window_s, sample_s, need))
+            return i, ("rule %d: window_s %d cannot fire at sample_s %d%s: allowed >= %d"
+                       % (r.rule_id, r.window_s, sample_s,
+                          ", intensified_s %d" % fast if fast != sample_s else "", need))
     return None
 
 

@@ -429,6 +429,8 @@ class RateState(State):
 UNKNOWN = const(0)
 NO_TREND = const(1)
 FORECAST = const(2)
+_ONSET = const(3)
+_ONSET_LEADS = const(4)
 
 
 class InvVelState(State):
@@ -464,7 +466,7 @@ class InvVelState(State):
     def at(self, t):
         if self.mode == UNKNOWN:
             return None
-        if self.mode == NO_TREND:
+        if self.mode == NO_TREND or self.mode == _ONSET:
             return NO_FAILURE
         d = self.t_f - t
         if d < -VMAX:
@@ -500,29 +502,36 @@ class InvVelState(State):
             self.mode = NO_TREND
             return
         d = 1 if travel > 0 else -1
-        # Velocity points from consecutive centroids, summed on the fly (no arrays of
-        # floats kept). x: seconds from the window's middle, an int (centroid times are
-        # rounded to the second; sub-windows are >= 60 s). The fit is of y = 1/|v| with
-        # weight w = v^2 (1/v from a noisy v errs like 1/v^2: the slow, noisy start of a
-        # window must not drown the trend near its end). With u = |v| = 1/y the weighted
-        # sums are sums of u^2, u^2 x, u^2 x^2 (w, wx, wxx), u (= w y), u x (= w x y) and
-        # a count (w y y = 1, exactly): ten float results per point (a division, four
-        # products, five additions). Each is a 16-byte heap object on a 32-bit
-        # MicroPython, garbage until the next collection; going through y, 1/y^2 and w*y
-        # took 14, and no term has more roundings now than it had then. The sums differ
-        # from that form's in their last bits only: test_trip_props.py checks that every
-        # fit still gives its mode, forecast and R^2 per mille.
+        # Velocity points from centroids two sub-windows apart (a short moving average
+        # of the velocity, Carla et al. 2017: half the noise of neighbours' differences),
+        # summed on the fly (no arrays of floats kept). x: seconds from the window's
+        # middle, an int (centroid times are rounded to the second; sub-windows are
+        # >= 60 s). The fit is of y = 1/|v| with weight w = v^2 h (1/v from a noisy v
+        # errs like 1/v^2: the slow, noisy start of a window must not drown the trend
+        # near its end; h, below, for the samples behind the point). With u = |v| = 1/y
+        # the weighted sums are sums of h u^2, h u^2 x, h u^2 x^2 (w, wx, wxx), h u
+        # (= w y), h u x (= w x y) and sum h (= w y y, an int): twelve float results per
+        # point, each a 16-byte heap object on a 32-bit MicroPython, garbage until the
+        # next collection. test_trip_props.py checks every fit against the first
+        # form's sums (y, 1/y^2, w*y) for its mode, forecast and R^2 per mille.
         mid = (size * bs) >> 1
-        sw = zero    # sum u^2
-        sx = zero    # sum u^2 x
-        sxx = zero   # sum u^2 x^2
-        sy = zero    # sum u
-        sxy = zero   # sum u x
-        m = 0        # points kept, = sum w y^2
+        sw = zero    # sum h u^2
+        sx = zero    # sum h u^2 x
+        sxx = zero   # sum h u^2 x^2
+        sy = zero    # sum h u
+        sxy = zero   # sum h u x
+        sh = 0       # sum h = sum w y^2
+        m = 0        # points kept
+        md = 0       # of them, points from 2 or more samples in each sub-window
         pairs = 0
-        tp = 0
+        tp = 0       # the previous centroid (time, value sum, count)
         vp = 0
         cp = 1
+        tq = 0       # and the one before it: a velocity spans two sub-windows
+        vq = 0
+        cq = 1
+        seen = 0
+        ul = 0
         for k in range(first, last + 1):
             i = k % size
             c = n[i]
@@ -530,21 +539,36 @@ class InvVelState(State):
                 continue
             tc = (k - b) * bs + (2 * ring.sdt[i] + c) // (2 * c)
             vc = ring.sv[i]
-            if k != first:
+            seen += 1
+            if seen > 2:
                 pairs += 1
-                num = (vc * cp - vp * c) * d          # displacement * c * cp
-                # tc == tp: put() keeps each centroid inside its bucket, but a zero time
+                num = (vc * cq - vq * c) * d          # displacement * c * cq
+                x = ((tc + tq) >> 1) + mid
+                ul = 0       # the newest velocity (0 if its pair is dropped)
+                # tc == tq: put() keeps each centroid inside its bucket, but a zero time
                 # difference would divide by zero on the alarm path; no velocity.
-                if num > 0 and tc != tp:
-                    u = num / ((tc - tp) * c * cp)     # |v|, units per second
-                    x = ((tc + tp) >> 1) + mid
+                if num > 0 and tc != tq:
+                    u = num / ((tc - tq) * c * cq)     # |v|, units per second
+                    # h: the harmonic mean of the two sub-windows' counts, as a velocity
+                    # from sparse samples (before intensified sampling) is that much
+                    # noisier: its weight is u^2 h (an int: no float made for it)
+                    h = 2 * c * cq // (c + cq)
                     ux = u * x
-                    sw += u * u
-                    sx += u * ux
-                    sxx += ux * ux
-                    sy += u
-                    sxy += ux
+                    hu = h * u
+                    hux = h * ux
+                    sw += hu * u
+                    sx += hu * ux
+                    sxx += hux * ux
+                    sy += hu
+                    sxy += hux
+                    sh += h
                     m += 1
+                    ul = u
+                    if h > 1:
+                        md += 1
+            tq = tp
+            vq = vp
+            cq = cp
             tp = tc
             vp = vc
             cp = c
@@ -564,7 +588,7 @@ class InvVelState(State):
         ybar = sy / sw
         cxx = sxx - sx * xbar
         cxy = sxy - sx * ybar
-        cyy = m - sy * ybar
+        cyy = sh - sy * ybar
         if cxx <= 0.0 or cyy <= 0.0:
             self.r2_permille = 0
             self.mode = NO_TREND       # x or y does not vary
@@ -574,17 +598,29 @@ class InvVelState(State):
         # and "R^2 * 1000 < min_r2" is the same test on the int (min_r2 is an int).
         r2 = int(slope * (cxy / cyy) * 1000.0)
         self.r2_permille = r2
-        if slope >= 0.0 or r2 < self.rule.min_r2:
+        lead = self.rule.lead_s
+        if slope >= 0.0 or 2 * r2 < self.rule.min_r2:
             self.mode = NO_TREND
             return
         ahead = xbar - ybar / slope - mid    # seconds after bucket b's start
-        if ahead > 1e7:
-            self.mode = NO_TREND       # beyond ~4 months: no forecast worth a warning
+        if ahead > 1e7 or (r2 < self.rule.min_r2 and ahead > _ONSET_LEADS * lead):
+            # beyond ~4 months, or a weak trend that points far ahead: nothing to watch
+            self.mode = NO_TREND
             return
         if ahead < -1e7:
             ahead = -1e7
         self.t_f = b * bs + int(ahead)
-        self.mode = FORECAST
+        # A forecast is believed only while the slope moves at v_min or more (the newest
+        # velocity point): smooth acceleration at a fraction of a mm/h (a wire breathing
+        # with the day, the start of a rain step) also has a 1/v line falling to zero.
+        # Nor while half the points or more come from sub-windows of one sample (h 1: at
+        # 600 s sampling a 2-h window's twelve noisy readings line up by chance now and
+        # then, and right after sampling intensifies a point or two of heavy weight
+        # would make any line fit). Below v_min, on single samples or with R^2 of at
+        # least half min_r2, the trend only intensifies sampling (near), and the
+        # intensified samples decide.
+        weak = r2 < self.rule.min_r2 or ul * 3600 < self.rule.v_min or 2 * md <= m
+        self.mode = _ONSET if weak else FORECAST
 
     def trips(self):
         return self.metric < self.rule.lead_s
@@ -593,4 +629,4 @@ class InvVelState(State):
         return self.metric >= 2 * self.rule.lead_s
 
     def near(self):
-        return self.metric < 2 * self.rule.lead_s
+        return self.metric < 2 * self.rule.lead_s or self.mode == _ONSET

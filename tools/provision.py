@@ -52,14 +52,18 @@ PROFILES = {
         "channels": [{"id": "displacement.0", "driver": "drawwire", "cal": [[0.1, 0], [0.9, 50000]]},
                      {"id": "rain.0", "driver": "rain", "mm_per_tip": 0.2},
                      {"id": "battery.0", "driver": "battery"}],
-        # Two independent paths to red: the inverse-velocity forecast (rule 3) and the
-        # tangent angle (rules 6, 7; v0 learnt over the first 2 days, at least 0.5 mm/h:
-        # give the site's constant-velocity rate once it is known).
+        # Two independent paths to red: the inverse-velocity forecast (rules 3, 8: a short
+        # and a long window, as Carla et al. 2017 pair short and long moving averages;
+        # believed from 2 mm/h, the yellow rate) and the tangent angle (rules 6, 7; v0
+        # learnt over the first 2 days, at least 1 mm/h, so orange needs 5.7 mm/h over 2 h
+        # (at 0.5 a wire stuck for hours, then freed, gave orange): give the site's
+        # constant-velocity rate once it is known).
         "rules": [[1, DISP, 2, 2, 10800, 200, 50, 3600],      # >= 2 mm/h over 3 h: yellow
                   [2, DISP, 2, 3, 3600, 1000, 200, 3600],     # >= 10 mm/h over 1 h: orange
-                  [3, DISP, 4, 4, 7200, 3600, 900, 3600],     # inverse velocity: < 1 h: red
-                  [6, DISP, 5, 3, 7200, 50, 800, 3600, 172800],   # tangent angle >= 80: orange
-                  [7, DISP, 5, 4, 7200, 50, 850, 3600, 172800],   # tangent angle >= 85: red
+                  [3, DISP, 4, 4, 7200, 3600, 850, 3600, 200],    # inverse velocity, 2 h: < 1 h: red
+                  [8, DISP, 4, 4, 21600, 3600, 850, 3600, 200],   # the same over 6 h (slow creep)
+                  [6, DISP, 5, 3, 7200, 100, 800, 3600, 172800],   # tangent angle >= 80: orange
+                  [7, DISP, 5, 4, 7200, 100, 850, 3600, 172800],   # tangent angle >= 85: red
                   [4, RAIN, 3, 2, 3600, 300, 50, 1800],       # >= 30 mm in 1 h: yellow
                   [5, RAIN, 3, 3, 1200, 500, 50, 1800]],      # >= 50 mm in 20 min: orange
         "intervals": {"sample_s": 60, "intensified_s": 10, "report_s": 600, "status_s": 3600},

@@ -570,13 +570,14 @@ def test_inverse_velocity_fit_survives_two_centroids_on_the_same_second():
         return int(20000 * math.log((14 * bs - 6 * bs) / (14 * bs - t)))
     for k in range(12):
         off = {5: bs - 1, 6: 6}.get(k, bs // 2)
-        ring.put(k, 1, off, pos(k * bs + off))
+        ring.put(k, 2, 2 * off, 2 * pos(k * bs + off))   # two samples on one second each
     i5 = 5 % ring.size
-    ring.sdt[i5] = bs + 6       # bucket 5's centroid on bucket 6's only sample's second
+    ring.sdt[i5] = 2 * (bs + 6)     # bucket 5's centroid on bucket 6's samples' second
     assert pos(6 * bs + 6) > pos(6 * bs - 1)    # so the pair moves forward, in no time
     st.fit(12)
-    # The dropped pair costs a point, not the forecast.
-    assert st.mode == 2 and st.r2_permille >= 900 and abs(st.t_f - 14 * bs) < 600
+    # The dropped pair costs a point, not the forecast (within 1200 s of the 14400 s
+    # ahead: each velocity spans two sub-windows, so the odd centroid moves two points).
+    assert st.mode == 2 and st.r2_permille >= 900 and abs(st.t_f - 14 * bs) < 1200
 
 
 def ring_mean(ring, b):

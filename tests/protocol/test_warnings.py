@@ -2,6 +2,7 @@
 profile through the node's sampler and step order (bench/warnings.py) on a short subset
 of the evaluation corpus, the config checks for rules that cannot fire, and the fault
 behaviour per SPEC section 4 fault kind (protocol/TRIP.md 3.2)."""
+import math
 import random
 
 import pytest
@@ -10,6 +11,7 @@ from bench import warnings as corpus
 from firmware import nodeconfig
 from protocol import ruleparse
 from protocol.trip import BLIND, CLEAR, RATE, TANGENT, TRIP, Rule, TripEngine
+from protocol.tripstate import NO_FAILURE
 
 DISP = 0x10
 
@@ -38,17 +40,19 @@ def test_a_decelerating_slope_never_reaches_red_and_ends_normal():
 
 # -- rules that cannot fire at the configured interval ---------------------------------------
 
-@pytest.mark.parametrize("wire, sample_s, ok", [
-    ([1, DISP, RATE, 2, 3600, 200, 50, 0], 600, True),      # 3 samples per half
-    ([1, DISP, RATE, 2, 1800, 200, 50, 0], 600, False),
-    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 600, True),        # one per sub-window
-    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 900, False),
-    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 600, True),
-    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 601, False),
-    ([1, 0x08, 3, 2, 600, 100, 10, 0], 600, True),           # a sum fires at any interval
+@pytest.mark.parametrize("wire, sample_s, fast, ok", [
+    ([1, DISP, RATE, 2, 3600, 200, 50, 0], 600, 0, True),      # 3 samples per half
+    ([1, DISP, RATE, 2, 1800, 200, 50, 0], 600, 0, False),
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 600, 10, True),      # one per sub-window, and
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 900, 10, False),     # two when intensified
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 600, 0, False),
+    ([1, DISP, 4, 4, 7200, 3600, 900, 0], 300, 0, True),
+    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 600, 0, True),
+    ([1, DISP, TANGENT, 4, 3600, 50, 850, 0], 601, 0, False),
+    ([1, 0x08, 3, 2, 600, 100, 10, 0], 600, 0, True),           # a sum fires at any interval
 ])
-def test_check_timing_names_a_rule_that_cannot_fire(wire, sample_s, ok):
-    bad = ruleparse.check_timing([Rule.from_wire(wire)], sample_s)
+def test_check_timing_names_a_rule_that_cannot_fire(wire, sample_s, fast, ok):
+    bad = ruleparse.check_timing([Rule.from_wire(wire)], sample_s, fast)
     if ok:
         assert bad is None
     else:
@@ -139,3 +143,17 @@ def test_a_broken_wire_at_red_raises_blind_without_a_level_above_red():
     ev = eng.update(DISP, 7200, None, 1)
     assert [(e.event, e.prev_level, e.level) for e in ev] == [(BLIND, 4, 4)]
 
+
+
+# -- INVVEL: onset and v_min (TRIP.md 4.4) ---------------------------------------------------
+
+def test_a_trend_below_v_min_intensifies_sampling_but_trips_nothing():
+    # creep with 1/v linear to zero at 6 h, 3 mm ln: 1 mm/h at 3 h before failure;
+    # believed from 4 mm/h only: near (the node samples faster), no event, until then
+    tf = 6 * 3600
+    eng = TripEngine([Rule.from_wire([2, DISP, 4, 4, 7200, 3600, 850, 3600, 400])])
+    seen_near = False
+    for t in range(0, tf - 45 * 60, 300):
+        assert eng.update(DISP, t, int(round(300 * math.log(tf / (tf - t))))) == []
+        seen_near = seen_near or eng.near()
+    assert seen_near and eng.metric(2) == NO_FAILURE
