@@ -37,6 +37,23 @@ rp2emu: mp32
 stubs: $(READY)
 	@sh tools/setup/ensure-stubs.sh
 
+# The rp2 image with the app frozen in, rebuilt from this tree's firmware/ and protocol/
+# (#15). After changing them: `make rp2-frozen`, then commit tools/rp2/images/
+# (tests/rp2/test_rp2_image.py skips, and tools.rp2.frozen_figures refuses, while it is
+# stale). ~8 min on 2 busy cores. Needs the ARM toolchain (ensure-rp2-toolchain.sh, apt,
+# ~2.5 GB) and the pinned sources as bare git dirs in RP2_MIRROR/<owner>+<name>/repo
+# (tools/rp2/build.py SOURCES). `make rp2-check` rebuilds both images into build/rp2 and
+# compares them with tools/rp2/images/RECORD.json, byte for byte.
+.PHONY: rp2-frozen rp2-check
+RP2_MIRROR ?= /work/.mirror
+rp2-frozen: $(READY)
+	@sh tools/setup/ensure-rp2-toolchain.sh
+	$(PY) -m tools.rp2.build --frozen --mirror $(RP2_MIRROR)
+
+rp2-check: $(READY)
+	@sh tools/setup/ensure-rp2-toolchain.sh
+	$(PY) -m tools.rp2.build --check --mirror $(RP2_MIRROR)
+
 # pytest exits 5 when it collected nothing: that is a failure, never a pass.
 test: setup
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \

@@ -7,7 +7,10 @@ HIL_PORT is the board's USB REPL; HIL_WIRING a JSON file like MicroPython's
 
     {"board": "esp32_devkitc",            # a firmware/variants/ name
      "uart": [1, 9600, 17, 16],           # the node's LoRa UART: id, baud, tx pin, rx pin
-     "uart_port": "/dev/ttyUSB0"}         # the USB-UART adapter wired to those pins
+     "uart_port": "/dev/ttyUSB0",         # the USB-UART adapter wired to those pins
+     "frozen": false}                     # optional: true when the board's image has the
+                                          # app frozen in (firmware/manifest.py): only
+                                          # data and the node runner are copied then
 
 The rig compiles protocol/, firmware/ and the node runner (hil/nodeproc.py) with
 mpy-cross, deploys them and the node's config with mpremote, starts the runner through
@@ -162,8 +165,11 @@ class BoardNode(NodeProc):
             self.link.close()
         self.link = ReplLink(self.bench.port, self.mpy_dir, self.bench.heap)
         workdir = str(self.d) if self.bench.standin else ""
-        self.link.raw_exec("import sys\ndel sys.argv[:]\nsys.argv.extend(['nodeproc', %r, %r])\n"
-                           "import nodeproc\n" % (workdir, self.tty))
+        # on a board, boot.py as a reset runs it (the raw REPL does not reset): a frozen
+        # app ahead of the files, the collection threshold
+        boot = "" if self.bench.standin else "import boot\n"
+        self.link.raw_exec("%simport sys\ndel sys.argv[:]\nsys.argv.extend(['nodeproc', %r, %r])\n"
+                           "import nodeproc\n" % (boot, workdir, self.tty))
         return self.read_until_w()
 
     def alive(self):
@@ -185,6 +191,13 @@ class BoardNode(NodeProc):
         self.link.write(("T %.3f %s\n" % (mono, " ".join(inputs))).encode())
         return self.read_until_w()
 
+    def pull(self, want=None, timeout=30.0):
+        """As NodeProc.pull, with a longer guard: a board's UART sends at its baud rate
+        in the board's time, and an emulated Pico polling its REPL runs at a third of
+        real time or less (a 200-byte frame, 208 ms at 9600 baud, can take more than the
+        1 s a pty is given). It returns as soon as every byte is in."""
+        return NodeProc.pull(self, want, timeout)
+
     def kill_in_step(self, mono, inputs, delay_s):
         raise RuntimeError("power cuts are not run on a board (no supply relay on the bench)")
 
@@ -204,9 +217,29 @@ class BoardNode(NodeProc):
             self.link = None
 
     def stderr_text(self):
+        """What the program printed after its output ended: the raw REPL frames it as
+        <Ctrl-D> error text <Ctrl-D> '>' (a traceback when it raised)."""
         if self.link is None:
             return ""
-        return self.link.buf.decode(errors="replace")
+        parts = self.link.buf.decode(errors="replace").replace("\r", "").split("\x04")
+        text = [p for p in parts if p.strip() not in ("", ">")]
+        return text[-1] if text else ""
+
+
+# removes what an earlier deploy left, if anything
+_CLEAN = ("import os\n"
+          "def _rm(p):\n"
+          "    try:\n"
+          "        if os.stat(p)[0] & 0x4000:\n"
+          "            for n in os.listdir(p):\n"
+          "                _rm(p + '/' + n)\n"
+          "            os.rmdir(p)\n"
+          "        else:\n"
+          "            os.remove(p)\n"
+          "    except OSError:\n"
+          "        pass\n"
+          "for p in ('log', 'firmware', 'protocol'):\n"
+          "    _rm(p)\n")
 
 
 class Bench:
@@ -240,20 +273,31 @@ class Bench:
         return BoardNode(spec, d, self, mpy_dir)
 
     def deploy(self, d, mpy_dir):
+        """The node's files onto the board in one mpremote session (each `connect` costs
+        a soft reset). With the app frozen into the image (wiring "frozen": true) only
+        the data goes: the board file, config.json, hil.json and the node runner."""
         mpremote = shutil.which("mpremote") or os.path.join(sys.prefix, "bin", "mpremote")
-        cmds = [["fs", "cp", "-r", str(mpy_dir / "protocol"), ":"],
-                ["fs", "cp", "-r", str(mpy_dir / "firmware"), ":"],
-                ["fs", "cp", str(mpy_dir / "nodeproc.mpy"), ":nodeproc.mpy"],
-                ["fs", "cp", str(d / "config.json"), ":config.json"],
-                ["fs", "cp", str(d / "hil.json"), ":hil.json"]]
-        subprocess.run([mpremote, "connect", self.port, "fs", "rm", "-r", ":log"],
-                       capture_output=True, timeout=60)          # a fresh frame log
-        for c in cmds:
-            r = subprocess.run([mpremote, "connect", self.port] + c, capture_output=True,
-                               text=True, timeout=300)
-            if r.returncode:
-                raise RuntimeError("deploy to %s failed (%s): %s"
-                                   % (self.port, " ".join(c), r.stderr.strip()))
+        code = [] if self.wiring.get("frozen") else [
+            ["fs", "cp", "-r", str(mpy_dir / "protocol"), ":"],
+            ["fs", "cp", "-r", str(mpy_dir / "firmware"), ":"]]
+        data = ([["fs", "mkdir", ":firmware"]] if self.wiring.get("frozen") else []) + [
+            ["fs", "mkdir", ":firmware/variants"]]
+        data += [["fs", "cp", str(p), ":firmware/variants/"]
+                 for p in sorted((d / "firmware" / "variants").glob("*.json"))]
+        data += [["fs", "cp", str(ROOT / "firmware" / "boot.py"), ":boot.py"],
+                 ["fs", "cp", str(mpy_dir / "nodeproc.mpy"), ":nodeproc.mpy"],
+                 ["fs", "cp", str(d / "config.json"), ":config.json"],
+                 ["fs", "cp", str(d / "hil.json"), ":hil.json"]]
+        # first a fresh frame log and no app left from an earlier deploy (it would
+        # shadow the frozen modules)
+        chain = ["exec", _CLEAN]
+        for c in code + data:
+            chain += ["+"] + c
+        r = subprocess.run([mpremote, "connect", self.port] + chain, capture_output=True,
+                           text=True, timeout=300)
+        if r.returncode:
+            raise RuntimeError("deploy to %s failed (%s): %s"
+                               % (self.port, " ".join(chain), r.stderr.strip()[-2000:]))
 
 
 def main(scenario=None, environ=None, seed=None, hours=None):

@@ -218,6 +218,23 @@ class Logged:
         return v, f
 
 
+class CountedUart:
+    """The node's UART, counting the bytes written. A wrapper, since a real port's
+    machine.UART takes no new attributes (assigning uart.write raises AttributeError)."""
+
+    def __init__(self, uart):
+        self.uart = uart
+        self.tx = 0
+
+    def write(self, buf):
+        n = self.uart.write(buf)
+        self.tx += n or 0
+        return n
+
+    def readinto(self, buf):
+        return self.uart.readinto(buf)
+
+
 class Relay:
     def __init__(self):
         self.on_ = False
@@ -242,14 +259,7 @@ def main():
         uart = machine.UART(u[0], u[1], tx=u[2], rx=u[3])
     # count what goes to the UART: the rig waits for every byte of a step to cross the
     # pty before it moves time on (a pty delivers through a kernel work queue)
-    tx = [0]
-    write = uart.write
-
-    def write_counted(buf):
-        n = write(buf)
-        tx[0] += n
-        return n
-    uart.write = write_counted
+    uart = CountedUart(uart)
     hal = Hal(machine=machine, clock=_clock(), root=workdir)
 
     def console(s):
@@ -308,7 +318,7 @@ def main():
     node._log_alarms = log_alarms_logged
     _open_log(node)
     node.start(0)
-    _out("W 0 0 %d 0 %d" % (node.log.depth(), tx[0]))
+    _out("W 0 0 %d 0 %d" % (node.log.depth(), uart.tx))
     readline = sys.stdin.readline
     steps = 0
     alloc = getattr(gc, "mem_alloc", None)
@@ -336,7 +346,7 @@ def main():
             if alloc is not None and alloc() > live_max:
                 live_max = alloc()
         _out("W %s %d %d %d %d" % ("-1" if wake is None else "%.3f" % wake, node.engine.level(),
-                                   node.log.depth(), 1 if siren.on_ else 0, tx[0]))
+                                   node.log.depth(), 1 if siren.on_ else 0, uart.tx))
 
 
 main()

@@ -13,6 +13,7 @@ its stdin/stdout, since Node has no pty of its own. Flash lives in the Node proc
 survives watchdog resets, machine.reset() and power cuts; `save()` writes it to a file
 and `flash=` loads one. The image and boot ROM are the committed ones in
 tools/rp2/images/ (RECORD.json holds their SHA-256)."""
+import hashlib
 import json
 import os
 import select
@@ -37,6 +38,48 @@ def images():
 
 def image_path(kind="stock"):
     return IMAGES / images()["images"][kind]["file"]
+
+
+def app_sources():
+    """{path: SHA-256} of the frozen app's inputs: the .py files under firmware/ and
+    protocol/ (what firmware/manifest.py freezes, the manifest included)."""
+    out = {}
+    for top in ("firmware", "protocol"):
+        for p in sorted((ROOT / top).rglob("*.py")):
+            if "__pycache__" not in p.parts:
+                out[p.relative_to(ROOT).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def app_digest():
+    """One SHA-256 over the frozen app's inputs, path and content of each in order."""
+    h = hashlib.sha256()
+    for rel in app_sources():
+        h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+REBUILD = "make rp2-frozen"
+
+
+def frozen_stale():
+    """Why the committed image with the app frozen no longer matches firmware/ and
+    protocol/ in this tree (which files differ, and the command that rebuilds it), or
+    None when it is current."""
+    entry = images()["images"].get("station", {})
+    if entry.get("app_digest") == app_digest():
+        return None
+    built = entry.get("app_sources")
+    if built is None:
+        which = "the record lists no files, so which ones changed is unknown"
+    else:
+        now = app_sources()
+        diff = sorted(set(built) ^ set(now) | {k for k in built if k in now and built[k] != now[k]})
+        which = "%d differ: %s%s" % (len(diff), ", ".join(diff[:6]),
+                                     ", ..." if len(diff) > 6 else "")
+    return ("the frozen image %s was built from other firmware/ and protocol/ sources than "
+            "this tree's (%s); rebuild it with `%s` (tools/rp2/build.py, 5-8 min on 2 "
+            "cores) and commit tools/rp2/images/" % (entry.get("file", "(none)"), which, REBUILD))
 
 
 def unavailable():

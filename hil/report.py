@@ -159,6 +159,12 @@ def evaluate(rig):
         "alarm_latency_sim_s_max": round(max(lat_sim), 3) if lat_sim else None,
         "red_lead_time_s": None if red_lead is None else int(red_lead),
         "false_reds": false_reds, "max_level": {str(k): v for k, v in sorted(levels.items())},
+        # per node: (readings the subscriber got, alarms it got), e.g. for a board among
+        # simulated nodes (hil/pico_board.py)
+        "delivered_by_node": {str(n.id): [sum(1 for s in rig.sent if s.node == n.id and s.matched),
+                                          sum(1 for a in rig.node_alarms
+                                              if a.node == n.id and a.matched)]
+                              for n in sc.nodes},
         "airtime_s_per_node_day": round(sum(air) / len(air) / days, 2),
         "batches": len(bseqs), "batch_seq_gaps": gaps,
         "gateway_counters": {str(k): v for k, v in sorted(sub.counters.items())},

@@ -182,14 +182,16 @@ class Rig:
         import json
         nd = self.d / ("node-%d" % n.id)
         nd.mkdir(parents=True, exist_ok=True)
-        cfg = {"version": 1, "node": n.id, "key": n.key.hex(), "board": "esp32_devkitc",
+        on_board = self.board is not None and n.id == self.sc.nodes[0].id
+        variant = self.board.wiring.get("board", "esp32_devkitc") if on_board else "esp32_devkitc"
+        cfg = {"version": 1, "node": n.id, "key": n.key.hex(), "board": variant,
                "channels": [{"id": c.name, "driver": "fake"} for c in n.channels],
                "rules": n.rules, "intervals": n.intervals, "log_kb": n.log_kb,
                "sleep": "none"}
         (nd / "config.json").write_text(json.dumps(cfg))
         board = nd / "firmware" / "variants"          # what `stationctl flash` copies
         board.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "firmware" / "variants" / "esp32_devkitc.json", board)
+        shutil.copy(ROOT / "firmware" / "variants" / (variant + ".json"), board)
         sources = []
         for c in n.channels:
             if c.source == "loop420":
@@ -202,7 +204,7 @@ class Rig:
                 sources.append([c.source, c.chan])
         spec = {"sources": sources, "lora": [self.sc.radio["sf"], self.sc.radio["bw_hz"]],
                 "boot_seed": self.rng.randrange(1, 1 << 30)}
-        if self.board is not None and n.id == self.sc.nodes[0].id:
+        if on_board:
             spec["uart"] = self.board.uart_spec()
         (nd / "hil.json").write_text(json.dumps(spec))
         return nd

@@ -1,6 +1,7 @@
 """Build MicroPython's RPI_PICO image from pinned sources, offline and reproducibly.
 
     python -m tools.rp2.build                 # stock image + the image with the app frozen
+    python -m tools.rp2.build --frozen        # only the frozen one (`make rp2-frozen`)
     python -m tools.rp2.build --only stock    # just one of them
     python -m tools.rp2.build --check         # rebuild into build/rp2 and compare with the record
 
@@ -8,13 +9,15 @@ Needs Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi, libstdc++-arm-none-ea
 cmake and build-essential (tools/setup/ensure-rp2-toolchain.sh), and a bare git directory
 for each repository in SOURCES (`--mirror DIR`: DIR/<owner>+<name>/repo, or one git dir
 per repository with --git owner/name=PATH). CI does not build: it uses the images
-committed in tools/rp2/images/, whose SHA-256 RECORD holds (tests/tools/test_rp2_image.py).
+committed in tools/rp2/images/, whose SHA-256 RECORD holds (tests/rp2/test_rp2_image.py).
 
 Reproducible: the sources are exported at fixed commits into a fixed-name tree,
 SOURCE_DATE_EPOCH is the MicroPython commit's date (py/makeversionhdr.py stamps it), and
 -ffile-prefix-map strips the build machine's paths from the objects, so two builds of
 the same inputs are byte-identical. The frozen image also depends on firmware/ and
-protocol/ as they are in the working tree; their digest is recorded (`app_digest`).
+protocol/ as they are in the working tree: the record keeps their digest (`app_digest`)
+and each file's SHA-256 (`app_sources`), so hil.pico.frozen_stale can say when the
+committed image no longer matches the tree, and which files differ.
 """
 import argparse
 import hashlib
@@ -25,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from hil.pico import app_digest, app_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "tools" / "rp2" / "images"
@@ -136,29 +141,12 @@ def source_date_epoch(mirror, overrides):
     return int(git(gitdir, "show", "-s", "--format=%ct", SOURCES[0][2]).strip())
 
 
-def app_files():
-    """The frozen app's inputs: firmware/ and protocol/ .py files (what manifest.py freezes)."""
-    out = []
-    for top in ("firmware", "protocol"):
-        for p in sorted((ROOT / top).rglob("*.py")):
-            if "__pycache__" not in p.parts:
-                out.append(p.relative_to(ROOT).as_posix())
-    return out
-
-
-def app_digest():
-    h = hashlib.sha256()
-    for rel in app_files():
-        h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def stage_app(dest):
     """Copy the app next to its manifest in a fixed place, so the frozen names and paths
     do not depend on where this checkout lives."""
     if dest.exists():
         shutil.rmtree(dest)
-    for rel in app_files():
+    for rel in app_sources():
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / rel, dest / rel)
     shutil.copyfile(ROOT / "firmware" / "manifest.py", dest / "firmware" / "manifest.py")
@@ -169,20 +157,24 @@ def build_image(kind, work, src, epoch, jobs):
     out = work / ("build-" + kind)
     if out.exists():
         shutil.rmtree(out)
-    maps = " ".join("-ffile-prefix-map=%s=/%s" % (p, n) for p, n in
-                    ((src, "micropython"), (out, "build"), (work / "app", "app")))
+    pairs = ((src, "micropython"), (out, "build"), (work / "app", "app"))
+    maps = " ".join("-ffile-prefix-map=%s=/%s" % (p, n) for p, n in pairs)
+    # .S files: gcc does not hand its prefix maps to the assembler, whose DWARF would
+    # keep the work directory (the .elf differed between two work dirs; .bin did not)
+    asm_maps = maps + " " + " ".join("-Wa,--debug-prefix-map=%s=/%s" % (p, n) for p, n in pairs)
     args = ["cmake", "-S", src / "ports" / "rp2", "-B", out, "-DMICROPY_BOARD=" + BOARD,
             "-DPICO_NO_PICOTOOL=1", "-DPICO_BUILD_DOCS=0"]
     digest = None
     if kind == "station":
-        digest = app_digest()          # of what is staged now, not of the tree at the end
+        # of what is staged now, not of the tree at the end
+        digest = (app_digest(), app_sources())
         args.append("-DMICROPY_FROZEN_MANIFEST=%s" % stage_app(work / "app"))
     # through the environment: CMake adds CFLAGS to the toolchain's own flags (-mcpu...),
     # where -DCMAKE_C_FLAGS would replace them
     # GIT_CEILING_DIRECTORIES: the exported tree has no .git, and py/makeversionhdr.py
     # must not find the checkout this runs in (it would stamp that repo's commit)
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), LC_ALL="C", TZ="UTC",
-               CFLAGS=maps, CXXFLAGS=maps, ASMFLAGS=maps, GIT_CEILING_DIRECTORIES=str(work))
+               CFLAGS=maps, CXXFLAGS=maps, ASMFLAGS=asm_maps, GIT_CEILING_DIRECTORIES=str(work))
     run(args, env=env)
     run(["make", "-j%d" % jobs, "-C", out], env=env)
     uf2 = out / "firmware.uf2"
@@ -226,6 +218,8 @@ def main(argv=None):
     ap.add_argument("--git", action="append", default=[], metavar="OWNER/NAME=PATH")
     ap.add_argument("--work", default=str(ROOT / "build" / "rp2"))
     ap.add_argument("--only", choices=sorted(IMAGE_NAMES), action="append")
+    ap.add_argument("--frozen", action="store_true",
+                    help="only the image with the app frozen in (same as --only station)")
     ap.add_argument("--check", action="store_true",
                     help="build, compare with RECORD.json, and leave the committed images alone")
     ap.add_argument("-j", "--jobs", type=int, default=2)
@@ -239,6 +233,8 @@ def main(argv=None):
     record = load_record()
     images = record.setdefault("images", {})
     bad = []
+    if a.frozen:
+        a.only = list(dict.fromkeys((a.only or []) + ["station"]))
     for kind in a.only or ("stock", "station"):
         t0 = time.monotonic()
         uf2, digest_app = build_image(kind, work, src, epoch, a.jobs)
@@ -247,7 +243,10 @@ def main(argv=None):
                                               time.monotonic() - t0), file=sys.stderr)
         if a.check:
             want = images.get(kind, {}).get("sha256")
-            if want != digest:
+            if digest_app and images.get(kind, {}).get("app_digest") != digest_app[0]:
+                bad.append("%s: not compared: the record is of other app sources (a stale "
+                           "frozen image; `make rp2-frozen` rebuilds it); built %s" % (kind, digest))
+            elif want != digest:
                 bad.append("%s: built %s, recorded %s" % (kind, digest, want))
             continue
         IMAGES.mkdir(parents=True, exist_ok=True)
@@ -255,7 +254,7 @@ def main(argv=None):
         entry = {"file": IMAGE_NAMES[kind], "sha256": digest,
                  "bytes": uf2.stat().st_size}
         if kind == "station":
-            entry["app_digest"] = digest_app
+            entry["app_digest"], entry["app_sources"] = digest_app
             entry["manifest"] = "firmware/manifest.py"
         images[kind] = entry
     if a.check:

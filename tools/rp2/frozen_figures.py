@@ -8,7 +8,9 @@ config.json with a fresh key: the same landslide test profile as tests/rp2), and
 tools/rp2/node_steps.py there: the node's own loop for its steps, printing the heap
 around each. No gateway answers, so every report stays in the log (the worst case for
 the log's bookkeeping). Prints one JSON line. With --image stock the app must already be
-on the board's flash (--flash FILE, saved by EmulatedPico.save)."""
+on the board's flash (--flash FILE, saved by EmulatedPico.save). A stale frozen image
+(built from other firmware/ or protocol/ sources than this tree's: hil.pico.frozen_stale)
+is refused, since its figures would describe other firmware: `make rp2-frozen` rebuilds it."""
 import argparse
 import json
 import os
@@ -17,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from hil.pico import ROOT, EmulatedPico
+from hil.pico import ROOT, EmulatedPico, frozen_stale, images
 
 MPREMOTE = os.path.join(os.path.dirname(sys.executable), "mpremote")
 
@@ -33,7 +35,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="station")
     ap.add_argument("--flash")
+    ap.add_argument("--stale-ok", action="store_true",
+                    help="measure a frozen image built from other app sources than this "
+                         "tree's anyway (the figures then say \"stale\": true)")
     a = ap.parse_args(argv)
+    stale = frozen_stale() if a.image == "station" else None
+    if stale and not a.stale_ok:
+        raise SystemExit("frozen_figures: %s. Figures of a stale image describe other "
+                         "firmware (--stale-ok measures it anyway)." % stale)
     pico = EmulatedPico(image=a.image, flash=a.flash).start()
     try:
         pico.wait_event(lambda e: e.get("ev") == "usb", 60)
@@ -63,7 +72,9 @@ def main(argv=None):
         steps = [[int(x) for x in ln.split()[1:]] for ln in out.splitlines() if ln.startswith("step ")]
         start = [int(x) for x in next(ln for ln in out.splitlines() if ln.startswith("start")).split()[1:]]
         done = [int(x) for x in next(ln for ln in out.splitlines() if ln.startswith("done")).split()[1:]]
-        fig = {"image": a.image, "steps": len(steps),
+        fig = {"image": a.image, "stale": bool(stale),
+               "app_digest": images()["images"].get(a.image, {}).get("app_digest"),
+               "steps": len(steps),
                "heap_alloc_before_run_b": start[1],
                "heap_peak_alloc_b": max(s[2] for s in steps),
                "heap_peak_above_start_b": max(s[2] for s in steps) - start[1],

@@ -160,6 +160,12 @@ function patchUart(u) {
   };
 }
 
+// rp2040js' SIO prints straight to the console when the firmware reads the inter-core
+// FIFO (0x50 FIFO_ST, 0x58 FIFO_RD: the SDK's flash and lockout code looks at core 1,
+// which is not emulated). Harmless, and a dozen lines per run on the user's terminal:
+// they become log events like the emulator's other warnings.
+console.warn = (...a) => event({ ev: 'log', tag: 'rp2040js', msg: a.join(' ') });
+
 function powerOn(cause, keep) {
   const mcu = new RP2040();
   const { clock } = mcu;
