@@ -29,9 +29,8 @@ from harness import DAY_UNIX0 as UNIX0
 from harness import check_day_readings, compile_node_day, mpy_build, run_micropython
 
 from gateway.downlink import MAX_CONFIG_MAP
-from protocol import cbor
+from protocol import cbor, gwmessages, messages
 from protocol import frame as fr
-from protocol import gwmessages, messages
 from protocol.mic import Hmac
 from protocol.trip import Rule
 
