@@ -184,8 +184,10 @@ def _rules(source, lst, chans):
                   "allowed %s" % (rule.chan, ", ".join([channels.label(c) for c in ids])))
         out.append(rule)
     try:
-        from protocol.trip import TripEngine
-        TripEngine(out)
+        # what TripEngine(out) checks, without building a throwaway engine (its states and
+        # window buffers): a CONFIG then builds them once, in set_rules
+        from protocol.ruleparse import check_rules
+        check_rules(out)
     except ValueError as e:
         _fail(source, "rules", str(e))
     return out

@@ -84,7 +84,7 @@ def rule_ids():
 ballast = []
 now = 10.0
 refused = applied = 0
-for free in range(0, 600):     # how many 256-byte pieces of ballast are freed
+for free in range(0, 1000):    # how many 256-byte pieces of ballast are freed
     version = free + 2
     old_version = node.cfg.version
     old_rules = rule_ids()
@@ -94,16 +94,12 @@ for free in range(0, 600):     # how many 256-byte pieces of ballast are freed
     node.link.sent(now, seq, 0.1)
     # built before the heap is filled: with it full, the test's own work would fail
     payload = gwmessages.encode_config(seq, {M.C_VERSION: version, M.C_RULES: NEW_RULES})
-    # fill the heap: 4-KB blocks, 256-byte pieces, then smaller ones; free `free` pieces
+    # fill the heap with 256-byte pieces, then smaller ones; free the first `free` pieces
+    # (allocated one after the other: free space of free * 256 B in one piece, or nearly)
     dl = Downlink(payload)
     gc.collect()
-    ones = [None] * 600         # the 256-byte pieces, freed without allocating
+    ones = [None] * 1000        # the 256-byte pieces, freed without allocating
     n = 0
-    try:
-        while True:
-            ballast.append(bytearray(4096))
-    except MemoryError:
-        pass
     try:
         while n < len(ones):
             ones[n] = bytearray(256)
