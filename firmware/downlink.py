@@ -4,8 +4,9 @@ the node and queue the CONFIG_ACK.
 
 A node meets this about once a month, so it lives apart from firmware/app.py: with
 the config checks and the CBOR decoder it is among the modules boot drops on a board
-without frozen code (firmware/unload.py CONFIG_MODULES), and Node._on_config loads it
-for the downlink and drops it again."""
+without frozen code (firmware/unload.py CONFIG_MODULES), and firmware/main.py's
+downlink(), which the Node is handed, loads it for the downlink and drops it again. It
+imports resident code, never the reverse."""
 from firmware import nodeconfig
 from protocol import frame as fr
 from protocol import messages

@@ -150,5 +150,5 @@ def drop_boot_modules():
     from firmware.unload import unload, unload_config
     unload_config()
     for name in ("firmware.drivers.factory", "firmware.halsetup", "firmware.radio.ebyte_config",
-                 "firmware.logscan", "firmware.startup"):
-        unload(name)
+                 "firmware.logscan", "firmware.startup", "firmware.unload"):
+        unload(name)        # unload.py itself last: a CONFIG loads it again for a moment
