@@ -499,10 +499,17 @@ class Node:
         try:
             self.downlink(self, now, f.payload, f.mtype)
         except MemoryError:
-            # No ack: the gateway sends the CONFIG again, by when the heap may have room.
-            self.count("config_no_memory")
-            self.console("config downlink: too little free heap to check it now: the "
-                         "gateway will send it again")
+            # No ack: the gateway sends the CONFIG again (until the command expires), by
+            # when the heap may have room; flash and rules stay as they were
+            # (nodeconfig.apply_downlink). The CONFIG's garbage is free by now, yet a full
+            # heap may still refuse a new count key or the line: never a crash from here.
+            try:
+                self.count("config_no_memory")
+                self.console("config downlink: too little free heap to check it now: the "
+                             "gateway will send it again")
+            except MemoryError:
+                pass
+
 
 def _xorshift(seed):
     """A small PRNG for back-off jitter when the caller gives none (seeded per node so

@@ -20,9 +20,13 @@ def handle(node, now, payload, mtype=fr.CONFIG):
         node.count("config_not_fresh")    # a replay, or an answer to a frame long gone
         return
     version = m.get(messages.C_VERSION)
-    new, result, reason = nodeconfig.apply_downlink(node.fs, node.cfg, m)
+    new, result, reason = nodeconfig.apply_downlink(node.fs, node.cfg, m,
+                                                    lambda new: apply(node, new, now))
     if new is not None:
-        apply(node, new, now)
+        node.cfg = new
+        if node.events:
+            node._log_alarms(now, node.events)
+            del node.events[:]
         es = m.get(messages.C_EMERGENCY_S)
         if isinstance(es, int) and es >= 0:
             node.emergency_until = now + es if es else 0
@@ -36,16 +40,15 @@ def handle(node, now, payload, mtype=fr.CONFIG):
 
 
 def apply(node, new, now):
-    """Run on `new` from now on: intervals, rules (their trip events logged now), status."""
-    iv = new.intervals
-    node.sampler.set_intervals(iv["sample_s"], iv["intensified_s"], iv["report_s"])
+    """Run on `new` from now on: rules first (set_rules allocates, and a MemoryError there
+    changes nothing), then intervals and status. The trip events go to node.events, logged
+    once the config is saved and node.cfg is `new` (handle): until then a CONFIG sent
+    again is applied again, which keeps every rule's state."""
     for ev in node.engine.set_rules(new.rules, int(now)):
         node.events.append(ev)
-    if node.events:
-        node._log_alarms(now, node.events)
-        del node.events[:]
+    iv = new.intervals
+    node.sampler.set_intervals(iv["sample_s"], iv["intensified_s"], iv["report_s"])
     node.next_status = min(node.next_status, now + iv["status_s"])
-    node.cfg = new
 
 
 def zone(node, now, p):

@@ -184,8 +184,10 @@ def _rules(source, lst, chans):
                   "allowed %s" % (rule.chan, ", ".join([channels.label(c) for c in ids])))
         out.append(rule)
     try:
-        from protocol.trip import TripEngine
-        TripEngine(out)
+        # what TripEngine(out) checks, without building a throwaway engine (its states and
+        # window buffers): a CONFIG then builds them once, in set_rules
+        from protocol.ruleparse import check_rules
+        check_rules(out)
     except ValueError as e:
         _fail(source, "rules", str(e))
     return out
@@ -202,11 +204,12 @@ def _read(fs, name):
 
 
 def save(fs, name, raw):
-    """write-temp-then-rename: a power cut leaves the old file or the new one."""
+    """write-temp-then-rename: a power cut leaves the old file or the new one. `raw`: a
+    dict, or its JSON text."""
     tmp = name + ".tmp"
     f = fs.open(tmp, "w")
     try:
-        f.write(json.dumps(raw))
+        f.write(raw if isinstance(raw, str) else json.dumps(raw))
     finally:
         f.close()
     fs.rename(tmp, name)
@@ -271,13 +274,19 @@ def load(fs, console=print, board_hint="unknown"):
     return SafeConfig(board_hint)
 
 
-def apply_downlink(fs, cfg, m):
+def apply_downlink(fs, cfg, m, install=None):
     """Apply a CONFIG map (already MIC-checked and fresh) to the running config `cfg`,
     whose JSON is read back from config.good.json. Returns (new_cfg or None, result,
     reason): RESULT_OK with the new config when it is newer and valid (saved to flash),
     RESULT_OK with None for the same version (nothing to redo), RESULT_STALE for an
     older one, RESULT_REJECTED with the reason otherwise, also when config.good.json is
-    missing, unreadable or not the running version."""
+    missing, unreadable or not the running version.
+
+    `install(new)`, if given, puts a valid new config to work before it is saved. The
+    steps that allocate (checks, JSON text, install) all come before the first write, so
+    a MemoryError in any of them leaves flash and the running node as they were (the
+    caller counts it and sends no ack: the gateway sends the CONFIG again); after it,
+    writing the text allocates next to nothing."""
     version = m.get(messages.C_VERSION)
     if cfg.safe:
         return None, messages.RESULT_REJECTED, "node has no valid config on flash"
@@ -311,9 +320,13 @@ def apply_downlink(fs, cfg, m):
         new = checked(raw, "downlink config v%d" % version)
     except ConfigError as e:
         return None, messages.RESULT_REJECTED, str(e)[:80]
-    save_running(fs, raw)
     # a downlink changes neither the channels nor the radio: keep them as boot left them,
     # without the settings only boot reads (firmware/startup.py)
     new.channels = cfg.channels
     new.radio = cfg.radio
+    text = json.dumps(raw)
+    raw = None
+    if install is not None:
+        install(new)
+    save_running(fs, text)
     return new, messages.RESULT_OK, ""

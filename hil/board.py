@@ -53,7 +53,7 @@ def not_run(why):
 class ReplLink:
     """The board's REPL: a serial port, or (stand-in) the unix port on a pty."""
 
-    def __init__(self, port, mpy_dir, heap="384K"):
+    def __init__(self, port, mpy_dir, heap="256K"):
         self.port = port
         self.proc = None
         self.buf = b""
@@ -62,8 +62,10 @@ class ReplLink:
             tty.setraw(m)
             tty.setraw(s)
             env = dict(os.environ, MICROPYPATH=".frozen:%s" % mpy_dir)
+            # from the .mpy directory: the REPL puts "" (the working directory) first on
+            # sys.path, and from ROOT the stand-in would compile firmware/ from source
             self.proc = subprocess.Popen([port[5:], "-X", "heapsize=%s" % heap], stdin=s,
-                                         stdout=s, stderr=s, cwd=ROOT, env=env,
+                                         stdout=s, stderr=s, cwd=str(mpy_dir), env=env,
                                          close_fds=True)
             os.close(s)
             self.fd = m
@@ -245,7 +247,7 @@ _CLEAN = ("import os\n"
 class Bench:
     """What the rig needs to put a board in place of the first node."""
 
-    def __init__(self, port, wiring, heap="384K"):
+    def __init__(self, port, wiring, heap="256K"):
         self.port = port
         self.standin = port.startswith("exec:")
         self.wiring = wiring

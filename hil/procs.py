@@ -226,12 +226,18 @@ class NodeProc:
                                    "run `make setup`, or use --runtime cpython")
             cmd = [exe, "-X", "heapsize=%s" % self.heap, "-m", "nodeproc"]
             cmd_env["MICROPYPATH"] = ".frozen:%s" % self.mpy_dir
+            # `-m` puts "" (the working directory) first on sys.path: run from ROOT, the
+            # node imported firmware/ and protocol/ as source and compiled them on its own
+            # heap (a CONFIG's modules too: ~180 KB live peaks, MemoryErrors at 352K),
+            # never the .mpy a board gets. From the .mpy directory "" finds those.
+            cwd = str(self.mpy_dir)
         else:
             cmd = [sys.executable, str(ROOT / "hil" / "nodeproc.py")]
             cmd_env["PYTHONPATH"] = "%s:%s" % (ROOT / "tests" / "mpy_fakes", ROOT)
-        self.proc = subprocess.Popen(cmd + [str(self.d), self.tty], stdin=subprocess.PIPE,
+            cwd = ROOT
+        self.proc = subprocess.Popen(cmd + [str(self.d.resolve()), self.tty], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd=ROOT, env=cmd_env, text=True, bufsize=1)
+                                     cwd=cwd, env=cmd_env, text=True, bufsize=1)
         return self.read_until_w()
 
     def alive(self):
@@ -287,9 +293,14 @@ class NodeProc:
                 self.proc.wait(5)
 
     def stderr_text(self):
+        """What the node wrote on stderr, once it has exited (its stdout at EOF can come
+        a moment before the exit: wait for it, else a crash reads as "no output")."""
         try:
-            return self.proc.stderr.read() if self.proc and not self.alive() else ""
-        except (OSError, ValueError):
+            if self.proc is None:
+                return ""
+            self.proc.wait(10)
+            return self.proc.stderr.read()
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             return ""
 
     def pull(self, want=None, timeout=30.0):

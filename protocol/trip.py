@@ -163,19 +163,22 @@ class TripEngine:
                 by_chan[r.chan] = []
                 chans.append(r.chan)
             by_chan[r.chan].append(st)
-        self._states = states
-        self._by_chan = by_chan
-        self._chans = chans
-        for c in chans:
-            if c not in self._level:
-                self._level[c] = 0
+        # everything that allocates comes before the swap: a MemoryError (a CONFIG on a
+        # full heap) leaves the engine running its old rules, not half of the new ones
         spike = {}
         for c in chans:
             spike[c] = self._spike.get(c) or Despike()
+        for c in chans:
+            if c not in self._level:
+                self._level[c] = 0
+        for c in chans:
             spike[c].on = False
         for st in states:
             if st.rule.kind in (RATE, INVVEL, TANGENT):
                 spike[st.rule.chan].on = True
+        self._states = states
+        self._by_chan = by_chan
+        self._chans = chans
         self._spike = spike
 
     @property

@@ -28,9 +28,11 @@ from harness import DAY_TF as TF
 from harness import DAY_UNIX0 as UNIX0
 from harness import check_day_readings, compile_node_day, mpy_build, run_micropython
 
+from gateway.downlink import MAX_CONFIG_MAP
+from protocol import cbor, gwmessages, messages
 from protocol import frame as fr
-from protocol import gwmessages, messages
 from protocol.mic import Hmac
+from protocol.trip import Rule
 
 pytestmark = pytest.mark.mpy
 
@@ -42,7 +44,17 @@ KEY = bytes(range(1, 33))
 HOURS = 21.5
 WHOLE_HEAP = 96 * 1024          # issue #4: code + data on a 32-bit MicroPython
 UNIX_DATA_HEAP = 96 * 1024      # as test_node_mpy.py runs the 64-bit day
-
+# The CONFIG the day's gateway sends at 10:00 (node_day.py, after an ACK): a set-rules as the
+# gateway builds it (gateway/downlink.py: the whole rule list as wire lists, the version
+# next): the station's 4 rules with the 1-h rain rule lowered from 30 mm (orange) to 20 mm
+# (yellow), as an operator does before a forecast storm. (The `stationctl provision`
+# landslide profile's 7 rules plus the water rule, sent instead, run the rest of the day at
+# a 97.9 KB routine peak: over the budget by 1,968 B, measured 2026-12-07.)
+SET_RULES = [[2, 0x08, 3, 2, 3600, 200, 50, 1800], [6, 0x10, 2, 2, 3600, 200, 50, 1800],
+             [7, 0x10, 4, 4, 7200, 3600, 900, 3600], [8, 0x18, 1, 2, 1, 3000, 100, 2, 600]]
+CONFIG_BODY = cbor.dumps({messages.C_VERSION: 2,
+                          messages.C_RULES: [Rule.from_wire(w).to_wire() for w in SET_RULES]})
+assert len(CONFIG_BODY) <= MAX_CONFIG_MAP
 
 
 def run_mp32(trees, module, args=(), steps=None, timeout=900):
@@ -102,7 +114,7 @@ def code32(compiled):
 
 @pytest.fixture(scope="module")
 def day32(compiled):
-    r = run_mp32(compiled, "node_day", ["--lib"], steps="day('/flash', %r)" % HOURS, timeout=600)
+    r = run_mp32(compiled, "node_day", ["--lib"], steps="day('/flash', %r, %r)" % (HOURS, CONFIG_BODY.hex()), timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     lines, result, alloc, _ = parse(r.stdout)
     assert result is not None, r.stdout[-2000:]
@@ -120,7 +132,10 @@ def day64(compiled, tmp_path_factory):
     code = int(r.stdout.split("CODE_BYTES ")[1].split()[0])
     work = tmp_path_factory.mktemp("flash64")
     heap = "%dK" % ((code + UNIX_DATA_HEAP) // 1024 + 1)
-    r = run_micropython(launch, heap=heap, args=[str(work), str(HOURS)], extra_path=[d], timeout=600)
+    body = tmp_path_factory.mktemp("config64") / "config.hex"
+    body.write_text(CONFIG_BODY.hex())
+    r = run_micropython(launch, heap=heap, args=[str(work), str(HOURS), str(body)], extra_path=[d],
+                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     lines, result, _, _ = parse(r.stdout)
     result["code_bytes"] = code
@@ -194,6 +209,35 @@ def node_heap(res):
     each: an ESP32 keeps those objects in ROM). A board carries none of these, and its
     free heap is counted after its runtime has booted."""
     return res["peak_alloc"] - res["start_alloc"], res["live_peak"] - res["start_alloc"]
+
+
+def test_set_rules_config_is_applied_and_acked(day32):
+    """The 10:00 CONFIG: applied (version 2, the lowered rain rule runs) and answered with
+    an OK CONFIG_ACK for version 2."""
+    _, frames, res = day32
+    assert res["version"] == 2
+    acks = [gwmessages.decode_config_ack(f.payload) for _, f in frames if f.mtype == fr.CONFIG_ACK]
+    assert len(acks) == 1, acks
+    assert acks[0][messages.K_VERSION] == 2 and acks[0][messages.K_RESULT] == messages.RESULT_OK, acks
+    assert res["config_peak"] > 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "OPEN: a set-rules CONFIG on a stock image loads the config checks and the CBOR decoder "
+    "as .mpy into the heap on top of ~90 KB of live node: its steps peak at 132,720 B "
+    "(129.6 KB) on wasm32 (all the step's garbage counted: this build cannot collect inside "
+    "a step), ~33 KB over. The node survives it (test_config_nomem_mpy.py); fitting it needs "
+    "those modules frozen or far smaller. Strict: when it fits, make this a plain test"))
+def test_set_rules_config_fits_the_96k_budget_on_32bit(day32):
+    """The CONFIG's steps (node_day.py: the step that receives it and the next) against the
+    same 96 KB budget as the routine day, never a larger one."""
+    _, _, res = day32
+    cfg_peak = res["config_peak"] - res["start_alloc"]
+    print("\nnode on 32-bit (wasm32): the set-rules CONFIG's steps peak at %d B (%.1f KB) "
+          "against the %d B budget" % (cfg_peak, cfg_peak / 1024.0, WHOLE_HEAP))
+    assert 0 < cfg_peak <= WHOLE_HEAP, (
+        "applying a set-rules CONFIG takes the node to %d B (%.1f KB) on 32-bit MicroPython, "
+        "over the 96 KB budget by %d B" % (cfg_peak, cfg_peak / 1024.0, cfg_peak - WHOLE_HEAP))
 
 
 def test_node_fits_the_96k_budget_on_32bit(day32, day64, code32):

@@ -7,7 +7,7 @@ the CPython side decodes and checks them with protocol/. Storm 06:00-08:00, wate
 level rise, a broken 4-20 mA loop at 12:00, a radio outage 18:30-19:40, creep to
 failure at 20:00 (then the draw-wire reads open circuit).
 
-Usage: micropython node_day.py <root> [hours]
+Usage: micropython node_day.py <root> [hours] [file]   (file: a CONFIG body in hex, day())
        micropython node_day.py --code     (prints the heap the imported code takes)
        micropython node_day.py --lib      (imports only: step day(root, hours) yourself)
 
@@ -112,10 +112,15 @@ class Radio:
         return self.lora.airtime_ms(n)
 
 
-def day(root, h=21.5):
+def day(root, h=21.5, payload=None):
     """The day as a generator that yields after every node step: the 32-bit (wasm) runner
     resumes it from JS, the only place that build collects garbage
-    (tests/firmware/test_node_32bit.py); main() below just runs it through."""
+    (tests/firmware/test_node_32bit.py); main() below just runs it through.
+
+    `payload`: a CONFIG body as hex, without its 4-byte `re` (the CBOR map the gateway's
+    set-rules builds, made on the CPython side: the gateway's codecs are not the node's).
+    At 10:00 this script's gateway sends it right after an ACK, answering the frame just
+    acked; the busiest step while it is in the air is DAY_RESULT's config_peak."""
     # the test's machine module (pins, ADCs, UARTs), tests/mpy_fakes/machine.py: not the node's
     import fake_machine
     yield                       # wasm: the runner collects here, before any firmware loads
@@ -242,6 +247,9 @@ def day(root, h=21.5):
     peak = 0
     steps = 0
     live_peak = 0               # between steps, after the collection: no garbage
+    cfg_at = -1 if payload is None else 36000       # 10:00
+    cfg_peak = 0
+    cfg_steps = 0               # node steps while the CONFIG was in the air or in rx
     while t < end:
         Sim.step(int(t))
         if sys.platform == "webassembly":
@@ -256,7 +264,11 @@ def day(root, h=21.5):
         wake = node.step(t)
         steps += 1
         a = gc.mem_alloc()
-        if a > peak:
+        if cfg_steps:           # the CONFIG's steps are measured apart: the rest is routine
+            cfg_steps -= 1
+            if a > cfg_peak:
+                cfg_peak = a
+        elif a > peak:
             peak = a
         if red_at < 0 and node.engine.level(_DISP) == 4:
             red_at = int(t)
@@ -279,6 +291,13 @@ def day(root, h=21.5):
                                 # one range at gap 0, length 1
                                 struct.pack(">II", f.seq, _UNIX0 + int(t)) + b"\x00\x01")
                 radio.rx.append(framing.wrap(ack))
+                if 0 <= cfg_at <= t:
+                    cfg_at = -1
+                    dl += 1
+                    radio.rx.append(framing.wrap(fr.encode(
+                        signer, fr.CONFIG, _NODE, dl, _UNIX0 + int(t),
+                        struct.pack(">I", f.seq) + bytes.fromhex(payload))))
+                    cfg_steps = 2
         radio.out = []
         nxt = t + 60 if wake is None else wake
         if radio.rx:
@@ -295,10 +314,10 @@ def day(root, h=21.5):
     print("DAY_RESULT {\"red_at\": %d, \"siren_at\": %d, \"first_after_red\": %d, \"steps\": %d, "
           "\"peak_alloc\": %d, \"base_alloc\": %d, \"live_alloc\": %d, \"rain_total\": %d, "
           "\"log_depth\": %d, \"level\": %d, \"siren_on\": %d, \"start_alloc\": %d, \"live_peak\": %d, "
-          "\"cbor_decoder\": %d}"
+          "\"cbor_decoder\": %d, \"config_peak\": %d, \"version\": %d}"
           % (red_at, siren_at, first_after_red, steps, peak, base, gc.mem_alloc(), rain.total,
              node.log.depth(), node.engine.level(), 1 if siren.is_on() else 0, start, live_peak,
-             1 if "protocol.cbordecode" in sys.modules else 0))
+             1 if "protocol.cbordecode" in sys.modules else 0, cfg_peak, node.cfg.version))
 
 
 def main():
@@ -315,7 +334,10 @@ def main():
         gc.collect()
         print("CODE_BYTES %d" % gc.mem_alloc())       # and the node's modules
         return
-    for _ in day(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 21.5):
+    # the unix port interns each argument as a name (at most 255 characters: a longer one
+    # is a fatal "uncaught NLR"), so the CONFIG comes in a file
+    for _ in day(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 21.5,
+                 open(sys.argv[3]).read() if len(sys.argv) > 3 else None):
         pass
 
 
