@@ -109,6 +109,26 @@ class PowerFs(_Base):
             walk(self.root)
             self.handles.clear()
 
+    def unsynced(self):
+        """Bytes (and directory entries) a cut now would drop; changes nothing."""
+        with self.mutex:
+            n, seen = 0, set()
+
+            def walk(d):
+                nonlocal n
+                n += sum(1 for name, child in d.children.items()
+                         if d.disk_children.get(name) is not child)
+                for child in d.children.values():
+                    if child.ino in seen:
+                        continue
+                    seen.add(child.ino)
+                    if child.is_dir:
+                        walk(child)
+                    elif bytes(child.data) != child.disk:
+                        n += abs(len(child.data) - len(child.disk)) or 1
+            walk(self.root)
+            return n
+
     # ---------------------------------------------------------------- helpers
     def _lookup(self, path):
         node = self.root
@@ -364,6 +384,8 @@ def serve(mnt, ctl):
                         f.write("ok\n")
                     elif cmd == "stats":
                         f.write("ok %r\n" % fs.stats)
+                    elif cmd == "unsynced":
+                        f.write("ok %d\n" % fs.unsynced())
                     elif cmd == "quit":
                         want["quit"] = True
                         f.write("ok\n")
@@ -427,6 +449,9 @@ class PowerFsProcess:
     def stats(self):
         import ast
         return ast.literal_eval(self.request("stats"))
+
+    def unsynced(self):
+        return int(self.request("unsynced"))
 
     def lie(self):
         self.request("lie")

@@ -4,7 +4,10 @@ what the checks need.
 
 Each reading is kept under its dedup key (node, seq, idx); a second copy with the same
 key is counted as a duplicate (allowed by I1), a second copy with different content
-is a *conflict* (never allowed). Every message is also checked against
+is a *conflict* (never allowed). Of the duplicates, those that came in a batch with
+another batch seq than the first copy are counted apart (`duplicates_across_batches`):
+a re-sent batch keeps its seq and bytes (SPEC §9.2), so only the gateway putting one
+reading in two batches makes those. Every message is also checked against
 protocol/uplink.cddl (gateway/uplink_schema.py); every schema violation is kept as a
 text in `errors`."""
 import threading
@@ -47,6 +50,7 @@ class Subscriber:
         self.lock = threading.Lock()
         self.readings = {}          # (node, seq, idx) -> Reading
         self.duplicates = 0
+        self.duplicates_across_batches = 0
         self.conflicts = []
         self.alarms = {}            # (node, seq, i) -> dict (+ "wall" receipt time)
         self.alarm_duplicates = 0
@@ -275,6 +279,8 @@ class Subscriber:
                 self.readings[key] = r
             elif old.content() == r.content():
                 self.duplicates += 1
+                if old.batch != r.batch:
+                    self.duplicates_across_batches += 1
             else:
                 self.conflicts.append((key, old.content(), r.content()))
         return len(values)

@@ -26,7 +26,6 @@ COLORS = alarmtext.ANSI
 OFFLINE = "\x1b[1;31m"
 RESET = alarmtext.ANSI_RESET
 CONNECT_TIMEOUT_S = 10.0
-RETAINED_WAIT_S = 1.0      # retained statuses come right after the SUBACK, on loopback in ms
 
 
 def parse_broker(url):
@@ -100,13 +99,14 @@ class Monitor:
         self.client = c
         self.host, self.port = host, port
         self.subs = []
+        self.qos = 1
         self._unacked = set()       # mids of SUBSCRIBEs not answered yet
 
     def _on_connect(self, client, userdata, flags, rc, props):
         if rc.is_failure:
             self.connected.put(str(rc))
             return
-        self._unacked = {client.subscribe(t, qos=1)[1] for t in self.subs}
+        self._unacked = {client.subscribe(t, qos=self.qos)[1] for t in self.subs}
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, props):
         # "subscribed" means SUBACK, not CONNACK: only from then on can nothing published
@@ -119,8 +119,8 @@ class Monitor:
         if not self._unacked:
             self.connected.put(None)
 
-    def start(self, subs):
-        self.subs = subs
+    def start(self, subs, qos=1):
+        self.subs, self.qos = subs, qos
         try:
             self.client.connect(self.host, self.port, keepalive=30)
         except OSError as e:
@@ -139,6 +139,22 @@ class Monitor:
             raise ToolError(BROKER, "the broker %s:%d refused: %s (check "
                             "--username/--password-file, and the broker's ACL for these "
                             "topics)" % (self.host, self.port, err))
+
+    def barrier(self, topic):
+        """Subscribe to `topic` and wait for its SUBACK. The broker answers SUBSCRIBEs on
+        one connection in order and sends a subscription's retained QoS 0 messages before
+        it reads the next SUBSCRIBE, and paho calls on_message and on_subscribe from one
+        thread in arrival order: once this returns, every retained message of the
+        earlier QoS 0 subscriptions is in self.q. No wait that a slow machine can outrun."""
+        self._unacked = {self.client.subscribe(topic, qos=0)[1]}
+        try:
+            err = self.connected.get(timeout=CONNECT_TIMEOUT_S)
+        except queue.Empty:
+            raise ToolError(BROKER, "the broker %s:%d sent no SUBACK in %g s"
+                            % (self.host, self.port, CONNECT_TIMEOUT_S)) from None
+        if err is not None:
+            raise ToolError(BROKER, "the broker %s:%d refused a subscription: %s (check its "
+                            "ACL)" % (self.host, self.port, err))
 
     def stop(self):
         self.client.loop_stop()
@@ -166,16 +182,18 @@ def watch(mon, out, count=None, duration=None, as_json=False, color=False):
     return n
 
 
-def gateways_seen(mon, prefix, wait_s=RETAINED_WAIT_S):
+def gateways_seen(mon, prefix):
     """{(site, gateway)} with a retained status on this broker: every gateway that has
     connected to it leaves one (online, or its offline will)."""
-    mon.start(["%s/+/+/status" % prefix])
+    # QoS 0: retained QoS 1 messages beyond the broker's inflight window (Mosquitto's
+    # max_inflight_messages, 20) would wait for PUBACKs and could come after the barrier
+    mon.start(["%s/+/+/status" % prefix], qos=0)
     seen = set()
-    end = time.monotonic() + wait_s
     try:
-        while time.monotonic() < end:
+        mon.barrier("%s/-/monitor-barrier-%d/none" % (prefix, os.getpid()))
+        while True:
             try:
-                topic, _payload = mon.q.get(timeout=max(0.0, end - time.monotonic()))
+                topic, _payload = mon.q.get_nowait()
             except queue.Empty:
                 break
             parts = topic.split("/")

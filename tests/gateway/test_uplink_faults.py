@@ -78,7 +78,8 @@ def test_broker_stop_and_kill_while_publishing(broker, make_store, make_uplink, 
         acks_after(3)
     finally:
         stop.set()
-        th.join(5)
+        th.join(60)                 # ends within one commit; the set must be final below
+        assert not th.is_alive()
     assert sub.wait_for(lambda s: s.keys() >= committed, 60), \
         "lost: %d readings" % len(committed - sub.keys())
     assert up.stats()["connects"] >= 3

@@ -105,3 +105,12 @@ def test_messages_are_checked_against_the_uplink_cddl(sub):
     # decodable by the subscriber's own rules, but node 0 is outside uplink.cddl
     feed(sub, "data", batch(1, [[0, [[0x10, [[7, 0, 1000, 0, [5]]]]]]]))
     assert any("uplink.cddl" in e and "/5/0" in e for e in sub.errors), sub.errors
+
+
+def test_a_reading_in_two_batch_seqs_is_counted_apart_from_a_resent_batch(sub):
+    run = [[101, [[0x10, [[7, 0, 1000, 60, [5]]]]]]]
+    feed(sub, "data", batch(1, run))
+    feed(sub, "data", batch(1, run))                      # lost PUBACK: same seq and bytes
+    assert sub.duplicates == 1 and sub.duplicates_across_batches == 0
+    feed(sub, "data", batch(2, run))                      # the same reading batched twice
+    assert sub.duplicates == 2 and sub.duplicates_across_batches == 1

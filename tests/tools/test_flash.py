@@ -2,6 +2,7 @@
 only asked for --help/version), the application deployed to the stand-in and verified."""
 import hashlib
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -123,13 +124,31 @@ def test_ctrl_c_mid_copy_removes_the_tmp_file_and_says_how_to_resume(standin, tm
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "tools.cli", "flash", "--port", standin.port, "--board", "unix",
            "--app-only"]
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
     fw = standin.fs / "firmware"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (fw.exists() and any(fw.iterdir())):
-        time.sleep(0.01)                           # protocol/ is done, firmware/ under way
+    # The Ctrl-C must land mid-copy: the copier is frozen (SIGSTOP) as soon as firmware/
+    # is under way and checked to be still copying (main.py, the last file, not there).
+    # A copier that got to the end first (a stalled test on a busy box) proves nothing:
+    # its files are wiped and the copy runs again, so the verdict does not hang on speed.
+    for _attempt in range(5):
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None \
+                and not (fw.exists() and any(fw.iterdir())):
+            time.sleep(0.01)                       # protocol/ is done, firmware/ under way
+        p.send_signal(signal.SIGSTOP)
+        if p.poll() is None and not (standin.fs / "main.py").exists():
+            break
+        p.send_signal(signal.SIGCONT)
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+        p.stdout.close()
+        p.stderr.close()
+        shutil.rmtree(fw)
+        (standin.fs / "main.py").unlink()
+    else:
+        pytest.fail("the copy finished before it could be interrupted, 5 times")
     p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGCONT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == errors.INTERRUPTED, err
     assert "run the same command again to resume" in err and "files already on the board are " \

@@ -14,7 +14,7 @@ from paho.mqtt.properties import Properties
 from gateway import batcher
 from gateway.records import Alarm
 from protocol import channels
-from tools import cli, errors
+from tools import cli, errors, monitor
 
 ROOT = Path(__file__).resolve().parents[2]
 WATER = channels.chan_id(channels.kind_by_name("water_level"))
@@ -138,6 +138,24 @@ def test_unknown_site_or_gateway_is_an_error_naming_the_known_ones(broker, capsy
                          "--duration", "1"]) == errors.BAD_INPUT
         assert "its gateways: gw1" in capsys.readouterr().err
         assert cli.main(["monitor", "--broker", url, "--site", "lushi", "--duration", "1"]) == 0
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
+def test_every_retained_status_is_seen_without_a_timed_wait(broker):
+    # the site check once waited 1 s for retained statuses: a stalled thread on a busy
+    # box saw none and let a typo through. Now a second SUBACK is the barrier; 150
+    # gateways is well past Mosquitto's 20-message QoS 1 inflight window
+    pub = publisher(broker.port)
+    want = {("site%d" % (i % 7), "gw%d" % i) for i in range(150)}
+    try:
+        for site, gw in sorted(want):
+            publish(pub, "stations/%s/%s/status" % (site, gw),
+                    batcher.encode_status(site, gw, 1, 1767225600, "0.1.0"), retain=True)
+        for _ in range(3):
+            mon = monitor.Monitor("127.0.0.1", broker.port)
+            assert monitor.gateways_seen(mon, "stations") == want
     finally:
         pub.loop_stop()
         pub.disconnect()
