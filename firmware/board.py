@@ -6,8 +6,8 @@ pin: a new board is a new JSON file. A bad file raises ValueError naming the fil
 key and what is allowed, before any pin is touched."""
 import json
 
-from firmware.hal import Output
 from firmware import halsetup
+from firmware.hal import Output
 
 VARIANTS_DIR = "firmware/variants"
 

@@ -123,7 +123,7 @@ def downlink(node, now, payload, mtype):
     from firmware.unload import config_dropped, unload_config
     dropped = config_dropped()
     try:
-        import firmware.downlink    # (binds the package only: nothing keeps the module)
+        import firmware.downlink  # (binds the package only: nothing keeps the module)
         firmware.downlink.handle(node, now, payload, mtype)
     finally:
         if dropped:

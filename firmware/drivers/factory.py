@@ -114,8 +114,8 @@ class _Builder:
         from firmware.drivers.supply import BoardTemperature
         source = b.data.get("temperature", {}).get("source", "none")
         if source == "rp2040_adc4":
-            from firmware.drivers.adc_filter import AdcFilter
             from firmware import halsetup
+            from firmware.drivers.adc_filter import AdcFilter
             ch = halsetup.adc(hal, b.mcu, {"channel": 4, "floor_mv": 0, "ceiling_mv": 3300})
             return BoardTemperature(source, filt=AdcFilter(ch, hal))
         return BoardTemperature(source, hal=hal)
@@ -123,8 +123,8 @@ class _Builder:
     def rs485(self, chan, params):
         from firmware.drivers.rs485_sensor import Rs485Sensor
         if self.master is None:
-            from firmware.drivers.modbus_rtu import ModbusMaster
             from firmware import halsetup
+            from firmware.drivers.modbus_rtu import ModbusMaster
             from firmware.hal import Output
             b, hal = self.board, self.hal
             spec = b.spec("uarts", "rs485")
